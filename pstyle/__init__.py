@@ -1,0 +1,1 @@
+"""portrait-stylegan command line: `pstyle <subcommand>`; the work itself lives in the packages."""

@@ -1,0 +1,3 @@
+from pstyle.cli import main
+
+main()
