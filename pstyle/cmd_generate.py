@@ -1,0 +1,83 @@
+"""`pstyle generate` and `pstyle style-mix`: thin shells over `training.generate`."""
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from training import generate as gen
+
+
+def _load_G(network, device):
+    from training.checkpoint import load_network
+    device = gen.pick_device(device)
+    G = load_network(network, device=device)['G_ema']
+    return G.eval().requires_grad_(False).to(device)
+
+
+def _common_options(f):
+    options = [
+        click.option('--network', 'network', required=True, help='Network file, URL or official name (ffhq, metfaces, ...).'),
+        click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True, help='Truncation psi.'),
+        click.option('--trunc-cutoff', 'truncation_cutoff', type=click.IntRange(min=0), default=None, help='Truncate only W+ rows below this index.'),
+        click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (conditional networks).'),
+        click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs.'),
+        click.option('--precision', type=click.Choice(gen.PRECISIONS), default='fp32', show_default=True, help='fp32, bf16 (fast on CPUs with AMX) or fp16 (CUDA).'),
+        click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=8, show_default=True, help='Images per forward pass (results do not depend on it).'),
+        click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda, cuda:1, ...'),
+        click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True, help='Where to save the images.'),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.command()
+@_common_options
+@click.option('--seeds', type=str, default=None, help='Seeds, e.g. 0-7,42.')
+@click.option('--projected-w', type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help='Render saved latents (.npz from `pstyle project` or NVIDIA\'s projector).')
+@click.option('--grid', is_flag=True, help='Also save all images as one grid.png.')
+def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, grid):
+    """Generate images from seeds or from saved W / W+ latents."""
+    if (seeds is None) == (projected_w is None):
+        raise click.UsageError('give exactly one of --seeds and --projected-w')
+    try:
+        G = _load_G(network, device)
+        outdir.mkdir(parents=True, exist_ok=True)
+        if projected_w is not None:
+            ws, names = gen.load_projected_ws(projected_w, G)
+            images = gen.to_uint8(gen.synthesize(G, ws, noise_mode, precision, batch_size))
+            named = list(zip(names, images))
+        else:
+            seed_list = gen.parse_range(seeds)
+            stream = gen.generate_images(G, seed_list, truncation_psi, truncation_cutoff, class_idx, noise_mode,
+                                         precision, batch_size, progress=True)
+            named = [(f'seed{seed:04d}', image) for seed, image in stream]
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, image in named:
+        gen.save_image(image, outdir / f'{Path(name).stem}.png')
+    if grid:
+        cols = int(np.ceil(np.sqrt(len(named))))
+        rows = int(np.ceil(len(named) / cols))
+        tiles = [image for _, image in named] + [np.zeros_like(named[0][1])] * (rows * cols - len(named))
+        gen.save_image(gen.image_grid(np.stack(tiles), rows, cols), outdir / 'grid.png')
+    click.echo(f'saved {len(named)} images to {outdir}')
+
+
+@click.command('style-mix')
+@_common_options
+@click.option('--rows', 'row_seeds', required=True, help='Row seeds (content), e.g. 85,100,75.')
+@click.option('--cols', 'col_seeds', required=True, help='Column seeds (style), e.g. 55,821,1789.')
+@click.option('--styles', 'col_styles', default='0-6', show_default=True, help='W+ indices taken from the column seeds (see `pstyle layers`).')
+def style_mix(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, row_seeds, col_seeds, col_styles):
+    """Style-mixing grid: row seeds x column seeds, chosen W+ indices from the columns."""
+    try:
+        G = _load_G(network, device)
+        grid = gen.style_mix_grid(G, gen.parse_range(row_seeds), gen.parse_range(col_seeds), gen.parse_range(col_styles),
+                                  truncation_psi, class_idx, noise_mode, precision, batch_size)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    outdir.mkdir(parents=True, exist_ok=True)
+    gen.save_image(grid, outdir / 'grid.png')
+    click.echo(f'saved {outdir / "grid.png"}')

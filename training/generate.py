@@ -1,0 +1,194 @@
+"""Image generation: seeds, saved latents and style-mixing grids.
+
+Seed k draws z from `numpy.random.RandomState(k)` exactly as NVIDIA's `generate.py` does, one
+generator per image, so image k is identical at any batch size and matches the images users know.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torch_utils import misc
+
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+
+
+def parse_range(text):
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    values = []
+    for part in str(text).split(','):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.fullmatch(r'(-?\d+)\s*-\s*(-?\d+)', part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if hi < lo:
+                raise ValueError(f'range "{part}" runs backwards')
+            values.extend(range(lo, hi + 1))
+        elif re.fullmatch(r'-?\d+', part):
+            values.append(int(part))
+        else:
+            raise ValueError(f'cannot parse "{part}" in "{text}": expected integers and ranges like 0-7,10')
+    if not values:
+        raise ValueError(f'no values in "{text}"')
+    return values
+
+
+def pick_device(device=None):
+    """'cuda' when available unless asked otherwise."""
+    if device in (None, 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(device)
+
+
+def compute_dtype(precision, device):
+    """fp32 everywhere; bf16 is the fast CPU path (AMX), fp16 the CUDA one."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError('fp16 needs a CUDA device; on the CPU use --precision bf16')
+    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+
+
+def class_labels(G, class_idx, n, device):
+    """One-hot labels for a conditional G; an error when a label is missing or superfluous."""
+    c = torch.zeros([n, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            raise ValueError('this network is unconditional: drop --class')
+        return c
+    if class_idx is None:
+        raise ValueError(f'this network is conditional ({G.c_dim} classes): pass --class')
+    if not 0 <= class_idx < G.c_dim:
+        raise ValueError(f'--class must be in [0, {G.c_dim - 1}], got {class_idx}')
+    c[:, class_idx] = 1
+    return c
+
+
+def to_uint8(img):
+    """[N, C, H, W] float in ~[-1, 1] -> [N, H, W, C] uint8 numpy, quantized as NVIDIA does."""
+    img = (img.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return img.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def synthesize(G, ws, noise_mode='const', precision='fp32', batch_size=8):
+    """W+ latents [N, num_ws, w_dim] -> images [N, C, H, W] float32, in batches."""
+    device = misc.device_of(G)
+    dtype = compute_dtype(precision, device)
+    ws = torch.as_tensor(ws, dtype=torch.float32)
+    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
+    out = []
+    for chunk in ws.split(batch_size):
+        img = G.synthesis(chunk.to(device), noise_mode=noise_mode, dtype=dtype)
+        out.append(img.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def seeds_to_ws(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None):
+    """Seeds -> W+ [N, num_ws, w_dim] (mapping in fp32; it is cheap and sets the image identity)."""
+    device = misc.device_of(G)
+    z = misc.seed_latents(seeds, G.z_dim, device)
+    c = class_labels(G, class_idx, len(seeds), device)
+    return G.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+
+
+def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, noise_mode='const',
+                    precision='fp32', batch_size=8, progress=False):
+    """Yield `(seed, uint8 [H, W, C])` for each seed; identical at any batch size."""
+    seeds = list(seeds)
+    chunks = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
+    bar = _progress(len(seeds), progress)
+    for chunk in chunks:
+        ws = seeds_to_ws(G, chunk, truncation_psi, truncation_cutoff, class_idx)
+        images = to_uint8(synthesize(G, ws, noise_mode=noise_mode, precision=precision, batch_size=batch_size))
+        for seed, image in zip(chunk, images):
+            yield seed, image
+        bar.update(len(chunk))
+    bar.close()
+
+
+def _progress(total, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, unit='img', disable=not enabled or total < 2)
+
+
+def load_projected_ws(path, G):
+    """W+ latents from an `.npz` (NVIDIA projector key `w`, or our `ws`) or `.npy` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: no such latent file')
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f'{path}: not a readable .npz/.npy latent file ({exc})') from exc
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = [k for k in ('ws', 'w') if k in data.files]
+        if not keys:
+            raise ValueError(f'{path}: no "ws" or "w" array (found {sorted(data.files)})')
+        ws = data[keys[0]]
+        names = [str(n) for n in data['names']] if 'names' in data.files else None
+    else:
+        ws, names = data, None
+    ws = np.asarray(ws, dtype=np.float32)
+    if ws.ndim == 2 and ws.shape[1] == G.w_dim:
+        ws = np.repeat(ws[:, None, :], G.num_ws, axis=1)  # W -> W+
+    if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise ValueError(f'{path}: latents have shape {list(ws.shape)}, this network needs [N, {G.num_ws}, {G.w_dim}]')
+    if names is None:
+        names = [f'proj{i:02d}' for i in range(len(ws))]
+    return torch.from_numpy(ws), names
+
+
+@torch.no_grad()
+def style_mix_ws(G, row_seeds, col_seeds, col_styles, truncation_psi=1.0, class_idx=None):
+    """W+ for a style-mixing grid: rows take `col_styles` rows of W+ from the column seed.
+
+    Returns (ws_rows [R, num_ws, w_dim], ws_cols [C, ...], ws_mixed [R, C, num_ws, w_dim]).
+    """
+    bad = [i for i in col_styles if not 0 <= i < G.num_ws]
+    if bad:
+        raise ValueError(f'style indices {bad} out of range: this network has W+ indices 0-{G.num_ws - 1}')
+    ws_rows = seeds_to_ws(G, row_seeds, truncation_psi, class_idx=class_idx)
+    ws_cols = seeds_to_ws(G, col_seeds, truncation_psi, class_idx=class_idx)
+    mixed = ws_rows[:, None].repeat(1, len(col_seeds), 1, 1)  # [R, C, num_ws, w_dim]
+    mixed[:, :, col_styles] = ws_cols[None, :, col_styles]
+    return ws_rows, ws_cols, mixed
+
+
+def image_grid(images, rows, cols):
+    """uint8 [rows*cols, H, W, C] -> one uint8 [rows*H, cols*W, C] image."""
+    images = np.asarray(images)
+    n, h, w, ch = images.shape
+    assert n == rows * cols, (n, rows, cols)
+    return images.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
+
+
+def style_mix_grid(G, row_seeds, col_seeds, col_styles, truncation_psi=1.0, class_idx=None,
+                   noise_mode='const', precision='fp32', batch_size=8):
+    """The classic StyleGAN figure: a blank corner, column seeds on top, row seeds on the left,
+    and each cell = row seed with `col_styles` from the column seed. uint8 [H, W, C]."""
+    ws_rows, ws_cols, mixed = style_mix_ws(G, row_seeds, col_seeds, col_styles, truncation_psi, class_idx)
+    R, C = len(row_seeds), len(col_seeds)
+    render = lambda ws: to_uint8(synthesize(G, ws, noise_mode, precision, batch_size))
+    top = render(ws_cols)
+    left = render(ws_rows)
+    cells = render(mixed.reshape(R * C, G.num_ws, G.w_dim)).reshape(R, C, *top.shape[1:])
+    blank = np.full_like(top[0], 255)
+    tiles = [blank, *top]
+    for r in range(R):
+        tiles += [left[r], *cells[r]]
+    return image_grid(np.stack(tiles), R + 1, C + 1)
+
+
+def save_image(array, path):
+    from PIL import Image
+    array = np.asarray(array)
+    mode = 'L' if array.shape[-1] == 1 else 'RGB'
+    Image.fromarray(array[..., 0] if mode == 'L' else array, mode).save(path)
