@@ -1,0 +1,510 @@
+"""Loading and saving networks: our format, NVIDIA/TF/rosinality formats, URLs and short names.
+
+`load_network` accepts a local file, an http(s) URL or a short name (`ffhq`, `metfaces`, ...), finds
+the format from the file's bytes (never from its extension) and returns our `Generator` /
+`Discriminator` objects. Nothing in a file is ever executed: pickles go through a restricted
+unpickler (`training/convert_nvidia.py`), torch files through `torch.load(weights_only=True)`.
+
+Our own format (`save_network`) holds tensors plus a JSON config naming each network's class (from a
+fixed whitelist) and its `init_kwargs`, as a `.pt`/`.pth` torch file or a `.safetensors` file.
+"""
+
+import argparse
+import contextlib
+import copy
+import fnmatch
+import hashlib
+import json
+import os
+import pickle
+import pickletools
+import re
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+NATIVE_FORMAT = 'portrait-stylegan'
+NATIVE_VERSION = 1
+NETWORK_KEYS = ('G', 'D', 'G_ema')
+FORMATS = ('native', 'nvidia-pickle', 'tf-pickle', 'rosinality')
+_TORCH_LEGACY_MAGIC = b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.'  # torch.save's pre-1.6 (non-zip) header
+
+
+class CheckpointError(ValueError):
+    """A network file that cannot be loaded: unknown format, unsafe content, bad or missing tensors."""
+
+
+# ----------------------------------------------------------------------------
+# Building networks and copying tensors (shared by all converters).
+
+def network_classes():
+    """The only classes a file may name; imported lazily so this module stays light."""
+    from training import networks
+    return {'Generator': networks.Generator, 'Discriminator': networks.Discriminator}
+
+
+def build_network(class_name, init_kwargs, what='network'):
+    """`cls(**init_kwargs)` for a whitelisted class name, with a clear error on bad arguments."""
+    cls = network_classes().get(class_name)
+    if cls is None:
+        raise CheckpointError(f'{what}: class {class_name!r} is not one of {sorted(network_classes())}')
+    if not isinstance(init_kwargs, dict):
+        raise CheckpointError(f'{what}: init_kwargs must be a dict, got {type(init_kwargs).__name__}')
+    try:
+        return cls(**init_kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError) as e:
+        raise CheckpointError(f'{what}: cannot build {class_name}(**{init_kwargs}): {e}') from None
+
+
+def _listing(items, limit=8):
+    items = list(items)
+    more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
+    return ', '.join(items[:limit]) + more
+
+
+def copy_state(net, tensors, what='network', keep_missing=()):
+    """Load `tensors` ({state_dict name: tensor}) into `net`, checking names and shapes first.
+
+    Names matching a glob in `keep_missing` (e.g. '*.resample_filter', buffers derived from the
+    config) may be absent and keep the value `net` was built with.
+    """
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in tensors and not any(fnmatch.fnmatch(k, p) for p in keep_missing)]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [f'{k} {list(tensors[k].shape)} (expected {list(expected[k].shape)})'
+             for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f'missing tensors: {_listing(missing)}')
+    if wrong:
+        problems.append(f'wrong shapes: {_listing(wrong)}')
+    if unexpected:
+        problems.append(f'unexpected tensors: {_listing(unexpected)}')
+    if problems:
+        raise CheckpointError(f'{what} does not fit {type(net).__name__}: ' + '; '.join(problems))
+    state = {k: tensors[k].detach() if k in tensors else v for k, v in expected.items()}
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def channel_kwargs(table, default_base=32768):
+    """{resolution: channels} -> channel_base/channel_max when NVIDIA's min(base // res, max)
+    reproduces the table (so configs stay familiar), else an explicit `channels_dict`."""
+    table = {int(r): int(c) for r, c in table.items()}
+    cmax = max(table.values())
+    candidates = [c * r for r, c in table.items() if c < cmax] or [default_base, cmax * max(table)]
+    for base in candidates:
+        if all(min(base // r, cmax) == c for r, c in table.items()):
+            return dict(channel_base=base, channel_max=cmax)
+    return dict(channels_dict=dict(sorted(table.items())))
+
+
+# ----------------------------------------------------------------------------
+# Format detection.
+
+def _looks_like_html(head):
+    # '<!DOCTYPE html>', '<html>', '<?xml ...': no pickle, zip or safetensors file starts with '<'.
+    return head.lstrip(b'\xef\xbb\xbf \t\r\n').startswith(b'<')
+
+
+def _safetensors_metadata(path):
+    """The `__metadata__` dict of a safetensors file, or None when the file is not one."""
+    with open(path, 'rb') as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            return None
+        (size,) = struct.unpack('<Q', raw)
+        if size <= 1 or size > 100_000_000 or size > os.path.getsize(path) - 8:
+            return None
+        header = f.read(size)
+    if not header.startswith(b'{'):
+        return None
+    try:
+        return json.loads(header).get('__metadata__') or {}
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+# First global a pickle references -> its format. Scanning stops there; nothing is executed.
+_PICKLE_MARKERS = {'torch_utils.persistence': 'nvidia-pickle', 'dnnlib.tflib.network': 'tf-pickle'}
+
+
+def _scan_pickle(path, max_ops=1_000_000):
+    """Walk the pickle's opcodes (pickletools, no execution) up to the first global that names a format."""
+    from training.convert_nvidia import NVIDIA_GLOBALS
+    recent = []  # The last two opcodes other than MEMOIZE/FRAME: STACK_GLOBAL's operands.
+    with open(path, 'rb') as f:
+        try:
+            for count, (op, arg, _) in enumerate(pickletools.genops(f)):
+                if op.name in ('GLOBAL', 'INST'):
+                    module, name = arg.split(' ', 1)
+                elif op.name == 'STACK_GLOBAL' and all(o.name.endswith('UNICODE') for o, _ in recent):
+                    module, name = recent[0][1], recent[1][1]
+                else:
+                    module = name = None
+                if op.name not in ('MEMOIZE', 'FRAME'):
+                    recent = (recent + [(op, arg)])[-2:]
+                if module in _PICKLE_MARKERS:
+                    return _PICKLE_MARKERS[module]
+                if module is not None and (module, name) not in NVIDIA_GLOBALS:
+                    raise CheckpointError(
+                        f'refusing to load {path}: the pickle references the global {module}.{name}, '
+                        f'which is not on the whitelist of data-only types (nothing from the file was executed)')
+                if count >= max_ops:
+                    break
+        except (ValueError, EOFError) as e:
+            raise CheckpointError(f'{path} is truncated or not a valid pickle ({e})') from None
+    raise CheckpointError(f'{path} is a pickle but neither an NVIDIA network snapshot '
+                          f'(torch_utils.persistence) nor a TensorFlow StyleGAN2 pickle (dnnlib.tflib)')
+
+
+def _torch_load(path):
+    """`torch.load(weights_only=True)` (rosinality's `args` Namespace allowed), errors made clear."""
+    # safe_globals arrived in torch 2.5; older versions simply refuse the Namespace.
+    allow = getattr(torch.serialization, 'safe_globals', lambda _: contextlib.nullcontext())
+    try:
+        with allow([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'GLOBAL ([\w.]+)', str(e))
+        what = f'it references the global {found[1]}, which is not a tensor/data type' if found else str(e)
+        raise CheckpointError(f'refusing to load {path}: torch.load(weights_only=True) rejected it: {what} '
+                              f'(nothing from the file was executed)') from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f'{path} is truncated or not a valid torch file ({type(e).__name__}: {e})') from None
+
+
+def _torch_format(path, payload):
+    if isinstance(payload, dict) and payload.get('format') == NATIVE_FORMAT:
+        return 'native'
+    if isinstance(payload, dict) and any(k in payload for k in ('g_ema', 'g')):
+        return 'rosinality'
+    keys = list(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
+    raise CheckpointError(f'{path} is a torch file but not a known network format '
+                          f'(expected a {NATIVE_FORMAT} file or rosinality\'s g_ema/g/d; found {keys})')
+
+
+def _sniff(path):
+    """(format, payload): payload is the loaded torch/safetensors content when detection needed it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'no such file: {path}')
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f'{path} is empty')
+    if head.startswith(b'PK\x03\x04') or head.startswith(_TORCH_LEGACY_MAGIC):
+        payload = _torch_load(path)
+        return _torch_format(path, payload), payload
+    meta = _safetensors_metadata(path)
+    if meta is not None:
+        if meta.get('format') != NATIVE_FORMAT:
+            raise CheckpointError(f'{path} is a safetensors file without {NATIVE_FORMAT} metadata '
+                                  f'(only files written by save_network are supported)')
+        return 'native', None
+    if _looks_like_html(head):
+        raise CheckpointError(f'{path} is an HTML/XML page, not a network file (a failed or blocked download?); '
+                              f'delete it and download the file again')
+    return _scan_pickle(path), None
+
+
+def detect_format(path):
+    """One of FORMATS, from the file's content; raises CheckpointError for anything else."""
+    return _sniff(path)[0]
+
+
+# ----------------------------------------------------------------------------
+# Our format.
+
+def _native_payload(networks):
+    config, tensors = {}, {}
+    for name, net in networks.items():
+        if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', name):
+            raise CheckpointError(f'network name {name!r} must be an identifier')
+        class_name = type(net).__name__
+        if network_classes().get(class_name) is not type(net):
+            raise CheckpointError(f'{name}: cannot save a {class_name}; expected one of {sorted(network_classes())}')
+        try:
+            kwargs = json.loads(json.dumps(net.init_kwargs))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f'{name}: init_kwargs are not JSON-serializable: {e}') from None
+        config[name] = dict(class_name=class_name, init_kwargs=kwargs)
+        for key, value in net.state_dict().items():
+            tensors[f'{name}.{key}'] = value.detach().to('cpu').contiguous().clone()
+    return json.dumps(config, sort_keys=True), tensors
+
+
+def save_network(path, **networks):
+    """Write networks (e.g. G=..., D=..., G_ema=...) as tensors + JSON config, atomically.
+
+    `.safetensors` keeps the config in the file's metadata; `.pt`/`.pth` is a torch file that loads
+    with `torch.load(weights_only=True)`.
+    """
+    path = Path(path)
+    if not networks:
+        raise CheckpointError('save_network needs at least one network, e.g. save_network(path, G_ema=G)')
+    suffix = path.suffix.lower()
+    if suffix not in ('.pt', '.pth', '.safetensors'):
+        raise CheckpointError(f'{path}: unknown extension {suffix!r}; use .pt, .pth or .safetensors')
+    config, tensors = _native_payload(networks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix == '.safetensors':
+            from safetensors.torch import save_file
+            save_file(tensors, tmp, metadata=dict(format=NATIVE_FORMAT, version=str(NATIVE_VERSION), config=config))
+        else:
+            torch.save(dict(format=NATIVE_FORMAT, version=NATIVE_VERSION, config=config, tensors=tensors), tmp)
+        os.replace(tmp, path)  # Readers never see a half-written file.
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _load_native(path, payload):
+    if payload is None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            tensors = load_file(str(path), device='cpu')
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f'{path} is truncated or not a valid safetensors file ({e})') from None
+        meta = _safetensors_metadata(path) or {}
+        payload = dict(version=meta.get('version'), config=meta.get('config'), tensors=tensors)
+    if str(payload.get('version')) != str(NATIVE_VERSION):
+        raise CheckpointError(f'{path}: unsupported {NATIVE_FORMAT} version {payload.get("version")!r}')
+    try:
+        config = json.loads(payload['config'])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f'{path}: unreadable config ({e})') from None
+    tensors = payload.get('tensors')
+    if not isinstance(config, dict) or not isinstance(tensors, dict):
+        raise CheckpointError(f'{path}: malformed {NATIVE_FORMAT} file')
+    out = {}
+    for name, entry in config.items():
+        what = f'{name} in {path}'
+        if not isinstance(entry, dict):
+            raise CheckpointError(f'{what}: malformed config entry')
+        net = build_network(entry.get('class_name'), entry.get('init_kwargs'), what=what)
+        prefix = name + '.'
+        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        out[name] = copy_state(net, mine, what=what)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Loading any format.
+
+def _load_any(path, fmt, payload):
+    if fmt == 'native':
+        return _load_native(path, payload)
+    if fmt == 'nvidia-pickle':
+        from training.convert_nvidia import load_nvidia_pickle
+        return load_nvidia_pickle(path)
+    if fmt == 'tf-pickle':
+        from training.convert_tf import load_tf_pickle
+        return load_tf_pickle(path)
+    from training.convert_rosinality import load_rosinality
+    return load_rosinality(payload, source=str(path))
+
+
+def load_network(path_or_url, device='cpu', *, cache_dir=None):
+    """{'G_ema' (always), 'G', 'D' (when present), 'format', 'source', ...} from any supported file.
+
+    `path_or_url`: a local file, an http(s) URL, or a short name from PRETRAINED. Networks come back
+    in eval mode with requires_grad False, on `device`.
+    """
+    path = resolve_network(path_or_url, cache_dir=cache_dir)
+    fmt, payload = _sniff(path)
+    nets = _load_any(path, fmt, payload)
+    if 'G_ema' not in nets:
+        if 'G' not in nets:
+            raise CheckpointError(f'{path} holds no generator (looked for G_ema and G)')
+        nets['G_ema'] = copy.deepcopy(nets['G'])  # A checkpoint without an EMA: its G is the best we have.
+    for key in NETWORK_KEYS:
+        if key in nets:
+            nets[key] = nets[key].to(device).eval().requires_grad_(False)
+    nets.update(format=fmt, source=str(path_or_url), path=str(path))
+    return nets
+
+
+# ----------------------------------------------------------------------------
+# Short names, URLs and the download cache.
+
+@dataclass(frozen=True)
+class Pretrained:
+    url: str
+    resolution: int
+    description: str
+    sha256: str = None      # Only when actually known; None = not checked.
+    size: int = None        # Bytes, only when actually known.
+
+
+_ADA = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained'
+_NGC = 'https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files'
+PRETRAINED = {
+    'ffhq':                    Pretrained(f'{_ADA}/ffhq.pkl', 1024, 'FFHQ faces, stylegan2-ada-pytorch'),
+    'metfaces':                Pretrained(f'{_ADA}/metfaces.pkl', 1024, 'MetFaces portraits, stylegan2-ada-pytorch'),
+    'afhqcat':                 Pretrained(f'{_ADA}/afhqcat.pkl', 512, 'AFHQ cats, stylegan2-ada-pytorch'),
+    'afhqdog':                 Pretrained(f'{_ADA}/afhqdog.pkl', 512, 'AFHQ dogs, stylegan2-ada-pytorch'),
+    'afhqwild':                Pretrained(f'{_ADA}/afhqwild.pkl', 512, 'AFHQ wild animals, stylegan2-ada-pytorch'),
+    'stylegan2-ffhq-1024':     Pretrained(f'{_NGC}/stylegan2-ffhq-1024x1024.pkl', 1024, 'FFHQ, StyleGAN2 config-f (NGC)'),
+    'stylegan2-metfaces-1024': Pretrained(f'{_NGC}/stylegan2-metfaces-1024x1024.pkl', 1024, 'MetFaces, StyleGAN2 (NGC)'),
+}
+
+
+def default_cache_dir():
+    """$PSTYLE_CACHE_DIR, else ~/.cache/portrait-stylegan/networks."""
+    env = os.environ.get('PSTYLE_CACHE_DIR')
+    return Path(env).expanduser() if env else Path.home() / '.cache' / 'portrait-stylegan' / 'networks'
+
+
+def env_var_for(name):
+    """The environment variable that points a short name at a local file: PSTYLE_NETWORK_<NAME>."""
+    return 'PSTYLE_NETWORK_' + re.sub(r'[^A-Za-z0-9]', '_', name).upper()
+
+
+def cached_path(url, cache_dir=None):
+    """Where `url` is (or will be) cached: the URL's file name, prefixed by a short URL hash for
+    arbitrary URLs so that two `network.pkl` from different hosts do not collide."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    filename = url.split('?')[0].rstrip('/').split('/')[-1] or 'network'
+    if not any(entry.url == url for entry in PRETRAINED.values()):
+        filename = hashlib.sha256(url.encode()).hexdigest()[:10] + '-' + filename
+    return cache_dir / filename
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_help(url, dest, name):
+    override = f', or set ${env_var_for(name)}=/path/to/file' if name else ''
+    return (f'Download {url} yourself and place it at {dest}{override}, or pass the path of a local copy.')
+
+
+def download(url, dest, sha256=None, name=None, timeout=30):
+    """Fetch `url` to `dest` through a temp file + rename; check sha256 when known."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b''):
+                out.write(chunk)
+                digest.update(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256.lower():
+            raise CheckpointError(f'{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; '
+                                  f'the download is corrupt or the file changed. {_offline_help(url, dest, name)}')
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        reason = f'HTTP {e.code} {e.reason}' if isinstance(e, urllib.error.HTTPError) else getattr(e, 'reason', None) or e
+        raise CheckpointError(f'cannot download {url} ({reason}). {_offline_help(url, dest, name)}') from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+def resolve_network(name_or_url_or_path, cache_dir=None):
+    """A local Path for a file path, a short name (PRETRAINED, or $PSTYLE_NETWORK_<NAME>) or a URL.
+
+    URLs are downloaded once into the cache directory; later calls use the cached file.
+    """
+    text = str(name_or_url_or_path)
+    if Path(text).expanduser().is_file():
+        return Path(text).expanduser()
+    name, entry = None, None
+    if text in PRETRAINED:
+        name, entry = text, PRETRAINED[text]
+        override = os.environ.get(env_var_for(name))
+        if override:
+            if not Path(override).expanduser().is_file():
+                raise CheckpointError(f'${env_var_for(name)} points to {override}, which is not a file')
+            return Path(override).expanduser()
+        text = entry.url
+    if re.match(r'^https?://', text):
+        dest = cached_path(text, cache_dir)
+        if dest.is_file():
+            return dest
+        return download(text, dest, sha256=entry.sha256 if entry else None, name=name)
+    raise CheckpointError(f'no such file: {text} (not a URL, and not one of the short names '
+                          f'{", ".join(PRETRAINED)})')
+
+
+# ----------------------------------------------------------------------------
+# Summary for `pstyle info`.
+
+def _synthesis_channels(state):
+    chans = {}
+    for key, value in state.items():
+        match = re.fullmatch(r'synthesis\.b(\d+)\.conv1\.weight', key)
+        if match:
+            chans[int(match.group(1))] = int(value.shape[0])
+    return dict(sorted(chans.items()))
+
+
+def _discriminator_channels(state):
+    chans = {}
+    for key, value in state.items():
+        match = re.fullmatch(r'b(\d+)\.conv0\.weight', key)
+        if match:
+            chans[int(match.group(1))] = int(value.shape[0])
+    if 'b4.conv.weight' in state:
+        chans[4] = int(state['b4.conv.weight'].shape[0])
+    return dict(sorted(chans.items(), reverse=True))
+
+
+def network_info(nets):
+    """JSON-ready summary of what `load_network` returned."""
+    info = dict(format=nets.get('format'), source=nets.get('source'), networks={})
+    for key in NETWORK_KEYS:
+        net = nets.get(key)
+        if net is None:
+            continue
+        state = net.state_dict()
+        entry = dict(class_name=type(net).__name__, img_resolution=int(net.img_resolution),
+                     img_channels=int(net.img_channels), c_dim=int(net.c_dim),
+                     num_params=sum(p.numel() for p in net.parameters()),
+                     num_buffers=sum(b.numel() for b in net.buffers()))
+        if hasattr(net, 'mapping') and hasattr(net, 'synthesis'):
+            entry.update(z_dim=int(net.z_dim), w_dim=int(net.w_dim), num_ws=int(net.num_ws),
+                         mapping_layers=sum(1 for k in state if re.fullmatch(r'mapping\.fc\d+\.weight', k)),
+                         channels=_synthesis_channels(state))
+        else:
+            entry.update(channels=_discriminator_channels(state))
+        entry['init_kwargs'] = json.loads(json.dumps(getattr(net, 'init_kwargs', {}), default=str))
+        info['networks'][key] = entry
+    return info
+
+
+def convert_network(src, dst, format='native', skip_d=False, cache_dir=None):
+    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality)."""
+    if format not in ('native', 'rosinality'):
+        raise CheckpointError(f'unknown output format {format!r}; use native or rosinality')
+    nets = load_network(src, cache_dir=cache_dir)
+    present = {k: nets[k] for k in NETWORK_KEYS if k in nets and not (skip_d and k == 'D')}
+    if format == 'native':
+        save_network(dst, **present)
+    else:
+        from training.convert_rosinality import export_rosinality
+        try:
+            export_rosinality(dst, present['G_ema'], G=present.get('G'), D=present.get('D'))
+        except CheckpointError as e:
+            hint = ' (use --skip-d to export only the generators)' if 'Discriminator' in str(e) else ''
+            raise CheckpointError(f'{e}{hint}') from None
+    return dict(source=str(src), input_format=nets['format'], output=str(dst), output_format=format,
+                networks=sorted(present))
