@@ -1,0 +1,36 @@
+"""`pstyle dataset`: make a training dataset (NVIDIA's dataset_tool layout) from images."""
+
+import click
+
+from training import dataset_tool
+
+
+@click.command('dataset')
+@click.option('--source', required=True, type=click.Path(exists=True), help='Image folder (searched recursively) or zip.')
+@click.option('--dest', required=True, type=click.Path(), help='Output .zip (uncompressed) or an empty/new folder.')
+@click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide', 'ffhq-align']), default=None,
+              help='Crop applied before resizing (default: none, square sources only).')
+@click.option('--resolution', type=int, default=None, metavar='INT',
+              help='Output size, a power of two (default: the size of the square source images).')
+@click.option('--resize-filter', type=click.Choice(['box', 'lanczos']), default='lanczos', show_default=True,
+              help='Resampling filter (recorded in dataset.json: it changes FID).')
+@click.option('--max-images', type=click.IntRange(min=1), default=None, help='Stop after writing this many images.')
+@click.option('--labels', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='NVIDIA-style dataset.json with labels for the source (default: dataset.json in the source).')
+@click.option('--channels', type=click.Choice(['auto', '1', '3']), default='auto', show_default=True,
+              help='Output channels; auto = 1 if every source image is grayscale, else 3.')
+@click.option('--progress/--no-progress', default=True, show_default=True, help='Show a progress bar.')
+def dataset(source, dest, transform, resolution, resize_filter, max_images, labels, channels, progress):
+    """Convert an image folder or zip into a training dataset (zip or folder of PNGs + dataset.json).
+
+    \b
+    Examples:
+      pstyle dataset --source ~/photos --dest data/faces256.zip --transform ffhq-align --resolution 256
+      pstyle dataset --source portraits.zip --dest data/art512 --transform center-crop --resolution 512
+    """
+    try:
+        dataset_tool.convert_dataset(source, dest, transform=transform, resolution=resolution,
+                                     resize_filter=resize_filter, max_images=max_images, labels=labels,
+                                     channels=channels, log=click.echo, progress=progress)
+    except (ValueError, OSError, ImportError) as e:
+        raise click.ClickException(str(e)) from e
