@@ -1,0 +1,169 @@
+"""Smoke tests of `pstyle layers|swap|mix|stylize|stylize-grid` through click, and their errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pstyle.cli import main
+from stylize import blend
+from stylize import layer_weights as lw
+from training.checkpoint import load_network, save_network
+
+PROJ = ['--steps', '1', '--lpips-weight', '0', '--mse-weight', '1', '--no-metrics', '--device', 'cpu']
+
+
+@pytest.fixture(scope='module')
+def nets(tmp_path_factory, make_G):
+    root = tmp_path_factory.mktemp('cli')
+    G_a = make_G(seed=5)
+    save_network(root / 'a.pt', G_ema=G_a)
+    save_network(root / 'b.pt', G_ema=make_G.finetuned(G_a))
+    save_network(root / 'c.pt', G_ema=make_G(synthesis_kwargs=dict(channel_max=16)))
+    photos = root / 'photos'
+    photos.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(2):
+        Image.fromarray(rng.randint(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f'p{i}.png')
+    return root
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_layers(nets):
+    result = invoke('layers', '--resolution', 1024, '--swap-res', 32)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[7].split()[:4] == ['6', '32', '0.000', 'A'] and lines[8].split()[:4] == ['7', '64', '1.000', 'B']
+    result = invoke('layers', '--network', nets / 'a.pt', '--preset', 'structure', '--json')
+    rows = json.loads(result.output)
+    assert [r['weight'] for r in rows] == [1, 1, 1, 0, 0, 0, 0, 0] and rows[1]['layers'] == ['synthesis.b8.conv0', 'synthesis.b4.torgb']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--resolution', 64, '--swap-res', 48], 'power of two'),
+    (['--resolution', 64, '--swap-res', 128], "above this network's resolution 64"),
+    (['--resolution', 16, '--weights', '0,1'], 'exactly 6 values'),
+    (['--resolution', 48], '--resolution must be a power of two'),
+    ([], 'exactly one of --network and --resolution'),
+])
+def test_layers_errors(args, message):
+    result = invoke('layers', *args)
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_swap(nets):
+    out = nets / 'swapped.pt'
+    result = invoke('swap', '--base', nets / 'a.pt', '--styled', nets / 'b.pt', '--swap-res', 8, '--out', out)
+    assert result.exit_code == 0, result.output
+    G = load_network(out)['G_ema']
+    G_a, G_b = load_network(nets / 'a.pt')['G_ema'], load_network(nets / 'b.pt')['G_ema']
+    ref = blend.blend_generators(G_a, G_b, lw.resolve_weights(G_a, swap_res=8))
+    for name, tensor in ref.state_dict().items():
+        assert torch.equal(G.state_dict()[name], tensor), name
+    record = json.loads((nets / 'swapped.pt.json').read_text())
+    assert record['weights'] == [0, 0, 0, 1, 1, 1, 1, 1] and len(record['base']['sha256']) == 64
+    assert record['summary']['from_b'] > 0
+
+
+def test_swap_errors(nets, tmp_path, monkeypatch):
+    result = invoke('swap', '--base', nets / 'a.pt', '--styled', nets / 'c.pt', '--out', tmp_path / 'x.pt')
+    assert result.exit_code == 1 and 'synthesis.b4.const has shape [32, 4, 4] in A but [16, 4, 4] in B' in result.output
+    result = invoke('swap', '--base', nets / 'a.pt', '--styled', nets / 'b.pt', '--out', tmp_path / 'x.pkl')
+    assert result.exit_code == 1 and 'use a .pt, .pth or .safetensors' in result.output
+    # The official names without network access: a message naming the URL and where to put the file.
+    monkeypatch.setenv('PSTYLE_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('PSTYLE_NETWORK_FFHQ', raising=False)
+    result = invoke('swap', '--base', 'ffhq', '--styled', 'metfaces', '--out', tmp_path / 'x.pt')
+    assert result.exit_code == 1
+    assert 'stylegan2-ada-pytorch/pretrained/ffhq.pkl' in result.output and str(tmp_path / 'cache') in result.output
+
+
+def test_mix(nets, tmp_path):
+    result = invoke('mix', '--network', nets / 'a.pt', '--content', 'seeds:0-1', '--style', 'seeds:7',
+                    '--preset', 'fine', '--outdir', tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob('seed*.png')) == ['seed0000-seed0007.png', 'seed0001-seed0007.png']
+    assert Image.open(tmp_path / 'grid.png').size == (2 * 32, 3 * 32)
+    data = np.load(tmp_path / 'latents.npz')
+    assert data['w'].shape == (2, 8, 16) and list(data['names']) == ['seed0000-seed0007', 'seed0001-seed0007']
+    result = invoke('mix', '--network', nets / 'a.pt', '--content', 'seeds:0', '--style', 'images:x', '--outdir', tmp_path)
+    assert result.exit_code == 1 and 'images need projecting' in result.output
+
+
+def test_stylize(nets, tmp_path):
+    result = invoke('stylize', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', 16, '--no-align', *PROJ, '--outdir', tmp_path)
+    assert result.exit_code == 0, result.output
+    assert '2 of 2 photo(s) stylized (swap-res 16)' in result.output
+    assert (tmp_path / 'p0.png').is_file() and (tmp_path / 'projected' / 'p1.png').is_file()
+    assert json.loads((tmp_path / 'manifest.json').read_text())['weights'] == [0, 0, 0, 0, 0, 1, 1, 1]
+
+
+def test_stylize_errors(nets, tmp_path):
+    result = invoke('stylize', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--no-align', *PROJ, '--outdir', tmp_path)
+    assert result.exit_code == 1 and 'give --styled (layer swapping) and/or --mix-style' in result.output
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    Image.new('RGB', (40, 30)).save(bad / 'wide.png')
+    result = invoke('stylize', '--photos', bad, '--base', nets / 'a.pt', '--styled', nets / 'b.pt', '--no-align', *PROJ,
+                    '--outdir', tmp_path / 'out')
+    assert result.exit_code == 1 and 'every photo failed' in result.output and '40x30 is not square' in result.output
+    result = invoke('stylize', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', 8, '--preset', 'fine', '--outdir', tmp_path)
+    assert result.exit_code == 1 and 'give only one of --weights, --swap-res and --preset' in result.output
+
+
+def tiles(path, cols, size=32):
+    image = np.asarray(Image.open(path))
+    rows = image.shape[0] // size
+    assert image.shape == (rows * size, cols * size, 3)
+    return image.reshape(rows, size, cols, size, 3).transpose(0, 2, 1, 3, 4)
+
+
+def test_stylize_grid_swap_columns(nets, tmp_path):
+    out = tmp_path / 'fig.png'
+    result = invoke('stylize-grid', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', '4,32', '--no-align', '--no-labels', *PROJ, '--out', out)
+    assert result.exit_code == 0, result.output
+    t = tiles(out, cols=4)  # photo, projected, swap 4, swap 32
+    assert t.shape[0] == 2
+    assert np.array_equal(t[:, 3], t[:, 1])           # Swap at the output resolution = A = the projection.
+    assert not np.array_equal(t[:, 2], t[:, 1])
+    record = json.loads((tmp_path / 'fig.png.json').read_text())
+    assert record['columns'] == ['photo', 'projected', 'swap 4', 'swap 32'] and record['rows'] == ['p0', 'p1']
+    labelled = tmp_path / 'labelled.png'
+    invoke('stylize-grid', '--photos', nets / 'photos' / 'p0.png', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+           '--swap-res', '4,32', '--no-align', *PROJ, '--out', labelled)
+    w, h = Image.open(labelled).size
+    assert w > 4 * 32 and h > 32  # Room for the labels.
+
+
+def test_stylize_grid_strength_columns(nets, tmp_path):
+    out = tmp_path / 'fig.png'
+    result = invoke('stylize-grid', '--photos', nets / 'photos' / 'p1.png', '--base', nets / 'a.pt', '--mix-style', 'seeds:3',
+                    '--strengths', '0,1', '--preset', 'fine', '--no-align', '--no-labels', *PROJ, '--out', out)
+    assert result.exit_code == 0, result.output
+    t = tiles(out, cols=4)
+    assert np.array_equal(t[0, 2], t[0, 1]) and not np.array_equal(t[0, 3], t[0, 1])  # Strength 0 = the content.
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--swap-res', '8', '--strengths', '1'], 'exactly one of --swap-res (list) and --strengths (list)'),
+    (['--swap-res', '8,x'], 'must be integers'),
+    (['--swap-res', '12'], 'power of two'),
+    (['--swap-res', '8,64'], "above this network's resolution 32"),
+    (['--strengths', '0,2'], r'--style-strength must be in [0, 1]'),
+    (['--swap-res', '8', '--preset', 'fine'], 'replace --weights/--preset'),
+    (['--strengths', '0,1', '--blend-width', '1'], '--blend-width goes with --swap-res columns'),
+    (['--swap-res', '8', '--mix-style', 'seeds:1-2'], 'takes one style latent, got 2 (seed0001, seed0002)'),
+])
+def test_stylize_grid_errors(nets, tmp_path, args, message):
+    result = invoke('stylize-grid', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--no-align', *PROJ, *args, '--out', tmp_path / 'g.png')
+    assert result.exit_code != 0 and message in result.output
