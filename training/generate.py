@@ -52,6 +52,9 @@ def compute_dtype(precision, device):
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
     if precision == 'fp16' and device.type != 'cuda':
         raise ValueError('fp16 needs a CUDA device; on the CPU use --precision bf16')
+    if precision == 'bf16' and device.type == 'cpu':
+        from torch_utils import cpu_features
+        cpu_features.warn_if_slow_bf16()
     return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
 
 

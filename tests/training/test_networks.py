@@ -209,3 +209,21 @@ def test_wplus_table_matches_what_synthesis_reads():
         for h in hooks:
             h.remove()
         assert {f'synthesis.{n}' for n in seen} == set(row.layers)
+
+
+@pytest.mark.parametrize('arch', ['skip', 'resnet'])
+def test_inference_fast_path_matches_autograd_path(arch):
+    # The no-grad CPU path (matmul demodulation, folded epilogue) must equal the differentiable one.
+    torch.manual_seed(0)
+    G = tiny_G(synthesis_kwargs=dict(channel_base=256, channel_max=32, architecture=arch, conv_clamp=0.5)).eval()
+    for name, p in G.named_parameters():
+        if name.endswith('noise_strength') or name.endswith('.bias'):
+            p.data.normal_(0, 0.3)
+    ws = G.mapping(torch.randn(3, 16), torch.zeros(3, 0)).detach()
+    for channels_last in [False, True]:
+        slow = G.synthesis(ws, noise_mode='const', fused_modconv=False, channels_last=channels_last)
+        with torch.no_grad():
+            fast = G.synthesis(ws, noise_mode='const', fused_modconv=False, channels_last=channels_last)
+            fused = G.synthesis(ws, noise_mode='const', fused_modconv=True, channels_last=channels_last)
+        assert (fast - slow).abs().max() < 1e-5
+        assert (fused - slow).abs().max() < 1e-5

@@ -1,0 +1,72 @@
+"""`pstyle generate` / `pstyle style-mix` through the real CLI group, on a network file."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pstyle.cli import main
+from training.checkpoint import save_network
+from training.networks import Generator
+
+
+@pytest.fixture(scope='module')
+def network(tmp_path_factory):
+    torch.manual_seed(3)
+    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=256, channel_max=32))
+    path = tmp_path_factory.mktemp('net') / 'tiny.pt'
+    save_network(path, G_ema=G)
+    return path
+
+
+def test_help_lists_every_subcommand():
+    result = CliRunner().invoke(main, ['--help'])
+    assert result.exit_code == 0, result.output
+    for name in ['generate', 'style-mix', 'convert', 'info', 'align', 'paste-back', 'project', 'swap', 'stylize',
+                 'metrics', 'dataset', 'train', 'bench', 'layers', 'mix']:
+        assert name in result.output
+
+
+def test_generate_seeds_grid_and_projected_w(network, tmp_path):
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0-2', '--outdir', str(out), '--grid', '--batch', '2'])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ['grid.png', 'seed0000.png', 'seed0001.png', 'seed0002.png']
+    img = np.asarray(Image.open(out / 'seed0001.png'))
+    assert img.shape == (16, 16, 3) and img.std() > 0
+    # Batch size must not change the pixels.
+    out1 = tmp_path / 'out1'
+    assert CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '1', '--outdir', str(out1)]).exit_code == 0
+    assert np.abs(np.asarray(Image.open(out1 / 'seed0001.png')).astype(int) - img).max() <= 1
+
+    from training.checkpoint import load_network
+    from training.generate import seeds_to_ws
+    G = load_network(network)['G_ema']
+    np.savez(tmp_path / 'proj.npz', ws=seeds_to_ws(G, [1]).numpy(), names=np.array(['face.jpg']))
+    out2 = tmp_path / 'out2'
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(tmp_path / 'proj.npz'), '--outdir', str(out2)])
+    assert result.exit_code == 0, result.output
+    assert np.abs(np.asarray(Image.open(out2 / 'face.png')).astype(int) - img).max() <= 1
+
+
+def test_generate_errors(network, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ['generate', '--network', str(network), '--outdir', str(tmp_path)])
+    assert result.exit_code == 2 and 'exactly one of --seeds and --projected-w' in result.output
+    result = runner.invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--class', '1', '--outdir', str(tmp_path)])
+    assert result.exit_code == 1 and 'unconditional' in result.output
+    result = runner.invoke(main, ['generate', '--network', str(tmp_path / 'missing.pkl'), '--seeds', '0', '--outdir', str(tmp_path)])
+    assert result.exit_code == 1 and 'missing.pkl' in result.output
+    result = runner.invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--precision', 'fp16', '--device', 'cpu', '--outdir', str(tmp_path)])
+    assert result.exit_code == 1 and 'fp16 needs a CUDA device' in result.output
+
+
+def test_style_mix_command(network, tmp_path):
+    result = CliRunner().invoke(main, ['style-mix', '--network', str(network), '--rows', '1,2', '--cols', '3,4,5', '--styles', '0-1', '--outdir', str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / 'grid.png').size == (4 * 16, 3 * 16)
+    result = CliRunner().invoke(main, ['style-mix', '--network', str(network), '--rows', '1', '--cols', '3', '--styles', '0-40', '--outdir', str(tmp_path)])
+    assert result.exit_code == 1 and 'out of range' in result.output
