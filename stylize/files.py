@@ -1,6 +1,5 @@
 """Loading generators with provenance, swapping two network files, and JSON records."""
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -8,14 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from stylize import blend, layer_weights
+from torch_utils.fileio import sha256_file
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_generator(network, device='cpu'):

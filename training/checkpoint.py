@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from torch_utils.fileio import atomic_path
+
 NATIVE_FORMAT = 'portrait-stylegan'
 NATIVE_VERSION = 1
 NETWORK_KEYS = ('G', 'D', 'G_ema')
@@ -253,19 +255,12 @@ def save_network(path, **networks):
     if suffix not in ('.pt', '.pth', '.safetensors'):
         raise CheckpointError(f'{path}: unknown extension {suffix!r}; use .pt, .pth or .safetensors')
     config, tensors = _native_payload(networks)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # Readers never see a half-written file.
         if suffix == '.safetensors':
             from safetensors.torch import save_file
             save_file(tensors, tmp, metadata=dict(format=NATIVE_FORMAT, version=str(NATIVE_VERSION), config=config))
         else:
             torch.save(dict(format=NATIVE_FORMAT, version=NATIVE_VERSION, config=config, tensors=tensors), tmp)
-        os.replace(tmp, path)  # Readers never see a half-written file.
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -382,12 +377,6 @@ def cached_path(url, cache_dir=None):
     return cache_dir / filename
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _offline_help(url, dest, name):

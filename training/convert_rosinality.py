@@ -26,12 +26,11 @@ activations exceed the clamp.
 """
 
 import argparse
-import os
 import re
-import tempfile
-from pathlib import Path
 
 import torch
+
+from torch_utils.fileio import atomic_torch_save
 
 from training.checkpoint import CheckpointError, build_network, channel_kwargs, copy_state
 
@@ -348,14 +347,4 @@ def export_rosinality(path, G_ema, G=None, D=None):
         payload['g'] = generator_to_rosinality(G)
     if D is not None:
         payload['d'] = discriminator_to_rosinality(D)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_torch_save(payload, path)
