@@ -1,0 +1,77 @@
+"""`pstyle metrics`: a thin click shell over `metrics.api.compute_metrics`."""
+
+import json
+
+import click
+
+
+def _csv(ctx, param, value):
+    return [v.strip() for v in value.split(',') if v.strip()]
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--metrics', 'metric_names', default='fid', callback=_csv,
+              help='Comma-separated: fid, kid, pr, is, ppl, lpips, id')
+@click.option('--real', type=click.Path(exists=True), help='Real images (folder or zip); photos for lpips/id')
+@click.option('--fake', type=click.Path(exists=True), help='Generated images (folder or zip); stylized outputs for lpips/id')
+@click.option('--network', type=str, help='Generator file (G_ema is used) instead of --fake')
+@click.option('--num-gen', type=click.IntRange(min=1), default=50000, help='Images to generate with --network (seeds 0..N-1)')
+@click.option('--max-real', type=click.IntRange(min=1), default=None, help='Use only the first N real images')
+@click.option('--protocol', type=click.Choice(['legacy_tf', 'clean', 'legacy_pytorch']), default='legacy_tf',
+              help='Resize/quantization protocol (stamped into every result)')
+@click.option('--inception-weights', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='pt_inception-2015-12-05-6726825d.pth or NVIDIA inception-2015-12-05.pt')
+@click.option('--vgg-weights', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='torchvision vgg16-397923af.pth (precision/recall)')
+@click.option('--trunc', 'truncation_psi', type=float, default=1.0, help='Truncation psi for --network')
+@click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label for conditional networks')
+@click.option('--seed', type=int, default=2020, help='Seed for KID subsets, IS shuffling and PPL sampling')
+@click.option('--kid-subsets', type=click.IntRange(min=1), default=100)
+@click.option('--kid-subset-size', type=click.IntRange(min=2), default=1000)
+@click.option('--is-splits', type=click.IntRange(min=1), default=10)
+@click.option('--pr-k', type=click.IntRange(min=1), default=3, help='Neighbourhood size for precision/recall')
+@click.option('--ppl-samples', type=click.IntRange(min=1), default=50000)
+@click.option('--ppl-space', type=click.Choice(['w', 'z']), default='w')
+@click.option('--ppl-sampling', type=click.Choice(['end', 'full']), default='end')
+@click.option('--ppl-crop/--no-ppl-crop', default=True, help='Crop to the face (FFHQ-aligned) before LPIPS')
+@click.option('--lpips-net', type=click.Choice(['vgg', 'alex', 'squeeze']), default='vgg')
+@click.option('--id-model', 'identity_model', type=click.Choice(['dlib', 'arcface']), default='dlib')
+@click.option('--arcface-weights', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='model_ir_se50.pth for --id-model arcface')
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=64)
+@click.option('--workers', 'num_workers', type=click.IntRange(min=0), default=None, help='Image decoding processes')
+@click.option('--device', type=str, default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
+@click.option('--results', 'results_file', type=click.Path(dir_okay=False), default='metrics-results.jsonl',
+              help='Append one JSON line per metric here')
+@click.option('--exact', is_flag=True, help='Skip BatchNorm folding in the Inception (bit-exact with torch-fidelity on CPU, slower)')
+@click.option('--cache/--no-cache', 'use_cache', default=True, help='Reuse features of unchanged image sets')
+@click.option('--json', 'as_json', is_flag=True, help='Print one JSON object with all values')
+def metrics(metric_names, as_json, **kwargs):
+    """Compute FID, KID, precision/recall, IS, PPL, LPIPS and identity similarity.
+
+    \b
+    Examples:
+      pstyle metrics --metrics fid,kid --real data/style --fake out/samples
+      pstyle metrics --metrics fid,pr --real ffhq.zip --network model.pt --num-gen 50000
+      pstyle metrics --metrics lpips,id --real photos/ --fake stylized/ --json
+    Run with torchrun --nproc_per_node N -m pstyle.cli metrics ... for several GPUs.
+    """
+    from metrics.api import compute_metrics
+    from metrics.distributed import init_from_env, rank_world
+    from metrics.inputs import InputError
+    from metrics.weights import WeightsNotFoundError
+    default_device = init_from_env()  # joins torchrun's process group when WORLD_SIZE > 1
+    device = kwargs.pop('device') or default_device
+    try:
+        out = compute_metrics(metric_names, device=device, progress=not as_json, **kwargs)
+    except (InputError, WeightsNotFoundError, ValueError, ImportError) as e:
+        raise click.ClickException(str(e)) from e
+    if rank_world()[0] != 0:
+        return
+    values = {k: v for k, v in out.items() if k not in ('meta', 'records')}
+    if as_json:
+        click.echo(json.dumps(dict(values, meta=out['meta']), default=str))
+    else:
+        for k, v in values.items():
+            click.echo(f'{k:24s} {v:.6g}' if isinstance(v, float) else f'{k:24s} {v}')
+        click.echo(f'protocol {out["meta"]["protocol"]}; results appended to {kwargs["results_file"]}')
