@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from torch_utils import cpu_features
 from training.networks import Generator
 
 # Official configurations: 256² is NVIDIA's paper256 (channel_base 16384), 1024² their stylegan2/FFHQ.
@@ -31,13 +32,13 @@ class Path:
     ref_ops: bool = False
 
 
-def paths_for(device):
+def paths_for(device, include_slow=False):
     """Execution paths to compare; the first is the baseline."""
     base = Path('nvidia-order fp32 (baseline)', dict(fused_modconv=True, channels_last=False), ref_ops=True)
     paths = [base, Path('ours fp32', dict())]
     if device.type == 'cuda':
         paths.append(Path('ours fp16', dict(dtype=torch.float16)))
-    else:
+    elif include_slow or cpu_features.has_fast_bf16():
         paths.append(Path('ours bf16', dict(dtype=torch.bfloat16)))
     return paths
 
@@ -79,19 +80,21 @@ def psnr(a, b):
     return float('inf') if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
-def bench_generator(resolution=256, batch_sizes=(1, 4, 16), device=None, repeat=3, backward=True, log=print):
+def bench_generator(resolution=256, batch_sizes=(1, 4, 16), device=None, repeat=3, backward=True, log=print, include_slow=False):
     """Print and return rows of images/s for forward (and forward+backward) per path and batch size."""
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     torch.manual_seed(0)
     G = Generator(**CONFIGS[resolution]).to(device).eval().requires_grad_(False)
-    from torch_utils import cpu_features
     log(f'device: {torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_features.describe()} '
         f'({torch.get_num_threads()} threads); G {resolution}x{resolution}, {sum(p.numel() for p in G.parameters()) / 1e6:.1f}M params')
+    if device.type == 'cpu' and not include_slow and not cpu_features.has_fast_bf16():
+        log('bf16 skipped: this CPU has neither AMX nor AVX-512 BF16, so bf16 is emulated and several times '
+            'slower than fp32 (pass --include-slow to measure it anyway)')
     rows = []
     for batch in batch_sizes:
         ws = G.mapping(torch.randn([batch, G.z_dim], device=device), None)
         baseline = {}
-        for path in paths_for(device):
+        for path in paths_for(device, include_slow):
             with forced_ref(path.ref_ops), torch.inference_mode():
                 fwd = lambda: G.synthesis(ws, noise_mode='const', **path.synthesis_kwargs)
                 if device.type == 'cuda':
