@@ -1,0 +1,538 @@
+"""Batched GAN inversion: photos -> W or W+ latents (and per-image noise maps).
+
+The optimisation follows NVIDIA's stylegan2-ada-pytorch `projector.py` (Karras et al. 2020,
+"Analyzing and Improving the Image Quality of StyleGAN", Section 5 / Appendix D): start at the mean
+w, Adam on the latent with a cosine learning-rate ramp, a decaying Gaussian perturbation of the
+latent, an LPIPS-VGG loss at 256x256, and noise maps kept decorrelated by a multi-scale
+autocorrelation penalty and renormalised after every step. Written for this project.
+
+What differs from NVIDIA's script:
+- N images are optimised together with their own latents, noise maps, latent-noise draws and
+  early-stopping state; losses are summed over the batch, so image k's gradient, Adam state and
+  result do not depend on the other images (Adam is element-wise).
+- `w+` (one row per synthesis layer) as well as `w`; optimised noise maps are returned, not dropped.
+- Optional MSE and identity terms, an LPIPS early-stopping threshold, bf16 on the CPU.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torch_utils import misc
+
+SPACES = ('w', 'w+')
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+
+
+@dataclasses.dataclass
+class ProjectConfig:
+    space:                      str = 'w+'      # 'w': one vector broadcast to all rows; 'w+': one per row.
+    num_steps:                  int = 500       # Optimisation steps (NVIDIA: 1000).
+    optimize_noise:             bool = True     # Optimise per-image noise maps (NVIDIA does, then drops them).
+    w_avg_samples:              int = 10000     # Mapping samples for the initial w and its spread.
+    initial_learning_rate:      float = 0.1     # Peak Adam learning rate.
+    initial_noise_factor:       float = 0.05    # Latent perturbation at t=0, in units of w_std.
+    lr_rampdown_length:         float = 0.25    # Fraction of the run spent ramping the lr down (cosine).
+    lr_rampup_length:           float = 0.05    # Fraction of the run spent ramping the lr up (linear).
+    noise_ramp_length:          float = 0.75    # Fraction of the run over which the latent perturbation fades.
+    regularize_noise_weight:    float = 1e5     # Noise-map autocorrelation penalty.
+    lpips_weight:               float = 1.0     # LPIPS-VGG term.
+    mse_weight:                 float = 0.0     # Pixel MSE term (images in [-1, 1]).
+    id_weight:                  float = 0.0     # Identity term 1 - cos(emb(synth), emb(target)).
+    lpips_resolution:           int = 256       # Images larger than this are area-downsampled for LPIPS.
+    early_stop_lpips:           float = None    # Freeze an image once its LPIPS falls below this.
+    precision:                  str = 'fp32'    # 'fp32', 'bf16' (CPU/GPU) or 'fp16' (CUDA).
+    seed:                       int = 0         # Per-image generators (latent noise, initial noise maps).
+    beta1:                      float = 0.9     # Adam betas.
+    beta2:                      float = 0.999
+    fused_modconv:              bool = False    # One code path at every batch size: batch-independent numerics.
+
+    def check(self):
+        if self.space not in SPACES:
+            raise ValueError(f'space must be one of {SPACES}, got {self.space!r}')
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
+        if int(self.num_steps) != self.num_steps or self.num_steps < 1:
+            raise ValueError(f'num_steps must be a positive integer, got {self.num_steps}')
+        if self.w_avg_samples < 1:
+            raise ValueError(f'w_avg_samples must be >= 1, got {self.w_avg_samples}')
+        weights = dict(lpips_weight=self.lpips_weight, mse_weight=self.mse_weight, id_weight=self.id_weight,
+                       regularize_noise_weight=self.regularize_noise_weight)
+        negative = [k for k, v in weights.items() if v < 0]
+        if negative:
+            raise ValueError(f'loss weights must be >= 0: {", ".join(negative)}')
+        if self.lpips_weight == 0 and self.mse_weight == 0 and self.id_weight == 0:
+            raise ValueError('all loss weights are 0: set lpips_weight, mse_weight or id_weight')
+        for name in ('lr_rampdown_length', 'lr_rampup_length', 'noise_ramp_length'):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f'{name} must be in (0, 1], got {getattr(self, name)}')
+        return self
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+# Speed/quality dial. `default` is W+ because portrait stylization swaps layers of a W+ code, and
+# W+ reaches a clearly lower LPIPS than W on the same budget; 500 steps is where NVIDIA's
+# schedule has converged for most FFHQ faces. `best` adds pivotal tuning (see projectors/pti.py).
+PRESETS = {
+    'fast':    dict(project=dict(space='w+', num_steps=200, optimize_noise=False), pti=None),
+    'default': dict(project=dict(space='w+', num_steps=500, optimize_noise=True), pti=None),
+    'best':    dict(project=dict(space='w+', num_steps=1000, optimize_noise=True), pti=dict(num_steps=350)),
+}
+
+
+def preset_config(preset='default', **overrides):
+    """ProjectConfig of a named preset with field overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise ValueError(f'preset must be one of {", ".join(PRESETS)}, got {preset!r}')
+    kwargs = dict(PRESETS[preset]['project'])
+    fields = {f.name for f in dataclasses.fields(ProjectConfig)}
+    unknown = sorted(k for k in overrides if k not in fields)
+    if unknown:
+        raise ValueError(f'unknown projection settings: {", ".join(unknown)} (known: {", ".join(sorted(fields))})')
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return ProjectConfig(**kwargs).check()
+
+
+# ----------------------------------------------------------------------------
+# Schedules (NVIDIA projector.py).
+
+def learning_rate(t, cfg):
+    """Linear ramp-up over lr_rampup_length, cosine ramp-down over the last lr_rampdown_length."""
+    ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown_length)
+    ramp = 0.5 - 0.5 * np.cos(ramp * np.pi)
+    ramp = ramp * min(1.0, t / cfg.lr_rampup_length)
+    return cfg.initial_learning_rate * ramp
+
+
+def latent_noise_scale(t, cfg, w_std):
+    """Std of the Gaussian added to w: w_std * factor * max(0, 1 - t / noise_ramp_length)^2."""
+    return w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp_length) ** 2
+
+
+@torch.no_grad()
+def compute_w_stats(G, num_samples=10000, seed=123, device=None):
+    """(w_avg [1, 1, w_dim], w_std scalar) from mapping samples, as NVIDIA's projector estimates them."""
+    if G.c_dim != 0:
+        raise ValueError(f'projection supports unconditional networks only (this one has c_dim={G.c_dim})')
+    device = misc.device_of(G) if device is None else torch.device(device)
+    z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G.z_dim)).to(device, torch.float32)
+    w = G.mapping(z, None, update_emas=False)[:, :1, :].double()  # [N, 1, w_dim]
+    w_avg = w.mean(dim=0, keepdim=True)  # [1, 1, w_dim]
+    w_std = float(((w - w_avg).square().sum() / num_samples).sqrt())
+    return w_avg.float(), w_std
+
+
+# ----------------------------------------------------------------------------
+# Per-image noise maps. SynthesisLayer multiplies its `noise_const` buffer by `noise_strength`
+# with broadcasting, so swapping the [r, r] buffer for an [N, 1, r, r] tensor feeds each image
+# its own map through the unmodified network.
+
+def noise_layers(G):
+    """{'synthesis.b8.conv0': SynthesisLayer, ...} for every layer with a noise input, in order."""
+    return {f'synthesis.{name}': m for name, m in G.synthesis.named_modules()
+            if getattr(m, 'use_noise', False) and hasattr(m, 'noise_const')}
+
+
+@contextlib.contextmanager
+def per_image_noise(G, noise):
+    """Within the block, `noise_mode='const'` uses `noise[name]` [N, 1, r, r] instead of G's buffers."""
+    layers = noise_layers(G)
+    saved = {}
+    try:
+        for name, tensor in (noise or {}).items():
+            layer = layers[name]
+            misc.assert_shape(tensor, [None, 1, layer.resolution, layer.resolution])
+            saved[name] = layer.noise_const
+            layer.noise_const = tensor
+        yield
+    finally:
+        for name, tensor in saved.items():
+            layers[name].noise_const = tensor
+
+
+def init_noise(G, generators, device):
+    """Fresh unit Gaussian maps {name: [N, 1, r, r]}, image k drawn from generators[k]."""
+    out = {}
+    for name, layer in noise_layers(G).items():
+        r = layer.resolution
+        maps = [torch.randn([1, r, r], generator=g) for g in generators]
+        out[name] = torch.stack(maps).to(device)  # [N, 1, r, r]
+    return out
+
+
+def noise_regularization(noise):
+    """Per-image [N] sum of squared autocorrelations at shift 1 in x and y, over a 2x pyramid down to 8x8."""
+    total = 0.0
+    for v in noise.values():
+        x = v
+        while True:
+            # Roll wraps around, as NVIDIA's reg_loss does; the mean is per image (dims 1-3).
+            total = total + (x * torch.roll(x, shifts=1, dims=3)).mean(dim=[1, 2, 3]).square()
+            total = total + (x * torch.roll(x, shifts=1, dims=2)).mean(dim=[1, 2, 3]).square()
+            if x.shape[2] <= 8:
+                break
+            x = F.avg_pool2d(x, kernel_size=2)
+    return total
+
+
+@torch.no_grad()
+def normalize_noise_(noise):
+    """Zero mean, unit variance per image and layer (in place)."""
+    for v in noise.values():
+        v -= v.mean(dim=[1, 2, 3], keepdim=True)
+        v *= v.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+
+
+# ----------------------------------------------------------------------------
+# Losses.
+
+def lpips_input(img, resolution=256):
+    """float [N, C, H, W] in [-1, 1] -> 3 channels, area-downsampled to `resolution` when larger (NVIDIA)."""
+    if img.shape[1] == 1:
+        img = img.repeat(1, 3, 1, 1)
+    if img.shape[2] > resolution:
+        img = F.interpolate(img, size=(resolution, resolution), mode='area')
+    return img
+
+
+class LPIPSDistance:
+    """Per-image LPIPS (Zhang et al. 2018, Eq. 1) to fixed targets; target features computed once.
+
+    Uses the modules of an `lpips.LPIPS` model (scaling layer, trunk, linear heads) so that the
+    distance equals `model(x, target)` while the targets' trunk pass is not repeated every step.
+    """
+
+    def __init__(self, model, targets, resolution=256):
+        self.model = model
+        self.resolution = resolution
+        self.target_feats = self.features(targets)
+
+    def features(self, img):
+        import lpips
+        x = self.model.scaling_layer(lpips_input(img, self.resolution))
+        # Unit-normalise in fp32: under bf16 autocast the trunk output is bf16.
+        return [lpips.normalize_tensor(f.float()) for f in self.model.net(x)]
+
+    def __call__(self, img, index=None):
+        """img float [n, C, H, W] in [-1, 1] vs targets[index] -> [n]."""
+        feats = self.features(img)
+        total = 0.0
+        for k, (f0, f1) in enumerate(zip(feats, self.target_feats)):
+            f1 = f1 if index is None else f1[index]
+            diff = (f0 - f1).square()  # [nCHW]
+            head = self.model.lins[k](diff) if self.model.lpips else diff.sum(dim=1, keepdim=True)
+            total = total + head.float().mean(dim=[1, 2, 3])  # spatial average
+        return total
+
+
+def _autocast(device, precision):
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def synthesis_dtype(precision, device):
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError('fp16 needs a CUDA device; on the CPU use precision bf16')
+    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+
+
+class ProjectionLoss:
+    """Weighted per-image losses of synthesized images against fixed targets (float [-1, 1])."""
+
+    def __init__(self, targets, cfg, lpips_model=None, identity_model=None, precision='fp32'):
+        self.targets = targets
+        self.cfg = cfg
+        self.precision = precision
+        self.identity_model = identity_model
+        with torch.no_grad(), _autocast(targets.device, precision):
+            self.lpips = LPIPSDistance(lpips_model, targets, cfg.lpips_resolution) if lpips_model is not None else None
+            self.target_ids = self._embed(targets) if identity_model is not None else None
+
+    def _embed(self, img):
+        return F.normalize(self.identity_model(img).float(), dim=1)
+
+    def __call__(self, synth, index=None):
+        """synth [n, C, H, W] for targets[index] -> dict of [n] tensors ('total' and each term)."""
+        targets = self.targets if index is None else self.targets[index]
+        terms = {}
+        with _autocast(synth.device, self.precision):
+            if self.lpips is not None:
+                terms['lpips'] = self.lpips(synth, index)
+            if self.identity_model is not None:
+                ids = self.target_ids if index is None else self.target_ids[index]
+                terms['identity'] = 1 - (self._embed(synth) * ids).sum(dim=1)  # 1 - cosine similarity
+        terms['mse'] = (synth.float() - targets).square().mean(dim=[1, 2, 3])
+        weights = dict(lpips=self.cfg.lpips_weight, mse=self.cfg.mse_weight, identity=self.cfg.id_weight)
+        terms['total'] = sum(weights[k] * v for k, v in terms.items() if weights[k] != 0)
+        return terms
+
+
+class ArcFaceIdentity:
+    """Differentiable ArcFace IR-SE50 embedding of float images in [-1, 1], cropped as pSp's ID loss
+    (Richardson et al. 2021): resize to 256, rows 35:223 and columns 32:220, average-pool to 112."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, img):
+        if img.shape[2] != 256:
+            mode = 'area' if img.shape[2] > 256 else 'bilinear'
+            img = F.interpolate(img, size=(256, 256), mode=mode, **({} if mode == 'area' else dict(align_corners=False)))
+        x = F.adaptive_avg_pool2d(img[:, :, 35:223, 32:220], (112, 112))
+        return self.net(x)
+
+
+def load_identity_model(device, weights=None):
+    """(ArcFaceIdentity, None), or (None, note) when ArcFace weights or code are unavailable."""
+    try:
+        from metrics import arcface, weights as W  # noqa: PLC0415 -- optional
+        path = W.resolve_weights(W.ARCFACE_IRSE50, path=weights, download=False)
+        return ArcFaceIdentity(arcface.load_arcface(path, device)), None
+    except Exception as e:  # noqa: BLE001 -- any failure just disables the optional term
+        return None, f'identity term disabled: {type(e).__name__}: {e}'
+
+
+def default_lpips(device):
+    """LPIPS-VGG through `metrics.lpips_utils.load_lpips` (a clear error when weights are missing)."""
+    from metrics.lpips_utils import load_lpips  # noqa: PLC0415
+    return load_lpips(net='vgg', device=device)
+
+
+# ----------------------------------------------------------------------------
+# The optimisation.
+
+@dataclasses.dataclass
+class ProjectionResult:
+    ws: torch.Tensor            # [N, num_ws, w_dim] float32, CPU
+    noise: dict                 # {layer: [N, 1, r, r]} float32 CPU, or None when noise was not optimised
+    images: np.ndarray          # uint8 [N, H, W, C] reconstructions (fp32 render)
+    metrics: list               # per image: lpips, mse, identity, steps, stopped_early
+    history: dict               # 'loss', 'lpips', 'mse': float [num_steps, N] (NaN after an early stop)
+    notes: list                 # what was disabled or changed, for the run's metrics file
+
+
+def cpu_has_fast_bf16():
+    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); otherwise bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def per_image_generators(n, seed, seeds=None):
+    """One torch.Generator per image: image k's draws never depend on the batch."""
+    seeds = [seed] * n if seeds is None else list(seeds)
+    if len(seeds) != n:
+        raise ValueError(f'{len(seeds)} seeds for {n} images')
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def targets_to_float(targets, G, device):
+    """uint8 [N, C, H, W] (or [N, H, W, C]) at G's resolution -> float [-1, 1] [N, C, H, W]."""
+    targets = torch.as_tensor(targets)
+    if targets.ndim == 4 and targets.shape[-1] == G.img_channels and targets.shape[1] != G.img_channels:
+        targets = targets.permute(0, 3, 1, 2)  # NHWC -> NCHW
+    if targets.dtype != torch.uint8:
+        raise ValueError(f'targets must be uint8 images in [0, 255], got {targets.dtype}')
+    misc.assert_shape(targets, [None, G.img_channels, G.img_resolution, G.img_resolution])
+    return targets.to(device, torch.float32) / 127.5 - 1
+
+
+def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats=None, seeds=None, init_ws=None,
+            callback=None):
+    """Invert N target images together; returns a ProjectionResult.
+
+    targets: uint8 [N, C, H, W] in [0, 255] at G.img_resolution. lpips_model: an `lpips.LPIPS`
+    (None = LPIPS-VGG via metrics.lpips_utils when lpips_weight > 0). w_stats: (w_avg, w_std) from
+    `compute_w_stats`, computed when None. seeds: per-image seeds (default: cfg.seed for all).
+    init_ws: optional start [N, num_ws, w_dim] (or [N, w_dim]) instead of w_avg.
+    callback(step, index, synth) is called after each step with the active images' renders.
+    """
+    cfg = (cfg or ProjectConfig()).check()
+    device = misc.device_of(G)
+    dtype = synthesis_dtype(cfg.precision, device)
+    target = targets_to_float(targets, G, device)
+    N = target.shape[0]
+    notes = []
+    if cfg.precision == 'bf16' and device.type == 'cpu' and not cpu_has_fast_bf16():
+        notes.append('bf16 requested on a CPU without native bf16 (AVX512-BF16/AMX): expect it to be slower than fp32')
+        warnings.warn(notes[-1])
+    if cfg.lpips_weight > 0 and lpips_model is None:
+        lpips_model = default_lpips(device)
+    if cfg.id_weight > 0 and identity_model is None:
+        identity_model, note = load_identity_model(device)
+        if note:
+            notes.append(note)
+            warnings.warn(note)
+    loss_fn = ProjectionLoss(target, cfg, lpips_model if cfg.lpips_weight > 0 else None,
+                             identity_model if cfg.id_weight > 0 else None, cfg.precision)
+    w_avg, w_std = w_stats if w_stats is not None else compute_w_stats(G, cfg.w_avg_samples, device=device)
+    gens = per_image_generators(N, cfg.seed, seeds)
+    w_opt, noise = _init_variables(G, cfg, N, w_avg, init_ws, gens, device)
+    params = [w_opt] + (list(noise.values()) if noise else [])
+    opt = torch.optim.Adam(params, betas=(cfg.beta1, cfg.beta2), lr=cfg.initial_learning_rate)
+
+    active = torch.ones(N, dtype=torch.bool)
+    frozen_values = None
+    steps_run = np.full(N, cfg.num_steps)
+    history = {k: np.full([cfg.num_steps, N], np.nan, dtype=np.float32) for k in ('loss', 'lpips', 'mse')}
+    for step in range(cfg.num_steps):
+        t = step / cfg.num_steps
+        for group in opt.param_groups:
+            group['lr'] = learning_rate(t, cfg)
+        index = active.nonzero()[:, 0].to(device)
+        scale = latent_noise_scale(t, cfg, w_std)
+        w_noise = torch.stack([torch.randn(w_opt.shape[1:], generator=gens[k]) for k in index.tolist()]).to(device)
+        ws = (w_opt[index] + w_noise * scale).expand(-1, G.num_ws, -1)  # W rows broadcast; W+ unchanged
+        sub_noise = {k: v[index] for k, v in noise.items()} if noise else None
+        with per_image_noise(G, sub_noise):
+            synth = G.synthesis(ws, noise_mode='const', dtype=dtype, fused_modconv=cfg.fused_modconv)
+        terms = loss_fn(synth, index)
+        per_image = terms['total']
+        if noise:
+            per_image = per_image + cfg.regularize_noise_weight * noise_regularization(sub_noise)
+        # Sum, not mean, over the batch: each image's gradient is independent of N.
+        grads = torch.autograd.grad(per_image.sum(), params, allow_unused=True)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
+        opt.step()
+        frozen = ~active
+        if frozen.any():
+            _restore_frozen(params, frozen_values, frozen)
+        if noise:
+            normalize_noise_(noise)
+        _record(history, step, index, per_image, terms)
+        if callback is not None:
+            callback(step, index.cpu(), synth.detach())
+        if cfg.early_stop_lpips is not None and 'lpips' in terms:
+            done = index[terms['lpips'].detach() < cfg.early_stop_lpips].cpu()
+            if len(done):
+                active[done] = False
+                steps_run[done.numpy()] = step + 1
+                frozen_values = [p.detach().clone() for p in params]
+                if not active.any():
+                    break
+    return _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run, history, notes)
+
+
+def _init_variables(G, cfg, N, w_avg, init_ws, gens, device):
+    """w_opt [N, 1 or num_ws, w_dim] (leaf, fp32) and the noise maps (or None)."""
+    rows = 1 if cfg.space == 'w' else G.num_ws
+    if init_ws is None:
+        w = w_avg.to(device).reshape(1, 1, G.w_dim).repeat(N, rows, 1)
+    else:
+        w = torch.as_tensor(init_ws, dtype=torch.float32).to(device)
+        if w.ndim == 2:
+            w = w[:, None, :]
+        if w.shape[0] != N or w.shape[2] != G.w_dim or w.shape[1] not in (1, G.num_ws):
+            raise ValueError(f'init_ws has shape {list(w.shape)}; expected [{N}, {G.num_ws} or 1, {G.w_dim}]')
+        w = w.mean(dim=1, keepdim=True) if rows == 1 else w.expand(N, rows, -1)
+    w_opt = w.clone().detach().requires_grad_(True)
+    noise = None
+    if cfg.optimize_noise and noise_layers(G):
+        noise = init_noise(G, gens, device)
+        for v in noise.values():
+            v.requires_grad_(True)
+    return w_opt, noise
+
+
+@torch.no_grad()
+def _restore_frozen(params, values, frozen):
+    """Undo Adam's (momentum-driven) update on images that already met the early-stop threshold."""
+    for p, v in zip(params, values):
+        p[frozen.to(p.device)] = v[frozen.to(p.device)]
+
+
+def _record(history, step, index, per_image, terms):
+    cols = index.cpu().numpy()
+    history['loss'][step, cols] = per_image.detach().float().cpu().numpy()
+    for key in ('lpips', 'mse'):
+        if key in terms:
+            history[key][step, cols] = terms[key].detach().float().cpu().numpy()
+
+
+@torch.no_grad()
+def _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run, history, notes):
+    """Render the result in fp32 without latent noise and measure each image."""
+    ws = w_opt.detach().expand(-1, G.num_ws, -1).contiguous()
+    synth = render(G, ws, noise, fused_modconv=cfg.fused_modconv)
+    final = dict(mse=(synth - target).square().mean(dim=[1, 2, 3]))
+    if lpips_model is not None:
+        final['lpips'] = LPIPSDistance(lpips_model, target, cfg.lpips_resolution)(synth)
+    if identity_model is not None:
+        embed = lambda img: F.normalize(identity_model(img).float(), dim=1)
+        final['identity'] = (embed(synth) * embed(target)).sum(dim=1)  # cosine similarity
+    metrics = []
+    for k in range(ws.shape[0]):
+        m = dict(lpips=None, mse=None, identity=None, steps=int(steps_run[k]),
+                 stopped_early=bool(steps_run[k] < cfg.num_steps))
+        m.update({key: float(v[k]) for key, v in final.items()})
+        metrics.append(m)
+    from training.generate import to_uint8  # noqa: PLC0415
+    noise_out = {k: v.detach().float().cpu() for k, v in noise.items()} if noise else None
+    return ProjectionResult(ws=ws.float().cpu(), noise=noise_out, images=to_uint8(synth), metrics=metrics,
+                            history=history, notes=notes)
+
+
+@torch.no_grad()
+def render(G, ws, noise=None, noise_mode='const', dtype=None, fused_modconv=False, batch_size=None):
+    """W+ [N, num_ws, w_dim] (+ per-image noise {layer: [N, 1, r, r]}) -> float images [N, C, H, W]."""
+    device = misc.device_of(G)
+    ws = torch.as_tensor(ws, dtype=torch.float32)
+    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
+    batch_size = batch_size or max(1, ws.shape[0])
+    out = []
+    for start in range(0, ws.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        sub = {k: v[sl].to(device, torch.float32) for k, v in noise.items()} if noise else None
+        with per_image_noise(G, sub):
+            img = G.synthesis(ws[sl].to(device), noise_mode=noise_mode if sub is None else 'const',
+                              dtype=dtype, fused_modconv=fused_modconv)
+        out.append(img.float())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------
+# Saved noise, for `pstyle generate --projected-w` (see project_folder.save_latents for the format).
+
+NOISE_PREFIX = 'noise/'
+
+
+def load_projected_noise(path, G):
+    """{layer: float32 [N, 1, r, r]} from a latents.npz written by `pstyle project`, or None."""
+    with np.load(path, allow_pickle=False) as data:
+        keys = [k for k in data.files if k.startswith(NOISE_PREFIX)]
+        if not keys:
+            return None
+        layers = noise_layers(G)
+        noise = {}
+        for key in keys:
+            name = key[len(NOISE_PREFIX):]
+            if name not in layers:
+                raise ValueError(f'{path}: noise map {name} has no matching layer in this network')
+            r = layers[name].resolution
+            arr = np.asarray(data[key], dtype=np.float32)
+            if arr.ndim != 3 or arr.shape[1:] != (r, r):
+                raise ValueError(f'{path}: noise map {name} has shape {list(arr.shape)}, expected [N, {r}, {r}]')
+            noise[name] = torch.from_numpy(arr)[:, None]  # [N, 1, r, r]
+    missing = sorted(set(layers) - set(noise))
+    if missing:
+        raise ValueError(f'{path}: noise maps missing for {", ".join(missing)}')
+    return noise
+
+
+def weights_sha256(module):
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes), independent of the file format."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,113 @@
+"""`pstyle project` through click: a folder run, rendering the result, option handling, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pstyle.cli import main
+from pstyle import cmd_project as C
+from training.checkpoint import save_network
+from training.networks import Generator
+
+QUICK = ['--steps', '3', '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu']
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def network(tmp_path_factory):
+    torch.manual_seed(1)
+    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
+    path = tmp_path_factory.mktemp('net') / 'tiny.pt'
+    save_network(path, G_ema=G)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    src = tmp_path / 'photos'
+    src.mkdir()
+    for k in range(3):
+        Image.fromarray(np.random.RandomState(k).randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(src / f'p{k}.png')
+    Image.new('RGB', (20, 16)).save(src / 'wide.png')
+    return src
+
+
+def test_project_then_generate(network, photos, tmp_path):
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos), '--outdir', str(out),
+                                       '--preset', 'fast', '--batch', '2', '--noise', *QUICK])
+    assert result.exit_code == 0, result.output
+    assert 'projected 3 image(s)' in result.output and 'wide.png: image is 20x16, not square' in result.output
+    doc = json.loads((out / 'metrics.json').read_text())
+    assert doc['settings']['project']['optimize_noise'] is True and doc['settings']['project']['num_steps'] == 3
+    assert doc['network_sha256'] and len(doc['network_sha256']) == 64
+    with np.load(out / 'latents.npz') as data:
+        assert data['ws'].shape == (3, 6, 16) and str(data['space']) == 'w+'
+        assert str(data['network_sha256']) == doc['network_sha256']
+    rendered = CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(out / 'latents.npz'),
+                                         '--outdir', str(tmp_path / 'renders'), '--device', 'cpu'])
+    assert rendered.exit_code == 0, rendered.output
+    assert sorted(p.name for p in (tmp_path / 'renders').iterdir()) == ['p0.png', 'p1.png', 'p2.png']
+
+
+def test_crop_option_and_w_space(network, photos, tmp_path):
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos / 'wide.png'), '--outdir', str(out),
+                                       '--crop', 'center', '--space', 'w', *QUICK])
+    assert result.exit_code == 0, result.output
+    with np.load(out / 'latents.npz') as data:
+        ws = data['ws']
+        assert list(data['names']) == ['wide.png'] and str(data['space']) == 'w'
+    assert np.allclose(ws[:, :1], ws)
+
+
+def test_nothing_projected_exits_1(network, photos, tmp_path):
+    result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos / 'wide.png'), '--outdir',
+                                       str(tmp_path / 'out'), *QUICK])
+    assert result.exit_code == 1
+    assert 'projected 0 image(s)' in result.output and 'not square' in result.output
+
+
+def test_option_errors(network, photos, tmp_path):
+    run = lambda *args: CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos), '--outdir', str(tmp_path / 'o'), *args])
+    result = run('--set', 'bogus=1', *QUICK)
+    assert result.exit_code == 1 and 'unknown projection settings: bogus' in result.output
+    result = run('--set', 'nonsense', *QUICK)
+    assert result.exit_code == 2 and 'expected KEY=VALUE' in result.output
+    result = run('--set', 'pti.alpha=3', '--pti', *QUICK)
+    assert result.exit_code == 1 and 'unknown PTI settings: alpha' in result.output
+    result = run('--precision', 'fp16', *QUICK)
+    assert result.exit_code == 1 and 'fp16 needs a CUDA device' in result.output
+    result = CliRunner().invoke(main, ['project', '--network', str(tmp_path / 'none.pt'), '-i', str(photos), '--outdir', str(tmp_path / 'o')])
+    assert result.exit_code != 0
+
+
+def test_missing_vgg_weights_named(network, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos), '--outdir', str(tmp_path / 'o'),
+                                       '--steps', '1', '--device', 'cpu'])
+    assert result.exit_code == 1
+    assert 'vgg16-397923af.pth' in result.output and str(tmp_path / 'torch' / 'hub' / 'checkpoints') in result.output
+
+
+def test_presets_and_pti_options():
+    cfg, pti = C.build_configs('best', {}, None, {})
+    assert (cfg.num_steps, cfg.space, cfg.optimize_noise) == (1000, 'w+', True) and pti.num_steps == 350
+    cfg, pti = C.build_configs('best', {'precision': 'bf16'}, False, {})
+    assert pti is None and cfg.precision == 'bf16'
+    cfg, pti = C.build_configs('fast', {}, True, {'num_steps': 20, 'trainable': 'synthesis.b8.*', 'delta_dtype': 'fp16'})
+    assert pti.num_steps == 20 and pti.trainable == ('synthesis.b8.*',) and pti.delta_dtype == 'fp16'
+    project, pti_over = C._parse_sets(['space=w', 'initial_noise_factor=0.1', 'pti.regularizer_alpha=20', 'optimize_noise=false'])
+    assert project == dict(space='w', initial_noise_factor=0.1, optimize_noise=False) and pti_over == dict(regularizer_alpha=20)

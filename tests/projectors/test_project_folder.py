@@ -1,0 +1,211 @@
+"""Folder runs: outputs on disk, bad files, partial results and resume, sharding, PTI deltas, video."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from projectors import project_folder as PF
+from projectors import projector as P
+from projectors import pti as T
+from training import generate as gen
+from training.networks import Generator
+
+FAST = dict(num_steps=3, lpips_weight=0.0, mse_weight=1.0, w_avg_samples=200)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def G():
+    torch.manual_seed(1)
+    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
+    with torch.no_grad():
+        for name, t in G.state_dict().items():
+            if 'resample_filter' not in name:
+                t.add_(0.1 * torch.randn_like(t))
+    return G.eval().requires_grad_(False)
+
+
+def _photo(seed, size=(16, 16)):
+    rng = np.random.RandomState(seed)
+    return Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def good_folder(tmp_path):
+    src = tmp_path / 'photos'
+    src.mkdir()
+    for k, name in enumerate(['a.png', 'b.png', 'c.png']):
+        _photo(k, (32, 32)).save(src / name)
+    return src
+
+
+@pytest.fixture
+def mixed_folder(good_folder):
+    (good_folder / 'd.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+    _photo(5, (4, 4)).save(good_folder / 'e.png')
+    _photo(6, (20, 16)).save(good_folder / 'f.png')
+    return good_folder
+
+
+def test_outputs_and_bad_files(G, mixed_folder, tmp_path):
+    out = tmp_path / 'out'
+    doc = PF.project_folder(G, mixed_folder, out, P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
+    assert list(doc['images']) == ['a.png', 'b.png', 'c.png']
+    failed = doc['failed']
+    assert set(failed) == {'d.jpg', 'e.png', 'f.png'}
+    assert 'd.jpg: cannot read image' in failed['d.jpg']
+    assert 'e.png: image is 4x4, too small' in failed['e.png']
+    assert 'f.png: image is 20x16, not square' in failed['f.png'] and '--crop center' in failed['f.png']
+    on_disk = json.loads((out / 'metrics.json').read_text())
+    assert on_disk['summary']['num_images'] == 3 and on_disk['summary']['num_failed'] == 3
+    assert on_disk['settings']['project']['num_steps'] == 3 and on_disk['weights_sha256'] == P.weights_sha256(G)
+    m = on_disk['images']['b.png']
+    assert m['recon'] == 'recon/b.png' and m['target'] == 'target/b.png' and m['steps'] == 3 and m['mse'] > 0
+    lat = PF.load_latents(out / 'latents.npz')
+    assert lat['names'] == ['a.png', 'b.png', 'c.png'] and lat['ws'].shape == (3, G.num_ws, 16)
+    assert lat['space'] == 'w+' and lat['alignment'] == [None, None, None]
+    # `pstyle generate --projected-w` reads the same file; with the saved noise it reproduces the renders.
+    ws, names = gen.load_projected_ws(out / 'latents.npz', G)
+    assert names == lat['names'] and torch.equal(ws, lat['ws'])
+    noise = P.load_projected_noise(out / 'latents.npz', G)
+    assert set(noise) == set(P.noise_layers(G)) and noise['synthesis.b16.conv0'].shape == (3, 1, 16, 16)
+    recon = np.asarray(Image.open(out / 'recon' / 'b.png'))
+    again = gen.to_uint8(P.render(G, ws, noise))[1]
+    assert np.abs(again.astype(int) - recon.astype(int)).max() <= 1
+    plain = gen.to_uint8(gen.synthesize(G, ws))[1]
+    assert np.abs(plain.astype(int) - recon.astype(int)).max() > 1  # the noise matters
+
+
+def test_crop_center_and_min_size(G, tmp_path):
+    _photo(1, (24, 16)).save(tmp_path / 'wide.png')
+    arr = PF.load_target(tmp_path / 'wide.png', 16, crop='center')
+    assert arr.shape == (16, 16, 3)
+    expected = np.asarray(Image.open(tmp_path / 'wide.png').crop((4, 0, 20, 16)))
+    assert np.array_equal(arr, expected)
+    with pytest.raises(PF.TargetError, match='too small'):
+        PF.load_target(tmp_path / 'wide.png', 1024)
+    assert PF.load_target(tmp_path / 'wide.png', 1024, crop='center', min_size=16).shape == (1024, 1024, 3)
+    with pytest.raises(ValueError, match='crop must be one of'):
+        PF.load_target(tmp_path / 'wide.png', 16, crop='left')
+
+
+def test_a_failing_batch_keeps_earlier_results_and_resume_finishes(G, good_folder, tmp_path, monkeypatch):
+    out, calls = tmp_path / 'out', []
+    real = P.project
+
+    def flaky(G, targets, *args, **kwargs):
+        calls.append(len(targets))
+        if len(calls) == 2:
+            raise RuntimeError('out of memory (simulated)')
+        return real(G, targets, *args, **kwargs)
+    monkeypatch.setattr(P, 'project', flaky)
+    cfg = P.ProjectConfig(**FAST)
+    with pytest.raises(PF.ProjectionRunError, match=r'batch 2 \(c.png\) failed: RuntimeError: out of memory.*--resume'):
+        PF.project_folder(G, good_folder, out, cfg, batch_size=2, log=lambda m: None)
+    assert PF.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png']
+    assert (out / 'recon' / 'b.png').is_file()
+    doc = PF.project_folder(G, good_folder, out, cfg, batch_size=2, resume=True, log=lambda m: None)
+    assert calls == [2, 1, 1]  # only c.png was projected again
+    assert list(doc['images']) == ['a.png', 'b.png', 'c.png']
+    assert PF.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png', 'c.png']
+    with pytest.raises(ValueError, match='results of another network or other settings'):
+        PF.project_folder(G, good_folder, out, P.ProjectConfig(**dict(FAST, num_steps=4)), resume=True, log=lambda m: None)
+
+
+def test_shards_cover_every_file_once_and_merge_in_order(G, good_folder, tmp_path):
+    items = list(range(11))
+    parts = [PF.shard(items, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[1] == [1, 4, 7, 10]
+    with pytest.raises(ValueError, match='rank 3 out of range'):
+        PF.shard(items, 3, 3)
+    cfg = P.ProjectConfig(**FAST)
+    single = PF.project_folder(G, good_folder, tmp_path / 'one', cfg, batch_size=3, log=lambda m: None)
+    out = tmp_path / 'multi'
+    # Ranks run one after the other here; under torchrun they run in parallel and rank 0 merges after a barrier.
+    PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=1, world_size=2, log=lambda m: None)
+    merged = PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=0, world_size=2, log=lambda m: None)
+    assert PF.load_latents(out / 'shards' / 'rank01' / 'latents.npz')['names'] == ['b.png']
+    assert list(merged['images']) == ['a.png', 'b.png', 'c.png']
+    a, b = PF.load_latents(tmp_path / 'one' / 'latents.npz'), PF.load_latents(out / 'latents.npz')
+    assert a['names'] == b['names'] and torch.allclose(a['ws'], b['ws'], atol=1e-5)
+    for name in a['noise']:
+        assert torch.allclose(a['noise'][name], b['noise'][name], atol=1e-5)
+    assert single['summary']['num_images'] == merged['summary']['num_images'] == 3
+
+
+def test_pti_in_a_folder_run(G, good_folder, tmp_path):
+    out = tmp_path / 'out'
+    pti_cfg = T.PTIConfig(num_steps=3, lpips_weight=0.0, regularizer_lpips_weight=0.0, trainable=('synthesis.b16.*',),
+                          delta_dtype='fp16')
+    doc = PF.project_folder(G, [good_folder / 'a.png'], out, P.ProjectConfig(**FAST), pti_cfg, log=lambda m: None)
+    m = doc['images']['a.png']['pti']
+    assert m['delta'] == 'pti/a.safetensors' and m['recon'] == 'recon_pti/a.png' and m['steps'] == 3
+    G_tuned = T.load_tuned_generator(G, out / m['delta'])
+    lat = PF.load_latents(out / 'latents.npz')
+    render = gen.to_uint8(P.render(G_tuned, lat['ws'], lat['noise']))[0]
+    assert np.abs(render.astype(int) - np.asarray(Image.open(out / m['recon'])).astype(int)).max() <= 2
+
+
+def test_video_sidecar_transform_and_names(G, tmp_path):
+    src = tmp_path / 'src'
+    (src / 'x').mkdir(parents=True)
+    _photo(1).save(src / 'me.png')
+    _photo(2).save(src / 'me.jpg')
+    _photo(3).save(src / 'x' / 'me.png')
+    record = dict(format='pstyle-ffhq-align', quad=[[0, 0], [0, 16], [16, 16], [16, 0]], photo_size=[64, 64], output_size=16)
+    (src / 'me.json').write_text(json.dumps(record))
+    files = [src / 'me.png', src / 'me.jpg', src / 'x' / 'me.png']
+    assert [PF.unique_keys(files)[f] for f in files] == [('me.png', 'me'), ('me.jpg', 'me_jpg'), ('me_1.png', 'me_1')]
+    out = tmp_path / 'out'
+    doc = PF.project_folder(G, files, out, P.ProjectConfig(**dict(FAST, num_steps=4)), video=True, video_every=2, log=lambda m: None)
+    assert doc['images']['me.png']['video'] == 'video/me.gif'
+    with Image.open(out / 'video' / 'me.gif') as gif:
+        assert gif.n_frames == 2 and gif.size == (32, 16)
+    lat = PF.load_latents(out / 'latents.npz')
+    assert lat['alignment'][0] == record and lat['alignment'][2] is None
+    assert sorted(p.name for p in (out / 'recon').iterdir()) == ['me.png', 'me_1.png', 'me_jpg.png']
+
+
+def test_latents_file_errors(G, tmp_path):
+    path = tmp_path / 'l.npz'
+    noise = {k: torch.zeros(1, 1, l.resolution, l.resolution) for k, l in P.noise_layers(G).items()}
+    PF.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16), {k: v for k, v in list(noise.items())[:-1]})
+    with pytest.raises(ValueError, match='noise maps missing for synthesis.b16.conv1'):
+        P.load_projected_noise(path, G)
+    PF.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16), {'synthesis.b64.conv0': torch.zeros(1, 1, 64, 64)})
+    with pytest.raises(ValueError, match='noise map synthesis.b64.conv0 has no matching layer'):
+        P.load_projected_noise(path, G)
+    PF.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16))
+    assert P.load_projected_noise(path, G) is None
+    np.savez(tmp_path / 'nv.npz', w=np.zeros((1, G.num_ws, 16), np.float32))
+    with pytest.raises(ValueError, match='not a latents file written by pstyle project'):
+        PF.load_latents(tmp_path / 'nv.npz')
+    with pytest.raises(FileNotFoundError, match='no such file or folder'):
+        PF.list_inputs(tmp_path / 'missing')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(ValueError, match='no image files in this folder'):
+        PF.list_inputs(tmp_path / 'empty')
+
+
+def test_align_option_records_the_transform(G, tmp_path):
+    skimage = pytest.importorskip('skimage.data')
+    pytest.importorskip('dlib')
+    src = tmp_path / 'photos'
+    src.mkdir()
+    Image.fromarray(skimage.astronaut()).save(src / 'astronaut.png')
+    Image.new('RGB', (64, 64), (90, 140, 200)).save(src / 'nobody.png')
+    doc = PF.project_folder(G, src, tmp_path / 'out', P.ProjectConfig(**FAST), align=True, log=lambda m: None)
+    assert list(doc['images']) == ['astronaut.png'] and 'no face found' in doc['failed']['nobody.png']
+    transform = PF.load_latents(tmp_path / 'out' / 'latents.npz')['alignment'][0]
+    assert transform['format'] == 'pstyle-ffhq-align' and transform['output_size'] == 16

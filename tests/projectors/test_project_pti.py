@@ -1,0 +1,166 @@
+"""Pivotal tuning: it fits the image, the locality samples, and the compact weight delta round trip."""
+
+import contextlib
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from projectors import pti as T
+from projectors import projector as P
+from training.generate import to_uint8
+from training.networks import Generator
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_G(seed=1):
+    torch.manual_seed(seed)
+    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
+    with torch.no_grad():
+        for name, t in G.state_dict().items():
+            if 'resample_filter' not in name:
+                t.add_(0.1 * torch.randn_like(t))
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope='module')
+def G():
+    return tiny_G()
+
+
+@pytest.fixture(scope='module')
+def lpips_model():
+    from metrics.lpips_utils import load_lpips
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return load_lpips('vgg', 'cpu', allow_random_backbone=True)
+
+
+@pytest.fixture(scope='module')
+def case(G):
+    """A target the pivot cannot reach: another network's image, and a pivot from the mean w."""
+    other = tiny_G(seed=7)
+    with torch.no_grad():
+        ws = other.mapping(torch.randn(1, 16), None)
+        target = torch.from_numpy(to_uint8(other.synthesis(ws, noise_mode='const'))).permute(0, 3, 1, 2)
+    pivot = G.mapping.w_avg.reshape(1, 1, 16).repeat(1, G.num_ws, 1)
+    return target, pivot
+
+
+@pytest.fixture(scope='module')
+def tuned(G, lpips_model, case):
+    target, pivot = case
+    cfg = T.PTIConfig(num_steps=30, learning_rate=3e-3, trainable=('synthesis.b16.*',))
+    return T.tune(G, target, pivot, None, cfg, lpips_model)
+
+
+def test_pti_fits_the_image_and_leaves_the_base_alone(G, lpips_model, case, tuned):
+    target, pivot = case
+    before = copy.deepcopy(G.state_dict())
+    G_tuned, info = tuned
+    assert info['steps'] == 30 and all(n.startswith('synthesis.b16.') for n in info['trainable'])
+    base, _ = T.pti_metrics(G, target, pivot, None, lpips_model)
+    after, image = T.pti_metrics(G_tuned, target, pivot, None, lpips_model)
+    assert after['mse'] < 0.5 * base['mse'] and after['lpips'] < base['lpips']
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())
+    assert not any(p.requires_grad for p in G_tuned.parameters())
+
+
+def test_delta_holds_only_changed_tensors_and_reproduces_the_tuned_generator(G, tuned, tmp_path):
+    G_tuned, info = tuned
+    delta = T.compute_delta(G, G_tuned)
+    assert set(delta) == set(info['trainable'])
+    sha = P.weights_sha256(G)
+    for suffix in ('.safetensors', '.pt'):
+        path = T.save_delta(tmp_path / f'd{suffix}', delta, sha, dict(name='a.png'))
+        loaded, meta = T.load_delta(path)
+        assert meta['base_weights_sha256'] == sha and meta['meta'] == dict(name='a.png')
+        G2 = T.load_tuned_generator(G, path)
+        for name, p in G_tuned.state_dict().items():
+            assert torch.allclose(G2.state_dict()[name], p, rtol=1e-6, atol=1e-7), name
+    assert P.weights_sha256(G) == sha  # the base was copied, not modified
+
+
+def test_delta_is_much_smaller_than_a_full_copy(G, tuned, tmp_path):
+    from safetensors.torch import save_file
+    G_tuned, _ = tuned
+    full = tmp_path / 'full.safetensors'
+    save_file({k: v.contiguous() for k, v in G_tuned.state_dict().items()}, str(full))
+    d32 = T.save_delta(tmp_path / 'd32.safetensors', T.compute_delta(G, G_tuned), 'x')
+    d16 = T.save_delta(tmp_path / 'd16.safetensors', T.compute_delta(G, G_tuned, 'fp16'), 'x')
+    assert d32.stat().st_size < 0.5 * full.stat().st_size
+    assert d16.stat().st_size < 0.6 * d32.stat().st_size
+
+
+def test_compressed_delta_within_tolerance(G, tuned):
+    G_tuned, _ = tuned
+    for dtype, tol in (('fp16', 1e-3), ('bf16', 1e-2)):
+        delta = T.compute_delta(G, G_tuned, dtype)
+        assert all(d.dtype == T.DELTA_DTYPES[dtype] for d in delta.values())
+        G2 = T.apply_delta(copy.deepcopy(G), delta)
+        for name, p in G_tuned.named_parameters():
+            step = (p - dict(G.named_parameters())[name]).abs().max()
+            err = (dict(G2.named_parameters())[name] - p).abs().max()
+            assert err <= tol * max(float(step), 1e-8) + 1e-7, (name, dtype, float(err))
+
+
+def test_delta_errors(G, tuned, tmp_path):
+    G_tuned, _ = tuned
+    delta = T.compute_delta(G, G_tuned)
+    path = T.save_delta(tmp_path / 'd.safetensors', delta, P.weights_sha256(G))
+    with pytest.raises(ValueError, match='made for the network with weights sha256'):
+        T.load_tuned_generator(tiny_G(seed=3), path)
+    bad = tmp_path / 'bad.safetensors'
+    bad.write_bytes(b'not a delta')
+    with pytest.raises(ValueError, match='not a PTI delta file'):
+        T.load_delta(bad)
+    with pytest.raises(FileNotFoundError, match='no such PTI delta file'):
+        T.load_delta(tmp_path / 'missing.pt')
+    wrong = {'synthesis.b16.conv1.weight': torch.zeros(3)}
+    with pytest.raises(ValueError, match='does not fit this network'):
+        T.apply_delta(copy.deepcopy(G), wrong)
+    with pytest.raises(ValueError, match='delta dtype must be one of'):
+        T.compute_delta(G, G_tuned, 'int8')
+
+
+def test_locality_samples_sit_alpha_away_from_the_pivot(G, case):
+    _, pivot = case
+    cfg = T.PTIConfig(latent_ball_num_of_samples=3, regularizer_alpha=30.0)
+    w_r = T.morphed_ws(G, pivot, cfg, torch.Generator().manual_seed(0))
+    assert w_r.shape == (3, G.num_ws, 16)
+    dist = (w_r - pivot).flatten(1).norm(dim=1)
+    assert torch.allclose(dist, torch.full([3], 30.0), rtol=1e-5)
+
+
+def test_locality_regularizer_keeps_other_latents_closer(G, lpips_model, case):
+    target, pivot = case
+    common = dict(num_steps=15, learning_rate=3e-3, lpips_weight=0.0, regularizer_lpips_weight=0.0)
+    free, _ = T.tune(G, target, pivot, None, T.PTIConfig(use_locality_regularization=False, **common), lpips_model)
+    kept, _ = T.tune(G, target, pivot, None, T.PTIConfig(regularizer_l2_weight=10.0, regularizer_alpha=3.0, **common), lpips_model)
+    w = T.morphed_ws(G, pivot, T.PTIConfig(latent_ball_num_of_samples=4, regularizer_alpha=3.0), torch.Generator().manual_seed(9))
+    drift = lambda Gt: float((P.render(Gt, w, noise_mode='none') - P.render(G, w, noise_mode='none')).square().mean())
+    assert drift(kept) < drift(free)
+
+
+def test_pti_config_errors(G, case):
+    with pytest.raises(ValueError, match='unknown PTI settings: alpha'):
+        T.pti_config(alpha=3)
+    with pytest.raises(ValueError, match='delta_dtype must be one of'):
+        T.pti_config(delta_dtype='int4')
+    with pytest.raises(ValueError, match='no generator parameter matches'):
+        T.trainable_names(G, ['decoder.*'])
+    assert T.pti_config(trainable='synthesis.b4.*, synthesis.b8.*').trainable == ('synthesis.b4.*', 'synthesis.b8.*')
+    target, pivot = case
+    with pytest.raises(ValueError, match='PTI tunes one image at a time'):
+        T.tune(G, target.repeat(2, 1, 1, 1), pivot, None, T.PTIConfig(num_steps=1, lpips_weight=0, regularizer_lpips_weight=0))
