@@ -35,7 +35,7 @@ def _common_options(f):
 @click.command()
 @_common_options
 @click.option('--seeds', type=str, default=None, help='Seeds, e.g. 0-7,42.')
-@click.option('--projected-w', type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help='Render saved latents (.npz from `pstyle project` or NVIDIA\'s projector).')
+@click.option('--projected-w', type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help='Render saved latents (.npz from `pstyle project`, with its noise maps when --noise-mode const, or NVIDIA\'s projector).')
 @click.option('--grid', is_flag=True, help='Also save all images as one grid.png.')
 def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, grid):
     """Generate images from seeds or from saved W / W+ latents."""
@@ -45,8 +45,7 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
         G = _load_G(network, device)
         outdir.mkdir(parents=True, exist_ok=True)
         if projected_w is not None:
-            ws, names = gen.load_projected_ws(projected_w, G)
-            images = gen.to_uint8(gen.synthesize(G, ws, noise_mode, precision, batch_size))
+            names, images = gen.render_projected(G, projected_w, noise_mode, precision, batch_size)
             named = list(zip(names, images))
         else:
             seed_list = gen.parse_range(seeds)

@@ -150,6 +150,21 @@ def load_projected_ws(path, G):
 
 
 @torch.no_grad()
+def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8):
+    """(names, uint8 [N, H, W, C]) for saved latents; with `noise_mode='const'` the per-image noise maps
+    that `pstyle project` optimised and saved are used, so the reconstructions come back exactly."""
+    ws, names = load_projected_ws(path, G)
+    noise = None
+    if noise_mode == 'const' and str(path).endswith('.npz'):
+        from projectors import projector  # Lazy: generation does not otherwise need the projector.
+        noise = projector.load_projected_noise(path, G)
+    if noise is None:
+        return names, to_uint8(synthesize(G, ws, noise_mode, precision, batch_size))
+    dtype = compute_dtype(precision, misc.device_of(G))
+    return names, to_uint8(projector.render(G, ws, noise, dtype=dtype, batch_size=batch_size))
+
+
+@torch.no_grad()
 def style_mix_ws(G, row_seeds, col_seeds, col_styles, truncation_psi=1.0, class_idx=None):
     """W+ for a style-mixing grid: rows take `col_styles` rows of W+ from the column seed.
 

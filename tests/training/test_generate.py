@@ -88,3 +88,26 @@ def test_style_mix_grid(G):
     assert (grid[:16, :16] == 255).all()
     with pytest.raises(ValueError, match='out of range'):
         gen.style_mix_ws(G, [1], [2], [G.num_ws])
+
+
+def test_render_projected_uses_saved_noise_maps(G, tmp_path):
+    from projectors import projector
+    ws = gen.seeds_to_ws(G, [4, 5])
+    layers = projector.noise_layers(G)
+    torch.manual_seed(0)
+    noise = {name: torch.randn(2, 1, layer.resolution, layer.resolution) for name, layer in layers.items()}
+    for layer in layers.values():
+        layer.noise_strength.data.fill_(0.5)
+    try:
+        arrays = {f'noise/{name}': n[:, 0].numpy() for name, n in noise.items()}
+        np.savez(tmp_path / 'proj.npz', ws=ws.numpy(), names=np.array(['a', 'b']), **arrays)
+        names, images = gen.render_projected(G, tmp_path / 'proj.npz')
+        expected = gen.to_uint8(projector.render(G, ws, noise).detach())
+        plain = gen.to_uint8(gen.synthesize(G, ws))
+        assert names == ['a', 'b'] and np.array_equal(images, expected)
+        assert not np.array_equal(images, plain)  # the saved maps really changed the pixels
+        names, images = gen.render_projected(G, tmp_path / 'proj.npz', noise_mode='none')
+        assert np.array_equal(images, gen.to_uint8(gen.synthesize(G, ws, noise_mode='none')))
+    finally:
+        for layer in layers.values():
+            layer.noise_strength.data.zero_()
