@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_utils import misc
+from torch_utils import cpu_features, misc
 
 SPACES = ('w', 'w+')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -319,11 +319,8 @@ class ProjectionResult:
 
 
 def cpu_has_fast_bf16():
-    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); otherwise bf16 is emulated and slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether oneDNN has native bf16 kernels here (see torch_utils.cpu_features)."""
+    return cpu_features.has_fast_bf16()
 
 
 def per_image_generators(n, seed, seeds=None):

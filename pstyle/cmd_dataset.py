@@ -6,7 +6,9 @@ from training import dataset_tool
 
 
 @click.command('dataset')
-@click.option('--source', required=True, type=click.Path(exists=True), help='Image folder (searched recursively) or zip.')
+@click.option('--source', default=None, type=click.Path(exists=True), help='Image folder (searched recursively) or zip.')
+@click.option('--synthetic', type=click.Choice(['shapes']), default=None,
+              help='Instead of --source: generate coloured shapes (smoke tests, FID curves); --max-images sets the count (default 1000), --resolution the size (default 32).')
 @click.option('--dest', required=True, type=click.Path(), help='Output .zip (uncompressed) or an empty/new folder.')
 @click.option('--transform', type=click.Choice(['center-crop', 'center-crop-wide', 'ffhq-align']), default=None,
               help='Crop applied before resizing (default: none, square sources only).')
@@ -20,17 +22,33 @@ from training import dataset_tool
 @click.option('--channels', type=click.Choice(['auto', '1', '3']), default='auto', show_default=True,
               help='Output channels; auto = 1 if every source image is grayscale, else 3.')
 @click.option('--progress/--no-progress', default=True, show_default=True, help='Show a progress bar.')
-def dataset(source, dest, transform, resolution, resize_filter, max_images, labels, channels, progress):
+def dataset(source, synthetic, dest, transform, resolution, resize_filter, max_images, labels, channels, progress):
     """Convert an image folder or zip into a training dataset (zip or folder of PNGs + dataset.json).
 
     \b
     Examples:
       pstyle dataset --source ~/photos --dest data/faces256.zip --transform ffhq-align --resolution 256
       pstyle dataset --source portraits.zip --dest data/art512 --transform center-crop --resolution 512
+      pstyle dataset --synthetic shapes --dest data/shapes32.zip --max-images 2000 --resolution 32
     """
+    if (source is None) == (synthetic is None):
+        raise click.UsageError('give exactly one of --source and --synthetic')
     try:
+        if synthetic is not None:
+            return _synthetic(dest, resolution or 32, max_images or 1000, resize_filter, progress)
         dataset_tool.convert_dataset(source, dest, transform=transform, resolution=resolution,
                                      resize_filter=resize_filter, max_images=max_images, labels=labels,
                                      channels=channels, log=click.echo, progress=progress)
     except (ValueError, OSError, ImportError) as e:
         raise click.ClickException(str(e)) from e
+
+
+def _synthetic(dest, resolution, num_images, resize_filter, progress):
+    """Generate the shapes set into a temporary folder, then convert it like any source."""
+    import tempfile
+
+    from training.synthetic import make_shapes_dataset
+    with tempfile.TemporaryDirectory() as tmp:
+        make_shapes_dataset(tmp, num_images=num_images, resolution=resolution)
+        dataset_tool.convert_dataset(tmp, dest, resolution=resolution, resize_filter=resize_filter,
+                                     log=click.echo, progress=progress)

@@ -18,10 +18,14 @@ def cpu_flags():
     return frozenset()
 
 
+@functools.lru_cache(None)
 def has_fast_bf16():
-    """True where oneDNN has bf16 matrix units (AMX) or AVX-512 BF16 instructions."""
-    flags = cpu_flags()
-    return bool({'amx_bf16', 'avx512_bf16'} & flags)
+    """True where oneDNN has native bf16 kernels (AMX or AVX-512 BF16); elsewhere bf16 is emulated."""
+    try:
+        import torch
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError, ImportError):
+        return bool({'amx_bf16', 'avx512_bf16'} & cpu_flags())
 
 
 def describe():
@@ -32,6 +36,6 @@ def describe():
 
 def warn_if_slow_bf16():
     """bf16 on a CPU without AMX/AVX-512 BF16 is emulated and several times slower than fp32."""
-    if cpu_flags() and not has_fast_bf16():
+    if not has_fast_bf16():
         warnings.warn('this CPU has neither AMX nor AVX-512 BF16: bf16 convolutions are emulated and run '
                       'several times slower than fp32 here; use --precision fp32', RuntimeWarning, stacklevel=3)

@@ -42,3 +42,15 @@ def test_cli_dataset_errors(tmp_path):
     res = CliRunner().invoke(main, ['dataset', '--source', str(src), '--dest', str(tmp_path / 'o'),
                                     '--transform', 'rotate'])
     assert res.exit_code == 2 and "'rotate' is not one of" in res.output
+
+
+def test_cli_dataset_synthetic_shapes_loads_for_training(tmp_path):
+    from training.dataset import ImageFolderDataset
+    res = CliRunner().invoke(main, ['dataset', '--synthetic', 'shapes', '--dest', str(tmp_path / 's.zip'),
+                                    '--max-images', '12', '--resolution', '16', '--no-progress'])
+    assert res.exit_code == 0, res.output
+    ds = ImageFolderDataset(str(tmp_path / 's.zip'))
+    assert len(ds) == 12 and ds.resolution == 16 and ds.num_channels == 3
+    assert ds[0][0].std() > 0 and not np.array_equal(ds[0][0], ds[1][0])
+    res = CliRunner().invoke(main, ['dataset', '--dest', str(tmp_path / 'x.zip')])
+    assert res.exit_code == 2 and 'exactly one of --source and --synthetic' in res.output
