@@ -49,7 +49,7 @@ def test_mixing_copies_the_fine_rows_of_the_style(run):
     data = np.load(root / 'out' / 'latents.npz')
     ws = torch.from_numpy(data['w'])
     noise = {k[len('noise/'):]: torch.from_numpy(data[k])[:, None] for k in data.files if k.startswith('noise/')}
-    # Reference without stylize.mix: rows of the `fine` preset (16 and 32 at 32x32) copied from the style.
+    # Reference without stylize.mix: rows of the `fine` preset (16 and 32 at 32x32) taken from the style.
     rows = [i for i, r in enumerate([4, 8, 8, 16, 16, 32, 32, 32]) if r >= 16]
     mixed = ws.clone()
     mixed[:, rows] = torch.from_numpy(style)[rows]

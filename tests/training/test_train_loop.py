@@ -117,7 +117,7 @@ def test_nan_stops_with_message_and_keeps_last_good_snapshot(tmp_path, data, mon
 def test_transfer_from_nvidia_pickle(tmp_path, fixtures):
     data = H.make_dataset(tmp_path / 'shapes32', num_images=8, resolution=32)
     source = fixtures / 'nvlabs_uncond32.pkl'
-    # Learning rates 0: whatever the snapshot holds was copied from the pickle, tensor for tensor.
+    # Learning rates 0: whatever the snapshot holds came from the pickle, tensor for tensor.
     snap = train(H.tiny_options(tmp_path / 'runs', data, cfg='auto', resume=str(source), kimg=0.008, batch=2,
                                 aug='noaug', p=None, glr=0, dlr=0), echo=False)
     options = json.loads((snap.parent / 'training_options.json').read_text())
