@@ -1,39 +1,17 @@
 """bias_act: ref vs float64 naive formulas, NVIDIA's defaults, gradients, CUDA vs ref (GPU only), errors."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from torch_utils.ops import bias_act
 
+import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
-def _load_naive():
-    """tests/torch_utils/ops_naive.py by path (importlib mode puts no test folder on sys.path)."""
-    name = 'pstyle_tests_ops_naive'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name('ops_naive.py'))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-naive = _load_naive()
 TOLS = naive.TOLS
 ACTS = ['linear', 'relu', 'lrelu', 'tanh', 'sigmoid', 'elu', 'selu', 'softplus', 'swish']
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which cost 100x on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _away_from_kinks(shape, seed=0, dtype=torch.float64, scale=2.0):

@@ -1,10 +1,7 @@
 """modulated_conv2d (StyleGAN2 Eq. 1-3): fused and non-fused vs a float64 per-sample naive loop,
 the fp16 pre-normalisation, gradients, CUDA vs CPU, errors."""
 
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,29 +9,10 @@ import torch
 from torch_utils.ops import upfirdn2d
 from torch_utils.ops.modulated_conv2d import modulated_conv2d
 
+import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
-def _load_naive():
-    """tests/torch_utils/ops_naive.py by path (importlib mode puts no test folder on sys.path)."""
-    name = 'pstyle_tests_ops_naive'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name('ops_naive.py'))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-naive = _load_naive()
 TOLS = naive.TOLS
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which cost 100x on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 F_BILINEAR = upfirdn2d.setup_filter([1, 3, 3, 1])
 
 

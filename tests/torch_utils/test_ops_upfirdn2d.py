@@ -1,11 +1,8 @@
 """upfirdn2d, filter2d, upsample2d, downsample2d, setup_filter: ref vs float64 naive loops, gradients,
 CUDA vs ref (GPU only), and the errors users can hit."""
 
-import importlib.util
 import itertools
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,31 +10,11 @@ import torch.nn.functional as F
 
 from torch_utils.ops import upfirdn2d
 
+import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
-
-def _load_naive():
-    """tests/torch_utils/ops_naive.py by path (importlib mode puts no test folder on sys.path)."""
-    name = 'pstyle_tests_ops_naive'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name('ops_naive.py'))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-naive = _load_naive()
 TOLS = naive.TOLS
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs, which cost 100x on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _filters():
@@ -221,8 +198,6 @@ def _cuda_plugin_or_fail():
     plugin = _impl.get_plugin('upfirdn2d')
     assert plugin is not None, 'the upfirdn2d CUDA plugin failed to build on a CUDA machine (see the warning)'
     return plugin
-
-
 CUDA_CASES = [(fname, pad, up, down) for fname in ['none', 'bilinear4', 'asym2d_3x5', 'sep8', 'asym1d_3']
               for pad in [0, [1, 2, 0, 3], [-1, 2, 3, -2]] for up, down in [(1, 1), (2, 1), (1, 2), (4, 1), (2, 4)]]
 
