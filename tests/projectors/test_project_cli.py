@@ -16,14 +16,6 @@ from training.networks import Generator
 QUICK = ['--steps', '3', '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def network(tmp_path_factory):
     torch.manual_seed(1)

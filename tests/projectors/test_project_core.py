@@ -1,7 +1,5 @@
 """Projection core: NVIDIA's schedules, noise maps, losses, W vs W+, batch independence, errors."""
 
-import contextlib
-import io
 
 import numpy as np
 import pytest
@@ -11,39 +9,6 @@ import torch.nn.functional as F
 from projectors import projector as P
 from training.generate import to_uint8
 from training.networks import Generator
-
-
-def tiny_G(seed=1, resolution=16):
-    torch.manual_seed(seed)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=resolution, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
-    with torch.no_grad():
-        for name, t in G.state_dict().items():
-            if 'resample_filter' not in name:
-                t.add_(0.1 * torch.randn_like(t))  # Non-zero noise strengths, biases and w_avg.
-    return G.eval().requires_grad_(False)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, and the shared test machine is often oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope='module')
-def G():
-    return tiny_G()
-
-
-@pytest.fixture(scope='module')
-def lpips_model():
-    from metrics.lpips_utils import load_lpips
-    torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return load_lpips('vgg', 'cpu', allow_random_backbone=True)
 
 
 @pytest.fixture(scope='module')

@@ -11,29 +11,8 @@ from projectors import project_folder as PF
 from projectors import projector as P
 from projectors import pti as T
 from training import generate as gen
-from training.networks import Generator
 
 FAST = dict(num_steps=3, lpips_weight=0.0, mse_weight=1.0, w_avg_samples=200)
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope='module')
-def G():
-    torch.manual_seed(1)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
-    with torch.no_grad():
-        for name, t in G.state_dict().items():
-            if 'resample_filter' not in name:
-                t.add_(0.1 * torch.randn_like(t))
-    return G.eval().requires_grad_(False)
 
 
 def _photo(seed, size=(16, 16)):

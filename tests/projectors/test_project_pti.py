@@ -1,8 +1,6 @@
 """Pivotal tuning: it fits the image, the locality samples, and the compact weight delta round trip."""
 
-import contextlib
 import copy
-import io
 
 import numpy as np
 import pytest
@@ -11,45 +9,12 @@ import torch
 from projectors import pti as T
 from projectors import projector as P
 from training.generate import to_uint8
-from training.networks import Generator
-
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_G(seed=1):
-    torch.manual_seed(seed)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
-    with torch.no_grad():
-        for name, t in G.state_dict().items():
-            if 'resample_filter' not in name:
-                t.add_(0.1 * torch.randn_like(t))
-    return G.eval().requires_grad_(False)
 
 
 @pytest.fixture(scope='module')
-def G():
-    return tiny_G()
-
-
-@pytest.fixture(scope='module')
-def lpips_model():
-    from metrics.lpips_utils import load_lpips
-    torch.manual_seed(0)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return load_lpips('vgg', 'cpu', allow_random_backbone=True)
-
-
-@pytest.fixture(scope='module')
-def case(G):
+def case(G, make_G):
     """A target the pivot cannot reach: another network's image, and a pivot from the mean w."""
-    other = tiny_G(seed=7)
+    other = make_G(seed=7)
     with torch.no_grad():
         ws = other.mapping(torch.randn(1, 16), None)
         target = torch.from_numpy(to_uint8(other.synthesis(ws, noise_mode='const'))).permute(0, 3, 1, 2)
@@ -115,12 +80,12 @@ def test_compressed_delta_within_tolerance(G, tuned):
             assert err <= tol * max(float(step), 1e-8) + 1e-7, (name, dtype, float(err))
 
 
-def test_delta_errors(G, tuned, tmp_path):
+def test_delta_errors(G, make_G, tuned, tmp_path):
     G_tuned, _ = tuned
     delta = T.compute_delta(G, G_tuned)
     path = T.save_delta(tmp_path / 'd.safetensors', delta, P.weights_sha256(G))
     with pytest.raises(ValueError, match='made for the network with weights sha256'):
-        T.load_tuned_generator(tiny_G(seed=3), path)
+        T.load_tuned_generator(make_G(seed=3), path)
     bad = tmp_path / 'bad.safetensors'
     bad.write_bytes(b'not a delta')
     with pytest.raises(ValueError, match='not a PTI delta file'):
