@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from metrics.weights import load_checked_state_dict
+
 # IR-50 stages: (in_channels, depth, units); the first unit of each stage has stride 2.
 IR50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
 
@@ -72,17 +74,7 @@ def load_arcface(path, device='cpu') -> IRSE50:
     if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict):
         sd = sd['state_dict']
     sd = {k.removeprefix('module.'): v for k, v in sd.items()}  # saved from nn.DataParallel
-    model = IRSE50()
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f'{path}: not an IR-SE50 state_dict ({len(missing)} missing keys, e.g. {missing[:3]}; '
-                         f'{len(unexpected)} unexpected, e.g. {unexpected[:3]})')
-    bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
-    if bad:
-        raise ValueError(f'{path}: shape mismatch for {bad[:3]}')
-    model.load_state_dict(sd, strict=False)
+    model = load_checked_state_dict(IRSE50(), sd, 'IR-SE50', source=path)
     return model.eval().requires_grad_(False).to(device)
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from metrics.weights import load_checked_state_dict
+
 
 class ConvBN(nn.Module):
     """conv (no bias) -> BatchNorm(eps=1e-3) -> ReLU; names `conv`, `bn` as in the weight file."""
@@ -236,17 +238,7 @@ class InceptionV3FID(nn.Module):
 
 def load_inception_state_dict(model: InceptionV3FID, state_dict: dict) -> InceptionV3FID:
     """Strict load, except that `num_batches_tracked` counters (absent from older files) may be missing."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith('num_batches_tracked')]
-    unexpected = [k for k in state_dict if k not in expected]
-    if missing or unexpected:
-        raise ValueError(f'not an FID Inception state_dict: {len(missing)} missing keys (e.g. {missing[:3]}), '
-                         f'{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})')
-    for k, v in state_dict.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise ValueError(f'FID Inception weight {k}: shape {list(v.shape)}, expected {list(expected[k].shape)}')
-    model.load_state_dict(state_dict, strict=False)
-    return model
+    return load_checked_state_dict(model, state_dict, 'FID Inception')
 
 
 def load_inception_pth(path, device='cpu') -> InceptionV3FID:

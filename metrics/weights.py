@@ -154,3 +154,22 @@ def missing_message(spec: WeightSpec, reason: str | None = None) -> str:
     if reason:
         msg += f' ({reason})'
     return f'{msg}. {src} and {spec.where()}.'
+
+
+def load_checked_state_dict(model, state_dict, name, source=None):
+    """Load `state_dict` into `model` after checking every key and shape; errors name `name` (and `source`).
+
+    Strict, except that BatchNorm `num_batches_tracked` counters (absent from older files) may be missing.
+    """
+    prefix = f'{source}: ' if source else ''
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith('num_batches_tracked')]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f'{prefix}not an {name} state_dict: {len(missing)} missing keys (e.g. {missing[:3]}), '
+                         f'{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})')
+    for k, v in state_dict.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ValueError(f'{prefix}{name} weight {k}: shape {list(v.shape)}, expected {list(expected[k].shape)}')
+    model.load_state_dict(state_dict, strict=False)
+    return model
