@@ -1,28 +1,18 @@
 """torch.distributed helpers for metrics under `torchrun`: each rank handles a shard, rank 0 reports."""
 
-import os
-
 import torch
 import torch.distributed as dist
 
+from torch_utils import distributed as D
+
 
 def rank_world():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return D.get_rank(), D.get_world_size()
 
 
-def init_from_env():
+def init_from_env(device=None):
     """Join the process group that torchrun describes (WORLD_SIZE > 1); returns the device to use."""
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    if world > 1 and not dist.is_initialized():
-        backend = 'nccl' if torch.cuda.is_available() else 'gloo'
-        dist.init_process_group(backend=backend)
-    if torch.cuda.is_available():
-        local = int(os.environ.get('LOCAL_RANK', '0'))
-        torch.cuda.set_device(local)
-        return torch.device('cuda', local)
-    return torch.device('cpu')
+    return D.init_from_env(device)
 
 
 def shard(n: int, rank: int, world: int):

@@ -60,8 +60,7 @@ def metrics(metric_names, as_json, **kwargs):
     from metrics.distributed import init_from_env, rank_world
     from metrics.inputs import InputError
     from metrics.weights import WeightsNotFoundError
-    default_device = init_from_env()  # joins torchrun's process group when WORLD_SIZE > 1
-    device = kwargs.pop('device') or default_device
+    device = init_from_env(kwargs.pop('device'))  # joins torchrun's process group when WORLD_SIZE > 1
     try:
         out = compute_metrics(metric_names, device=device, progress=not as_json, **kwargs)
     except (InputError, WeightsNotFoundError, ValueError, ImportError) as e:

@@ -1,6 +1,5 @@
 """`pstyle project`: a thin shell over projectors.project_folder (inversion into W / W+, optional PTI)."""
 
-import datetime
 import os
 from pathlib import Path
 
@@ -41,20 +40,12 @@ def build_configs(preset, overrides, pti_flag, pti_overrides):
 
 def _distributed(device):
     """(rank, world_size, device, barrier) from torchrun's environment; (0, 1, device, None) otherwise."""
-    import torch
-    world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    if world_size == 1:
+    from torch_utils import distributed as D
+    if int(os.environ.get('WORLD_SIZE', '1')) == 1:
         return 0, 1, device, None
-    import torch.distributed as dist
-    rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
-    if torch.cuda.is_available() and device in (None, 'auto', 'cuda'):
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        # Rank 0 waits at the final barrier while slower ranks finish: allow hours, not the 10-minute default.
-        dist.init_process_group(backend='nccl' if str(device).startswith('cuda') else 'gloo',
-                                timeout=datetime.timedelta(hours=12))
-    return rank, world_size, device, dist.barrier
+    # Rank 0 waits at the final barrier while slower ranks finish: allow hours, not the 30-minute default.
+    device = D.init_from_env(device, timeout_s=12 * 3600)
+    return D.get_rank(), D.get_world_size(), str(device), D.barrier
 
 
 @click.command()

@@ -1,6 +1,7 @@
 """torch.distributed helpers: torchrun environment, NCCL on GPUs / gloo on the CPU, and no-ops when
 the run has a single process (so the training code calls them unconditionally)."""
 
+import atexit
 import datetime
 import os
 
@@ -57,6 +58,27 @@ def init(device, rank=None, world_size=None, init_method=None, timeout_s=1800):
 def shutdown():
     if is_initialized():
         dist.destroy_process_group()
+
+
+def init_from_env(device=None, timeout_s=1800):
+    """Device of this process, joining torchrun's process group when WORLD_SIZE > 1.
+
+    `device` None, 'auto' or 'cuda' means cuda:LOCAL_RANK when CUDA is available (None/'auto': the CPU
+    otherwise). The group is left at interpreter exit: a process that exits while gloo's worker threads
+    are alive aborts with "terminate called without an active exception" (SIGABRT), so a finished rank
+    would make torchrun report the whole run as failed.
+    """
+    if device in (None, 'auto'):
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = torch.device(device)
+    if device.type == 'cuda' and device.index is None:
+        device = torch.device('cuda', local_rank())
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not is_initialized():
+        init(device, timeout_s=timeout_s)
+        atexit.register(shutdown)
+    elif device.type == 'cuda':
+        torch.cuda.set_device(device)
+    return device
 
 
 def barrier():

@@ -34,17 +34,24 @@ def test_two_processes_match_one(tmp_path):
         rd.load_training_state(two.with_name('training-state-000000.pt'))
     assert sa['cur_nimg'] == sb['cur_nimg'] == 16 and sb['world_size'] == 2 and len(sb['rng']) == 2
     for key in ('G', 'D', 'G_ema'):
-        ta, tb = a[key].state_dict(), b[key].state_dict()
-        worst = max((ta[n] - tb[n]).abs().max().item() for n in ta)
-        # Summation order differs (all-reduce of two halves); Adam's normalised steps of 2.5e-3
-        # amplify that to ~1e-5. A different seed moves the weights by > 1e-2 (checked below).
-        assert worst < 1e-4, (key, worst)
+        mean, off = _difference(a[key], b[key])
+        # Summation order differs (all-reduce of two halves, and oneDNN picks other kernels for batch 2
+        # than for batch 4). Adam normalises each step, so an element whose gradient is ~0 can move by up
+        # to its 2.5e-3 step either way: measured on AVX-512, 8 of 45k G elements differ by > 1e-4, the
+        # mean by 1.6e-6. A wrong reduction (sum instead of mean, a missing rank) moves most elements.
+        assert mean < 1e-5 and off < 1e-3, (key, mean, off)
     assert abs(sa['loss']['pl_mean'].item() - sb['loss']['pl_mean'].item()) < 1e-5
     # The comparison can fail: the same run with a different seed differs by far more than the tolerance.
     other = train(H.tiny_options(tmp_path / 'other', data, gpus=1, seed=1, **common), echo=False, cfg_overrides=NO_NOISE)
-    tc = checkpoint.load_network(other)['G'].state_dict()
-    assert max((a['G'].state_dict()[n] - tc[n]).abs().max().item() for n in tc) > 1e-2
+    mean, off = _difference(a['G'], checkpoint.load_network(other)['G'])
+    assert mean > 1e-4 and off > 0.1, (mean, off)
 
+
+def _difference(net_a, net_b):
+    """(mean |a - b|, fraction of elements with |a - b| > 1e-4) over every tensor of the state dicts."""
+    ta, tb = net_a.state_dict(), net_b.state_dict()
+    diff = torch.cat([(ta[n].double() - tb[n].double()).abs().flatten() for n in ta])
+    return diff.mean().item(), (diff > 1e-4).double().mean().item()
 
 def test_distributed_helpers_are_noops_in_one_process(monkeypatch):
     from torch_utils import distributed
