@@ -26,3 +26,29 @@ def fixtures():
             pytest.fail(msg)  # CI always has them: a missing copy is a failure, not a skip
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture
+def torchrun():
+    """The function below: run a command under torchrun."""
+    return run_torchrun
+
+
+def run_torchrun(args, nproc=2, cwd=None, timeout=300):
+    """`python -m torch.distributed.run --nproc_per_node nproc ARGS` on a free loopback port (gloo on the CPU).
+
+    A static rendezvous on a concrete port: torchrun's --standalone default (29400) may be taken by
+    another test or user. Fails the test with the end of the output when any rank fails.
+    """
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', str(nproc),
+           '--master_addr', '127.0.0.1', '--master_port', str(port), *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res

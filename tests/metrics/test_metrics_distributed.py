@@ -1,18 +1,11 @@
 """Sharded feature extraction under torchrun (gloo on the CPU) equals the single-process result."""
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from metrics.inputs import iter_batches, open_images
-
-REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent('''
     import sys
@@ -45,18 +38,10 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_torchrun_two_processes_match_single_process(tmp_path, imgtools):
+def test_torchrun_two_processes_match_single_process(tmp_path, imgtools, torchrun):
     folder = imgtools.write_folder(tmp_path / 'd', imgtools.make_images(5, size=8))   # 5: uneven shards
     (tmp_path / 'run.py').write_text(SCRIPT)
-    with socket.socket() as sock:                       # a free port: --standalone's fixed 29400 may be taken
-        sock.bind(('localhost', 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', '2',
-           '--rdzv-backend', 'c10d', '--rdzv-endpoint', f'localhost:{port}',
-           str(tmp_path / 'run.py'), folder, str(tmp_path / 'out.npy')]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
-                       env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun([tmp_path / 'run.py', folder, tmp_path / 'out.npy'], cwd=tmp_path)
     assert 'world 2 per-rank 4 total 6' in r.stdout                 # 5 + 1 images, each seen once
     dist = np.load(tmp_path / 'out.npy')
     imgs = torch.cat([b for _, b in iter_batches(open_images(folder), range(5), 5, num_workers=0)])

@@ -103,3 +103,18 @@ def test_presets_and_pti_options():
     assert pti.num_steps == 20 and pti.trainable == ('synthesis.b8.*',) and pti.delta_dtype == 'fp16'
     project, pti_over = C._parse_sets(['space=w', 'initial_noise_factor=0.1', 'pti.regularizer_alpha=20', 'optimize_noise=false'])
     assert project == dict(space='w', initial_noise_factor=0.1, optimize_noise=False) and pti_over == dict(regularizer_alpha=20)
+
+
+def test_torchrun_two_processes_match_one(network, photos, tmp_path, torchrun):
+    """`torchrun -m pstyle project`: ranks take every other file, rank 0 merges, results equal one process's."""
+    (photos / 'wide.png').unlink()
+    args = ['project', '--network', network, '-i', photos, '--batch', '1', '--noise', *QUICK]
+    res = torchrun(['-m', 'pstyle', *args, '--outdir', tmp_path / 'two'], timeout=240)
+    assert res.stdout.count('projected 3 image(s)') == 1            # only rank 0 reports
+    one = CliRunner().invoke(main, [*map(str, args), '--outdir', str(tmp_path / 'one')])
+    assert one.exit_code == 0, one.output
+    assert sorted(p.name for p in (tmp_path / 'two' / 'shards').iterdir()) == ['rank00', 'rank01']
+    with np.load(tmp_path / 'one' / 'latents.npz') as a, np.load(tmp_path / 'two' / 'latents.npz') as b:
+        assert list(a['names']) == list(b['names']) == ['p0.png', 'p1.png', 'p2.png']
+        np.testing.assert_allclose(b['ws'], a['ws'], atol=1e-5)
+        assert np.abs(a['ws'][0] - a['ws'][1]).max() > 1e-3             # different photos, different latents
