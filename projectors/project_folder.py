@@ -337,15 +337,12 @@ def _run_pti(run, b, ws, noise):
     G, outdir = run['G'], run['outdir']
     target = torch.from_numpy(b['image']).permute(2, 0, 1)[None]
     noise1 = {name: v[None] for name, v in noise.items()} if noise else None
-    start = time.time()
-    G_tuned, info = pti.tune(G, target, ws, noise1, run['pti_cfg'], run['lpips_model'])
-    delta = pti.compute_delta(G, G_tuned, run['pti_cfg'].delta_dtype)
     path = outdir / 'pti' / f'{b["stem"]}.safetensors'
-    pti.save_delta(path, delta, run['meta']['weights_sha256'], dict(name=b['key'], network_sha256=run['meta']['network_sha256']))
+    G_tuned, info = pti.tune_and_save(G, target, ws, noise1, run['pti_cfg'], run['lpips_model'], path,
+                                      run['meta']['weights_sha256'], dict(name=b['key'], network_sha256=run['meta']['network_sha256']))
     metrics, image = pti.pti_metrics(G_tuned, target, ws, noise1, run['lpips_model'], run['cfg'].lpips_resolution)
     recon = _save_png(outdir / 'recon_pti' / f'{b["stem"]}.png', image, outdir)
-    return dict(metrics, steps=info['steps'], seconds=time.time() - start, delta=str(path.relative_to(outdir)),
-                delta_bytes=pti.delta_nbytes(delta), recon=recon)
+    return dict(metrics, **info, delta=str(path.relative_to(outdir)), recon=recon)
 
 
 def _save_png(path, array, root):

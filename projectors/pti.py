@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import fnmatch
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,18 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
             break
     G_tuned.requires_grad_(False)
     return G_tuned, dict(steps=steps, trainable=names, history=history)
+
+
+def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, meta=None):
+    """`tune` one image, then write its delta to `path` (see `save_delta`).
+
+    Returns (G_tuned, dict(steps, seconds, delta_bytes)); `base_sha256` is `projector.weights_sha256(G)`.
+    """
+    start = time.time()
+    G_tuned, info = tune(G, target, ws, noise, cfg, lpips_model)
+    delta = compute_delta(G, G_tuned, cfg.delta_dtype)
+    save_delta(path, delta, base_sha256, meta)
+    return G_tuned, dict(steps=info['steps'], seconds=time.time() - start, delta_bytes=delta_nbytes(delta))
 
 
 def locality_loss(G_orig, G_tuned, pivot, cfg, lpips_model, generator, dtype):

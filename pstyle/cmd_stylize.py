@@ -130,7 +130,9 @@ def _pipeline_options(f):
         click.option('--mapping', type=click.Choice(['from-a', 'from-b', 'blend']), default='from-a', show_default=True, help='Mapping network and w_avg of the blended generator.'),
         click.option('--align/--no-align', default=True, show_default=True, help='FFHQ-align with dlib; --no-align: photos are already aligned squares.'),
         click.option('--landmarks', type=click.Path(dir_okay=False), default=None, help='dlib 68-point landmark model.'),
-        click.option('--project-preset', type=click.Choice(['fast', 'default', 'best']), default='default', show_default=True, help='Projection preset (projectors/projector.py); pivotal tuning of `best` is not applied here.'),
+        click.option('--project-preset', type=click.Choice(['fast', 'default', 'best']), default='default', show_default=True, help='Projection preset (projectors/projector.py); `best` adds pivotal tuning.'),
+        click.option('--pti/--no-pti', 'pti', default=None, help='Pivotal tuning of the base per photo, blended with --styled [preset: best only].'),
+        click.option('--pti-steps', type=click.IntRange(min=1), default=None, help='PTI steps [350].'),
         click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None, help='Projection steps (overrides the preset).'),
         click.option('--space', type=click.Choice(['w', 'w+']), default=None, help='Projection space (overrides the preset).'),
         click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Projection LPIPS weight (0 = no LPIPS, e.g. offline).'),
@@ -150,7 +152,12 @@ def _pipeline_config(kw, **extra):
     return StylizeConfig(base=kw.pop('base'), styled=kw.pop('styled'), mapping=kw.pop('mapping'),
                          align=kw.pop('align'), landmarks=kw.pop('landmarks'), project_preset=kw.pop('project_preset'),
                          project={k: v for k, v in project.items() if v is not None}, batch_size=kw.pop('batch_size'),
-                         metrics=kw.pop('metrics'), device=kw.pop('device'), **extra)
+                         metrics=kw.pop('metrics'), device=kw.pop('device'), pti=kw.pop('pti'),
+                         pti_settings=_pti_settings(kw.pop('pti_steps')), **extra)
+
+
+def _pti_settings(num_steps):
+    return {} if num_steps is None else dict(num_steps=num_steps)
 
 
 @click.command()

@@ -50,16 +50,21 @@ def column_specs(spec, kind, values):
 
 
 def column_renderer(models, cfg, styles):
-    """render(ws, noise, spec) for one photo and one column; blended generators cached per column."""
+    """render(ws, noise, spec, G_a) for one photo and one column. Blends of the base A are cached per
+    column; a photo's PTI-tuned A (see pipeline.Projector.tune) is blended for its own row."""
     cache = {}
 
-    def render(ws, noise, spec):
+    def render(ws, noise, spec, G_a=None):
+        G_a = models.G_a if G_a is None else G_a
         weights = layer_weights.resolve(models.G_a, spec)
         key = tuple(weights)
-        if models.G_b is not None and key not in cache:
-            cache[key] = blend.blend_generators(models.G_a, models.G_b, weights, mapping=cfg.mapping,
-                                                copy_tensors=False)  # Columns share the unblended tensors.
-        G = cache.get(key, models.G_a)
+        if G_a is not models.G_a:
+            G = pipeline.photo_generators(models, G_a, weights, cfg.mapping)[1]
+        else:
+            if models.G_b is not None and key not in cache:
+                cache[key] = blend.blend_generators(models.G_a, models.G_b, weights, mapping=cfg.mapping,
+                                                    copy_tensors=False)  # Columns share the unblended tensors.
+            G = cache.get(key, models.G_a)
         if styles is not None:
             ws = mixing.mix(ws, styles, weights)
         return pipeline.render(G, ws, noise, cfg.noise_mode)[0]
@@ -114,8 +119,12 @@ def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print):
         for entry, prepared, (ws, noise, _) in pipeline.prepare_and_project(entries[start:start + cfg.batch_size],
                                                                            models.G_a.img_resolution, projector, cfg):
             t0 = time.perf_counter()
-            recon = pipeline.render(models.G_a, ws, noise, cfg.noise_mode)[0]
-            rows.append([prepared[0], recon] + [render(ws, noise, spec) for _, spec in columns])
+            G_a, info = projector.tune(prepared[0], ws, noise, out.parent / f'{out.stem}_pti' / f'{entry["stem"]}.safetensors',
+                                       dict(name=Path(entry['photo']).name))
+            if info is not None:
+                entry['pti'] = dict(info, delta=f'{out.stem}_pti/{entry["stem"]}.safetensors')
+            recon = pipeline.render(G_a, ws, noise, cfg.noise_mode)[0]
+            rows.append([prepared[0], recon] + [render(ws, noise, spec, G_a) for _, spec in columns])
             entry['seconds']['render'] = time.perf_counter() - t0
             entry['status'] = 'ok'
             row_labels.append(entry['stem'])
@@ -132,7 +141,9 @@ def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print):
                   weights={label: layer_weights.resolve(models.G_a, spec) for label, spec in columns},
                   networks=dict(base=models.info['base'], styled=models.info['styled']), rows=row_labels,
                   failures=[dict(photo=e['photo'], stage=e['stage'], error=e['error']) for e in entries if e['status'] == 'failed'],
-                  tile_size=int(tiles.shape[2]), out=str(out))
+                  tile_size=int(tiles.shape[2]), out=str(out),
+                  pti=dict(config=projector.pti_cfg.as_dict(), photos={e['stem']: e['pti'] for e in entries if 'pti' in e})
+                  if projector.pti_cfg is not None else None)
     record = files.jsonable(record)
     files.write_json(out.with_name(out.name + '.json'), record)
     return record

@@ -20,7 +20,7 @@ from stylize import mix as mixing
 from training import generate as gen
 
 MANIFEST_VERSION = 1
-STAGES = ('load', 'align', 'project', 'render', 'paste', 'metrics')
+STAGES = ('load', 'align', 'project', 'pti', 'render', 'paste', 'metrics')
 
 
 @dataclasses.dataclass
@@ -36,6 +36,8 @@ class StylizeConfig:
     feather:        float = 0.1             # Paste-back soft edge (fraction of the face square).
     project_preset: str = 'default'         # projectors.projector.PRESETS ('fast', 'default', 'best').
     project:        dict = dataclasses.field(default_factory=dict)  # ProjectConfig overrides (num_steps, space, ...).
+    pti:            bool = None             # Pivotal tuning of A per photo; None = the preset's choice (on for 'best').
+    pti_settings:   dict = dataclasses.field(default_factory=dict)  # PTIConfig overrides (num_steps, ...).
     batch_size:     int = 4                 # Photos projected together (results do not depend on it).
     noise_mode:     str = 'const'           # Render with the projected noise maps ('const') or none.
     metrics:        bool = True             # Identity and LPIPS to the photo, when their weights are available.
@@ -142,13 +144,15 @@ def _sidecar_transform(path):
 
 
 class Projector:
-    """Projects uint8 targets into one generator with a fixed config, LPIPS model and w statistics."""
+    """Projects uint8 targets into one generator with a fixed config, LPIPS model and w statistics,
+    and tunes the generator on each photo when pivotal tuning is on."""
 
     def __init__(self, G, cfg, device):
         from projectors import projector as P
         self.P = P
         self.G = G
         self.cfg = P.preset_config(cfg.project_preset, **cfg.project)
+        self.pti_cfg = pti_config(cfg, self.cfg)
         self.lpips = None
         if self.cfg.lpips_weight > 0:
             try:
@@ -156,11 +160,47 @@ class Projector:
             except FileNotFoundError as e:
                 raise FileNotFoundError(f'{e} Or project without LPIPS: --lpips-weight 0 --mse-weight 1.') from e
         self.w_stats = P.compute_w_stats(G, self.cfg.w_avg_samples, device=device)
+        self.weights_sha256 = P.weights_sha256(G) if self.pti_cfg is not None else None
 
     def __call__(self, targets):
         """uint8 [N, H, W, 3] -> (ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, metrics)."""
         result = self.P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats)
         return result.ws, result.noise, result.metrics
+
+    def tune(self, target, ws, noise, delta_path, meta):
+        """Pivotal tuning of the base generator on one photo (uint8 [H, W, 3]) around its pivot `ws`;
+        the delta is written to `delta_path`. Returns (G_tuned, info) or (self.G, None) when PTI is off."""
+        if self.pti_cfg is None:
+            return self.G, None
+        from projectors import pti as T
+        target = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None]  # [1, C, H, W]
+        return T.tune_and_save(self.G, target, ws, noise, self.pti_cfg, self.lpips, delta_path, self.weights_sha256, meta)
+
+
+def pti_config(cfg, project_cfg):
+    """PTIConfig for the pipeline, or None. PTI uses LPIPS exactly when the projection does, so
+    `--lpips-weight 0` (offline, no VGG weights) turns both off together."""
+    from projectors import projector as P
+    from projectors import pti as T
+    preset = P.PRESETS[cfg.project_preset]['pti']
+    if not (preset is not None if cfg.pti is None else cfg.pti):
+        return None
+    kwargs = dict(preset or {}, precision=project_cfg.precision, seed=project_cfg.seed,
+                  lpips_resolution=project_cfg.lpips_resolution)
+    if project_cfg.lpips_weight == 0:
+        kwargs.update(lpips_weight=0.0, regularizer_lpips_weight=0.0)
+    return T.pti_config(**dict(kwargs, **cfg.pti_settings))
+
+
+def photo_generators(models, G_a, weights, mapping):
+    """(A, render generator) for one photo: the base ones, or the blend of its PTI-tuned A with B.
+    Rows read from B keep B's tensors; the tuning moves only A's share (Roich et al. tune the
+    generator the photo was inverted into)."""
+    if G_a is models.G_a:
+        return models.G_a, models.G_render
+    if models.G_b is None:
+        return G_a, G_a
+    return G_a, blend.blend_generators(G_a, models.G_b, weights, mapping=mapping, copy_tensors=False)
 
 
 def project_robust(projector, targets):
@@ -298,25 +338,31 @@ def prepare_and_project(batch, resolution, projector, cfg):
 def _run_batch(batch, models, projector, styles, style_names, scorer, cfg, outdir, latents):
     for entry, prepared, result in prepare_and_project(batch, models.G_a.img_resolution, projector, cfg):
         try:
-            _finish_photo(entry, prepared, result, models, styles, style_names, scorer, cfg, outdir)
+            _finish_photo(entry, prepared, result, models, projector, styles, style_names, scorer, cfg, outdir)
             latents.append((entry['stem'], result, prepared[1]))
         except Exception as e:  # noqa: BLE001
             _fail(entry, entry.get('_stage', 'render'), e)
         entry.pop('_stage', None)
 
 
-def _finish_photo(entry, prepared, result, models, styles, style_names, scorer, cfg, outdir):
+def _finish_photo(entry, prepared, result, models, projector, styles, style_names, scorer, cfg, outdir):
     target, transform, original = prepared
     ws, noise, proj_metrics = result
     stem = entry['stem']
     gen.save_image(target, outdir / 'aligned' / f'{stem}.png')
     entry['projection'] = proj_metrics
+    entry['_stage'] = 'pti'
+    G_tuned, pti_info = _timed(entry, 'pti', projector.tune, target, ws, noise, outdir / 'pti' / f'{stem}.safetensors',
+                               dict(name=Path(entry['photo']).name, network_sha256=models.info['base'].get('sha256')))
+    if pti_info is not None:
+        entry['pti'] = dict(pti_info, delta=f'pti/{stem}.safetensors')
+    G_a, G_render = photo_generators(models, G_tuned, models.weights, cfg.mapping)
     entry['_stage'] = 'render'
-    recon = _timed(entry, 'render', render, models.G_a, ws, noise, cfg.noise_mode)
+    recon = _timed(entry, 'render', render, G_a, ws, noise, cfg.noise_mode)
     gen.save_image(recon[0], outdir / 'projected' / f'{stem}.png')
     if styles is not None:
         ws = mixing.mix(ws.expand(len(styles), -1, -1), styles, models.weights)
-    images = _timed(entry, 'render', render, models.G_render, ws, noise, cfg.noise_mode)
+    images = _timed(entry, 'render', render, G_render, ws, noise, cfg.noise_mode)
     entry['outputs'] = {}
     for image, style in zip(images, style_names):
         name = output_name(stem, style, len(style_names))
@@ -369,7 +415,7 @@ def _manifest(cfg, models, style_names, entries, scorer, projector):
         version=MANIFEST_VERSION, kind='pstyle stylize', config=cfg.as_dict(), spec_text=cfg.spec.describe(),
         weights=models.weights, networks=dict(base=models.info['base'], styled=models.info['styled']),
         blend=models.info.get('blend'), runtime_differences=models.info.get('runtime_differences', []),
-        projection=projector.cfg.as_dict(), styles=style_names if style_names != [None] else None,
+        projection=projector.cfg.as_dict(), pti=projector.pti_cfg.as_dict() if projector.pti_cfg else None, styles=style_names if style_names != [None] else None,
         metrics_available=scorer.available if scorer is not None else None,
         notes=scorer.notes if scorer is not None else [],
         seconds=dict(models.info['seconds'], per_photo=stage_means),

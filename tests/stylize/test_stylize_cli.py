@@ -167,3 +167,21 @@ def test_stylize_grid_errors(nets, tmp_path, args, message):
     result = invoke('stylize-grid', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
                     '--no-align', *PROJ, *args, '--out', tmp_path / 'g.png')
     assert result.exit_code != 0 and message in result.output
+
+
+def test_stylize_and_grid_with_pivotal_tuning(nets, tmp_path):
+    result = invoke('stylize', '--photos', nets / 'photos' / 'p0.png', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', 8, '--no-align', *PROJ, '--pti', '--pti-steps', 2, '--outdir', tmp_path / 'out')
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
+    assert manifest['pti']['num_steps'] == 2 and manifest['images'][0]['pti']['steps'] == 2
+    assert (tmp_path / 'out' / 'pti' / 'p0.safetensors').is_file()
+    out = tmp_path / 'fig.png'
+    result = invoke('stylize-grid', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', '4,32', '--no-align', '--no-labels', *PROJ, '--project-preset', 'best', '--pti-steps', 2, '--out', out)
+    assert result.exit_code == 0, result.output
+    t = tiles(out, cols=4)
+    assert np.array_equal(t[:, 3], t[:, 1])  # Swap at the output resolution = the tuned A = its projection.
+    record = json.loads((tmp_path / 'fig.png.json').read_text())
+    assert sorted(record['pti']['photos']) == ['p0', 'p1'] and record['pti']['config']['num_steps'] == 2
+    assert (tmp_path / 'fig_pti' / 'p1.safetensors').is_file()

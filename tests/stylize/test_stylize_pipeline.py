@@ -200,3 +200,39 @@ def test_missing_lpips_weights_name_the_file_and_the_fallback(work, monkeypatch)
                                  project=dict(num_steps=1, w_avg_samples=10), device='cpu')
     with pytest.raises(FileNotFoundError, match=r'vgg16-397923af\.pth.*--lpips-weight 0 --mse-weight 1'):
         pipeline.stylize_photos(work / 'photos' / 'p0.png', work / 'out_l', cfg)
+
+
+def test_pivotal_tuning_blends_the_tuned_base_with_b(work):
+    """With PTI, A is tuned on the photo (delta saved), and the output is the swap of the tuned A with B."""
+    from projectors import pti as T
+    cfg = pipeline.StylizeConfig(base=str(work / 'a.pt'), styled=str(work / 'b.pt'), spec=lw.make_spec(swap_res=8),
+                                 align=False, project=dict(FAST), pti=True, pti_settings=dict(num_steps=3, learning_rate=0.01),
+                                 device='cpu', metrics=False)
+    manifest = pipeline.stylize_photos(work / 'photos' / 'p0.png', work / 'out_pti', cfg)
+    out = work / 'out_pti'
+    entry = manifest['images'][0]
+    assert entry['status'] == 'ok' and entry['pti']['steps'] == 3 and entry['pti']['delta_bytes'] > 0
+    assert entry['pti']['delta'] == 'pti/p0.safetensors' and 'pti' in entry['seconds']
+    assert manifest['pti']['num_steps'] == 3 and manifest['pti']['lpips_weight'] == 0  # LPIPS off with the projection's
+    G_a, G_b = load_network(work / 'a.pt')['G_ema'], load_network(work / 'b.pt')['G_ema']
+    G_tuned = T.load_tuned_generator(G_a, out / 'pti' / 'p0.safetensors')  # Tied to A's weights.
+    data = np.load(out / 'latents.npz')
+    ws = torch.from_numpy(data['w'])
+    noise = {k[len('noise/'):]: torch.from_numpy(data[k])[:, None] for k in data.files if k.startswith('noise/')}
+    styled = gen.to_uint8(P.render(module_swap(G_tuned, G_b, 8), ws, noise))[0]
+    assert np.array_equal(load_png(out / 'p0.png'), styled)
+    assert np.array_equal(load_png(out / 'projected' / 'p0.png'), gen.to_uint8(P.render(G_tuned, ws, noise))[0])
+    untuned = gen.to_uint8(P.render(module_swap(G_a, G_b, 8), ws, noise))[0]
+    assert not np.array_equal(styled, untuned)  # The tuning changed A's share of the picture.
+
+
+def test_pti_follows_the_preset_unless_told():
+    cfg = pipeline.StylizeConfig(styled='b', project_preset='best')
+    project_cfg = P.preset_config('best')
+    assert pipeline.pti_config(cfg, project_cfg).num_steps == 350
+    assert pipeline.pti_config(pipeline.StylizeConfig(styled='b', project_preset='best', pti=False), project_cfg) is None
+    assert pipeline.pti_config(pipeline.StylizeConfig(styled='b'), P.preset_config('default')) is None
+    on = pipeline.pti_config(pipeline.StylizeConfig(styled='b', pti=True, pti_settings=dict(num_steps=7)), P.preset_config('default'))
+    assert on.num_steps == 7 and on.lpips_weight == 1 and on.regularizer_lpips_weight == 0.1
+    with pytest.raises(ValueError, match='unknown PTI settings: alpha'):
+        pipeline.pti_config(pipeline.StylizeConfig(styled='b', pti=True, pti_settings=dict(alpha=1)), project_cfg)
