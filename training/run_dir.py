@@ -145,9 +145,10 @@ class RunLog:
         with open(self.run_dir / 'stats.jsonl', 'a') as f:
             f.write(json.dumps(entry) + '\n')
         if self._tb is not None:
-            for name, value in stats.items():
-                if isinstance(value, dict):
-                    self._tb.add_scalar(name, value['mean'], global_step=int(cur_nimg / 1e3))
+            for name, value in stats.items():  # Whole kimg as the step and the tick's mean, as NVIDIA's loop.
+                value = value['mean'] if isinstance(value, dict) else value
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(name, value, global_step=int(cur_nimg / 1e3))
             self._tb.flush()
 
     def metric(self, name, result):

@@ -61,6 +61,13 @@ def test_run_writes_everything_and_losses_move(tmp_path, data):
     state = rd.load_training_state(run / 'training-state-000000.pt')
     assert state['cur_nimg'] == 24 and state['batch_idx'] == 6 and state['cur_tick'] == 3
     assert 0 <= state['ada']['p'] and state['ada']['p'] != 0.2
+    # TensorBoard (a dev dependency, optional for users): the same per-tick means, at kimg steps.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run)).Reload()
+    scalars = events.Scalars('Loss/G/loss')
+    assert [e.step for e in scalars] == [0, 0, 0]            # kimg 0.008, 0.016, 0.024 as whole kimg
+    assert np.allclose([e.value for e in scalars], g_losses)
+    assert 'Progress/augment' in events.Tags()['scalars']
 
 
 def test_resume_is_bit_exact(tmp_path, data):
