@@ -51,6 +51,7 @@ class ProjectConfig:
     beta1:                      float = 0.9     # Adam betas.
     beta2:                      float = 0.999
     fused_modconv:              bool = False    # One code path at every batch size: batch-independent numerics.
+    micro_batch:                int = 0         # Images per forward/backward pass; 0 = 1 on the CPU, all on CUDA.
 
     def check(self):
         if self.space not in SPACES:
@@ -59,6 +60,8 @@ class ProjectConfig:
             raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
             raise ValueError(f'num_steps must be a positive integer, got {self.num_steps}')
+        if int(self.micro_batch) != self.micro_batch or self.micro_batch < 0:
+            raise ValueError(f'micro_batch must be an integer >= 0 (0 = automatic), got {self.micro_batch}')
         if self.w_avg_samples < 1:
             raise ValueError(f'w_avg_samples must be >= 1, got {self.w_avg_samples}')
         weights = dict(lpips_weight=self.lpips_weight, mse_weight=self.mse_weight, id_weight=self.id_weight,
@@ -193,6 +196,12 @@ def normalize_noise_(noise):
 # ----------------------------------------------------------------------------
 # Losses.
 
+def chunks(n, size=None):
+    """Slices covering range(n), `size` items each (one slice for all when size is None)."""
+    size = size or max(n, 1)
+    return [slice(start, start + size) for start in range(0, n, size)]
+
+
 def lpips_input(img, resolution=256):
     """float [N, C, H, W] in [-1, 1] -> 3 channels, area-downsampled to `resolution` when larger (NVIDIA)."""
     if img.shape[1] == 1:
@@ -209,14 +218,22 @@ class LPIPSDistance:
     distance equals `model(x, target)` while the targets' trunk pass is not repeated every step.
     """
 
-    def __init__(self, model, targets, resolution=256):
+    def __init__(self, model, targets, resolution=256, micro_batch=None):
         self.model = model
         self.resolution = resolution
-        self.target_feats = self.features(targets)
+        # oneDNN runs VGG's convolutions ~12% faster in channels_last (fp32 and bf16, forward and backward,
+        # measured at 256^2); the values are the same, only the layout of the trunk's weights changes.
+        self.channels_last = targets.device.type == 'cpu'
+        if self.channels_last:
+            model.net.to(memory_format=torch.channels_last)
+        feats = [self.features(targets[sl]) for sl in chunks(len(targets), micro_batch)]
+        self.target_feats = [torch.cat(layer) for layer in zip(*feats)]
 
     def features(self, img):
         import lpips
         x = self.model.scaling_layer(lpips_input(img, self.resolution))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         # Unit-normalise in fp32: under bf16 autocast the trunk output is bf16.
         return [lpips.normalize_tensor(f.float()) for f in self.model.net(x)]
 
@@ -246,14 +263,15 @@ def synthesis_dtype(precision, device):
 class ProjectionLoss:
     """Weighted per-image losses of synthesized images against fixed targets (float [-1, 1])."""
 
-    def __init__(self, targets, cfg, lpips_model=None, identity_model=None, precision='fp32'):
+    def __init__(self, targets, cfg, lpips_model=None, identity_model=None, precision='fp32', micro_batch=None):
         self.targets = targets
         self.cfg = cfg
         self.precision = precision
         self.identity_model = identity_model
         with torch.no_grad(), _autocast(targets.device, precision):
-            self.lpips = LPIPSDistance(lpips_model, targets, cfg.lpips_resolution) if lpips_model is not None else None
-            self.target_ids = self._embed(targets) if identity_model is not None else None
+            self.lpips = LPIPSDistance(lpips_model, targets, cfg.lpips_resolution, micro_batch) if lpips_model is not None else None
+            self.target_ids = torch.cat([self._embed(targets[sl]) for sl in chunks(len(targets), micro_batch)]) \
+                if identity_model is not None else None
 
     def _embed(self, img):
         return F.normalize(self.identity_model(img).float(), dim=1)
@@ -368,8 +386,12 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
         if note:
             notes.append(note)
             warnings.warn(note)
+    # On the CPU one image per pass is faster (a batch's activations fall out of the caches: measured
+    # 0.99 vs 1.72 s per image and step at 256^2, batch 8) and gives bit for bit the numbers of projecting
+    # each image alone.
+    micro_batch = cfg.micro_batch or (1 if device.type == 'cpu' else N)
     loss_fn = ProjectionLoss(target, cfg, lpips_model if cfg.lpips_weight > 0 else None,
-                             identity_model if cfg.id_weight > 0 else None, cfg.precision)
+                             identity_model if cfg.id_weight > 0 else None, cfg.precision, micro_batch)
     w_avg, w_std = w_stats if w_stats is not None else compute_w_stats(G, cfg.w_avg_samples, device=device)
     gens = per_image_generators(N, cfg.seed, seeds)
     w_opt, noise = _init_variables(G, cfg, N, w_avg, init_ws, gens, device)
@@ -387,18 +409,8 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
         index = active.nonzero()[:, 0].to(device)
         scale = latent_noise_scale(t, cfg, w_std)
         w_noise = torch.stack([torch.randn(w_opt.shape[1:], generator=gens[k]) for k in index.tolist()]).to(device)
-        ws = (w_opt[index] + w_noise * scale).expand(-1, G.num_ws, -1)  # W rows broadcast; W+ unchanged
-        sub_noise = {k: v[index] for k, v in noise.items()} if noise else None
-        with per_image_noise(G, sub_noise):
-            synth = G.synthesis(ws, noise_mode='const', dtype=dtype, fused_modconv=cfg.fused_modconv)
-        terms = loss_fn(synth, index)
+        synth, terms = _gradients(G, loss_fn, cfg, params, index, w_noise * scale, noise, dtype, micro_batch)
         per_image = terms['total']
-        if noise:
-            per_image = per_image + cfg.regularize_noise_weight * noise_regularization(sub_noise)
-        # Sum, not mean, over the batch: each image's gradient is independent of N.
-        grads = torch.autograd.grad(per_image.sum(), params, allow_unused=True)
-        for p, g in zip(params, grads):
-            p.grad = torch.zeros_like(p) if g is None else g
         opt.step()
         frozen = ~active
         if frozen.any():
@@ -416,7 +428,34 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
                 frozen_values = [p.detach().clone() for p in params]
                 if not active.any():
                     break
-    return _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run, history, notes)
+    return _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run, history, notes, micro_batch)
+
+
+def _gradients(G, loss_fn, cfg, params, index, w_noise, noise, dtype, micro_batch):
+    """Forward and backward of the active images `index`, `micro_batch` at a time; sets every param's .grad.
+
+    Exact whatever the split: each image's loss depends only on its own latent and noise maps, and
+    losses are summed, not averaged, over images. Returns (synth [n, C, H, W] detached, {term: [n]}).
+    """
+    w_opt, synths, parts = params[0], [], []
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    for start in range(0, len(index), micro_batch):
+        sub = index[start:start + micro_batch]
+        ws = (w_opt[sub] + w_noise[start:start + micro_batch]).expand(-1, G.num_ws, -1)  # W rows broadcast
+        sub_noise = {k: v[sub] for k, v in noise.items()} if noise else None
+        with per_image_noise(G, sub_noise):
+            synth = G.synthesis(ws, noise_mode='const', dtype=dtype, fused_modconv=cfg.fused_modconv)
+        terms = loss_fn(synth, sub)
+        if noise:
+            terms['total'] = terms['total'] + cfg.regularize_noise_weight * noise_regularization(sub_noise)
+        grads = torch.autograd.grad(terms['total'].sum(), params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad += g
+        synths.append(synth.detach())
+        parts.append({k: v.detach() for k, v in terms.items()})
+    return torch.cat(synths), {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
 
 def _init_variables(G, cfg, N, w_avg, init_ws, gens, device):
@@ -456,16 +495,17 @@ def _record(history, step, index, per_image, terms):
 
 
 @torch.no_grad()
-def _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run, history, notes):
-    """Render the result in fp32 without latent noise and measure each image."""
+def _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run, history, notes, micro_batch):
+    """Render the result in fp32 without latent noise and measure each image, `micro_batch` at a time."""
     ws = w_opt.detach().expand(-1, G.num_ws, -1).contiguous()
-    synth = render(G, ws, noise, fused_modconv=cfg.fused_modconv)
+    synth = render(G, ws, noise, fused_modconv=cfg.fused_modconv, batch_size=micro_batch)
     final = dict(mse=(synth - target).square().mean(dim=[1, 2, 3]))
+    parts = chunks(len(ws), micro_batch)
     if lpips_model is not None:
-        final['lpips'] = LPIPSDistance(lpips_model, target, cfg.lpips_resolution)(synth)
+        final['lpips'] = torch.cat([LPIPSDistance(lpips_model, target[sl], cfg.lpips_resolution)(synth[sl]) for sl in parts])
     if identity_model is not None:
         embed = lambda img: F.normalize(identity_model(img).float(), dim=1)
-        final['identity'] = (embed(synth) * embed(target)).sum(dim=1)  # cosine similarity
+        final['identity'] = torch.cat([(embed(synth[sl]) * embed(target[sl])).sum(dim=1) for sl in parts])  # cosine
     metrics = []
     for k in range(ws.shape[0]):
         m = dict(lpips=None, mse=None, identity=None, steps=int(steps_run[k]),

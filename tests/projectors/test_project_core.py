@@ -1,5 +1,6 @@
 """Projection core: NVIDIA's schedules, noise maps, losses, W vs W+, batch independence, errors."""
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -134,6 +135,23 @@ def test_results_do_not_depend_on_the_batch(G, lpips_model, w_stats, mixed_targe
     assert together.metrics[1]['lpips'] == pytest.approx(alone.metrics[0]['lpips'], abs=1e-5)
     other = P.project(G, mixed_targets.flip(0), cfg, lpips_model, w_stats=w_stats)  # other neighbours
     assert torch.allclose(together.ws[0], other.ws[2], atol=1e-4)
+
+
+def test_cpu_default_is_bit_exact_with_projecting_alone_and_micro_batches_are_exact(G, lpips_model, w_stats, mixed_targets):
+    """On the CPU images go through G one at a time (micro_batch 0 = 1): image k's result is bit for bit
+    its result alone. Any other split gives the same optimisation up to float rounding."""
+    cfg = P.ProjectConfig(num_steps=6, optimize_noise=True, mse_weight=0.5)
+    together = P.project(G, mixed_targets, cfg, lpips_model, w_stats=w_stats)
+    alone = P.project(G, mixed_targets[2:3], cfg, lpips_model, w_stats=w_stats)
+    assert torch.equal(together.ws[2], alone.ws[0]) and np.array_equal(together.images[2], alone.images[0])
+    assert together.metrics[2] == alone.metrics[0]
+    for name in together.noise:
+        assert torch.equal(together.noise[name][2], alone.noise[name][0])
+    split = P.project(G, mixed_targets, dataclasses.replace(cfg, micro_batch=2), lpips_model, w_stats=w_stats)
+    assert torch.allclose(split.ws, together.ws, atol=1e-4)
+    assert not torch.allclose(together.ws[0], together.ws[1], atol=1e-2)  # images differ: the checks can fail
+    with pytest.raises(ValueError, match='micro_batch must be an integer >= 0'):
+        P.ProjectConfig(micro_batch=-1).check()
 
 
 def test_early_stopping_freezes_each_image_on_its_own(G, lpips_model, w_stats, mixed_targets):
