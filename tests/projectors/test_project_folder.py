@@ -148,12 +148,23 @@ def test_video_sidecar_transform_and_names(G, tmp_path):
     assert [PF.unique_keys(files)[f] for f in files] == [('me.png', 'me'), ('me.jpg', 'me_jpg'), ('me_1.png', 'me_1')]
     out = tmp_path / 'out'
     doc = PF.project_folder(G, files, out, P.ProjectConfig(**dict(FAST, num_steps=4)), video=True, video_every=2, log=lambda m: None)
-    assert doc['images']['me.png']['video'] == 'video/me.gif'
-    with Image.open(out / 'video' / 'me.gif') as gif:
-        assert gif.n_frames == 2 and gif.size == (32, 16)
+    assert doc['images']['me.png']['video'] == 'video/me.mp4'  # imageio-ffmpeg is a dev dependency
+    import imageio.v2 as imageio
+    with imageio.get_reader(out / 'video' / 'me.mp4') as reader:
+        frames = [f for f in reader]
+    assert len(frames) == 2 and frames[0].shape == (16, 32, 3)  # target | reconstruction, side by side
     lat = PF.load_latents(out / 'latents.npz')
     assert lat['alignment'][0] == record and lat['alignment'][2] is None
     assert sorted(p.name for p in (out / 'recon').iterdir()) == ['me.png', 'me_1.png', 'me_jpg.png']
+
+
+def test_video_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'imageio_ffmpeg', None)  # import fails, as when it is not installed
+    frames = [np.full((16, 32, 3), v, np.uint8) for v in (0, 128, 255)]
+    assert PF.write_video(tmp_path / 'video' / 'me', frames, tmp_path) == 'video/me.gif'
+    with Image.open(tmp_path / 'video' / 'me.gif') as gif:
+        assert gif.n_frames == 3 and gif.size == (32, 16)
 
 
 def test_latents_file_errors(G, tmp_path):
