@@ -6,6 +6,7 @@ backbone when torchvision's VGG16 weights are absent: the cost is the same). A f
 are not timed. Reference: NVIDIA's projector, about 75 s per 1000 steps at 512x512 on one GPU.
 
     python benchmarks/bench_projection.py --res 256 --batch 1,8 --precision fp32,bf16 --steps 5
+    python benchmarks/bench_projection.py --res 256 --batch 8 --micro-batch 0,8      # CPU default vs one pass
     python benchmarks/bench_projection.py --res 256 --lpips-steps 100     # fp32 vs bf16 final LPIPS
 
 Not a test: numbers depend on the machine and on its load (printed with the results).
@@ -48,7 +49,7 @@ def load_lpips(device):
         return load('vgg', device, allow_random_backbone=True)
 
 
-def time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats):
+def time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats, micro_batch=0):
     """Seconds per step for one batch (after `warmup` untimed steps)."""
     sync = torch.cuda.synchronize if targets.device.type == 'cuda' or next(G.parameters()).is_cuda else (lambda: None)
     marks = []
@@ -56,7 +57,8 @@ def time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats):
     def callback(step, index, synth):
         sync()
         marks.append(time.perf_counter())
-    cfg = P.ProjectConfig(space='w+', num_steps=warmup + steps, precision=precision, optimize_noise=True)
+    cfg = P.ProjectConfig(space='w+', num_steps=warmup + steps, precision=precision, optimize_noise=True,
+                          micro_batch=micro_batch)
     P.project(G, targets, cfg, lpips_model, w_stats=w_stats, callback=callback)
     return (marks[-1] - marks[warmup - 1]) / steps
 
@@ -65,6 +67,7 @@ def time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats):
 @click.option('--res', 'resolutions', default='256', show_default=True, help='Comma-separated: 256, 512, 1024.')
 @click.option('--batch', 'batches', default='1,8', show_default=True, help='Comma-separated batch sizes.')
 @click.option('--precision', 'precisions', default='fp32,bf16', show_default=True, help='Comma-separated: fp32, bf16, fp16.')
+@click.option('--micro-batch', 'micro_batches', default='0', show_default=True, help='Comma-separated micro-batch sizes (0 = the default: 1 on the CPU, the whole batch on CUDA).')
 @click.option('--steps', type=click.IntRange(min=1), default=5, show_default=True, help='Timed steps.')
 @click.option('--warmup', type=click.IntRange(min=1), default=1, show_default=True, help='Untimed steps first.')
 @click.option('--lpips-steps', type=click.IntRange(min=0), default=0, show_default=True, help='Also compare the final LPIPS of fp32 and bf16 after this many steps (batch 1).')
@@ -72,7 +75,7 @@ def time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats):
 @click.option('--device', default='auto', show_default=True)
 @click.option('--threads', type=int, default=None, help='torch CPU threads [torch default].')
 @click.option('--out', type=click.Path(dir_okay=False), default=None, help='Write the results as JSON.')
-def main(resolutions, batches, precisions, steps, warmup, lpips_steps, lpips_res, device, threads, out):
+def main(resolutions, batches, precisions, micro_batches, steps, warmup, lpips_steps, lpips_res, device, threads, out):
     device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == 'auto' else device)
     if threads:
         torch.set_num_threads(threads)
@@ -86,12 +89,15 @@ def main(resolutions, batches, precisions, steps, warmup, lpips_steps, lpips_res
         w_stats = P.compute_w_stats(G, 1000)
         for batch in [int(b) for b in batches.split(',')]:
             targets = make_targets(G, batch)
-            for precision in precisions.split(','):
-                sec = time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats)
-                row = dict(res=res, batch=batch, precision=precision, s_per_step=sec, s_per_img_500=sec * 500 / batch,
-                           load_avg=os.getloadavg()[0])
+            for precision, micro in [(p, int(m)) for p in precisions.split(',') for m in micro_batches.split(',')]:
+                if micro > batch:
+                    continue
+                sec = time_projection(G, targets, precision, steps, warmup, lpips_model, w_stats, micro)
+                row = dict(res=res, batch=batch, precision=precision, micro_batch=micro, s_per_step=sec,
+                           s_per_img_500=sec * 500 / batch, load_avg=os.getloadavg()[0])
                 rows.append(row)
-                click.echo(f'{res}x{res} batch {batch} {precision}: {sec:.2f} s/step, {row["s_per_img_500"]:.0f} s per image per 500 steps')
+                click.echo(f'{res}x{res} batch {batch} micro-batch {micro or "default"} {precision}: {sec:.2f} s/step, '
+                           f'{row["s_per_img_500"]:.0f} s per image per 500 steps')
                 save(out, env, rows)  # after every configuration: a long run keeps what it measured
         if lpips_steps and lpips_res is None:
             rows.append(compare_precisions(G, lpips_model, w_stats, res, lpips_steps))
