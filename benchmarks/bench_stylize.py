@@ -2,6 +2,7 @@
 
     python benchmarks/bench_stylize.py                      # CPU, plus CUDA when available
     python benchmarks/bench_stylize.py --device cpu --steps 20 --photos 2 --out bench_stylize.json
+    python benchmarks/bench_stylize.py --device cpu --skip-blend --steps 20 --pti-steps 10   # with the PTI stage
 
 Blending uses two random generators with the official FFHQ/MetFaces configuration (z_dim = w_dim = 512,
 channel_base 32768, channel_max 512, 8 mapping layers, 18 W+ rows); the target is < 1 s on a CPU.
@@ -96,12 +97,12 @@ def _astronaut(folder):
     return folder, None
 
 
-def bench_pipeline(device, steps, count):
+def bench_pipeline(device, steps, count, pti_steps=0):
     from training.checkpoint import save_network
     from stylize.pipeline import StylizeConfig, stylize_photos
     from metrics.lpips_utils import backbone_path
     have_lpips = backbone_path('vgg').is_file()
-    results = dict(device=str(device), config='paper256 (channel_base 16384, channel_max 512)', steps=steps,
+    results = dict(device=str(device), config='paper256 (channel_base 16384, channel_max 512)', steps=steps, pti_steps=pti_steps,
                    projection_loss='lpips-vgg' if have_lpips else 'mse (LPIPS-VGG backbone not found)')
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -119,7 +120,8 @@ def bench_pipeline(device, steps, count):
             results['note'] = note
         for label, photos, align, _ in runs:
             cfg = StylizeConfig(base=str(tmp / 'a.pt'), styled=str(tmp / 'b.pt'), spec=layer_weights.make_spec(swap_res=32),
-                                align=align, project=project, batch_size=count, device=str(device), metrics=True)
+                                align=align, project=project, batch_size=count, device=str(device), metrics=True,
+                                pti=pti_steps > 0, pti_settings=dict(num_steps=pti_steps) if pti_steps else {})
             t0 = time.perf_counter()
             manifest = stylize_photos(photos, tmp / f'out_{label}', cfg, log=lambda _: None)
             results[label] = dict(photos=manifest['num_photos'], ok=manifest['num_ok'],
@@ -133,7 +135,9 @@ def main():
     parser.add_argument('--device', action='append', help='cpu, cuda (repeatable; default: cpu and cuda when available)')
     parser.add_argument('--steps', type=int, default=20, help='projection steps in the pipeline benchmark')
     parser.add_argument('--photos', type=int, default=2, help='synthetic photos in the pipeline benchmark')
+    parser.add_argument('--pti-steps', type=int, default=0, help='pivotal tuning steps per photo (0 = no PTI stage)')
     parser.add_argument('--skip-pipeline', action='store_true')
+    parser.add_argument('--skip-blend', action='store_true')
     parser.add_argument('--out', type=Path, default=None, help='also write the results as JSON')
     args = parser.parse_args()
     devices = args.device or (['cpu'] + (['cuda'] if torch.cuda.is_available() else []))
@@ -142,10 +146,11 @@ def main():
                   blend=[], pipeline=[])
     for name in devices:
         device = torch.device(name)
-        report['blend'].append(bench_blend(device))
-        print(json.dumps(report['blend'][-1], indent=1), flush=True)
+        if not args.skip_blend:
+            report['blend'].append(bench_blend(device))
+            print(json.dumps(report['blend'][-1], indent=1), flush=True)
         if not args.skip_pipeline:
-            report['pipeline'].append(bench_pipeline(device, args.steps, args.photos))
+            report['pipeline'].append(bench_pipeline(device, args.steps, args.photos, args.pti_steps))
             print(json.dumps(report['pipeline'][-1], indent=1), flush=True)
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1) + '\n')
