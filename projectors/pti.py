@@ -95,7 +95,7 @@ def morphed_ws(G_orig, pivot, cfg, generator):
     """Locality samples (Eq. 4): w_r = pivot + alpha * (w_z - pivot) / ||w_z - pivot||, [B, num_ws, w_dim]."""
     device = pivot.device
     z = torch.randn([cfg.latent_ball_num_of_samples, G_orig.z_dim], generator=generator).to(device)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):  # Latents in fp32 under bf16/fp16 tuning.
         w_z = G_orig.mapping(z, None, truncation_psi=cfg.regularizer_truncation_psi, update_emas=False)
     direction = w_z - pivot  # [B, num_ws, w_dim]
     norm = direction.flatten(1).norm(dim=1).reshape(-1, 1, 1)

@@ -137,6 +137,7 @@ def _pipeline_options(f):
         click.option('--space', type=click.Choice(['w', 'w+']), default=None, help='Projection space (overrides the preset).'),
         click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Projection LPIPS weight (0 = no LPIPS, e.g. offline).'),
         click.option('--mse-weight', type=click.FloatRange(min=0), default=None, help='Projection pixel MSE weight.'),
+        click.option('--precision', type=click.Choice(['fp32', 'bf16', 'fp16']), default=None, help='Projection and PTI precision: bf16 (CPUs with AVX-512 BF16/AMX, GPUs), fp16 (CUDA) [fp32].'),
         click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=4, show_default=True, help='Photos projected together.'),
         click.option('--metrics/--no-metrics', default=True, show_default=True, help='Identity and LPIPS to the photo (when their weights are available).'),
         click.option('--device', default='auto', show_default=True),
@@ -148,7 +149,7 @@ def _pipeline_options(f):
 
 def _pipeline_config(kw, **extra):
     from stylize.pipeline import StylizeConfig
-    project = {k: kw.pop(k) for k in ('num_steps', 'space', 'lpips_weight', 'mse_weight')}
+    project = {k: kw.pop(k) for k in ('num_steps', 'space', 'lpips_weight', 'mse_weight', 'precision')}
     return StylizeConfig(base=kw.pop('base'), styled=kw.pop('styled'), mapping=kw.pop('mapping'),
                          align=kw.pop('align'), landmarks=kw.pop('landmarks'), project_preset=kw.pop('project_preset'),
                          project={k: v for k, v in project.items() if v is not None}, batch_size=kw.pop('batch_size'),

@@ -76,7 +76,9 @@ class FullyConnectedLayer(torch.nn.Module):
                 b = b * self.bias_gain
         if self.activation == 'linear' and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
+        x = x.matmul(w.t())
+        # Under torch.autocast the product comes out in the autocast dtype: the bias follows it.
+        return bias_act.bias_act(x, b.to(x.dtype) if b is not None else None, act=self.activation)
 
     def extra_repr(self):
         return f'in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}'
@@ -119,10 +121,10 @@ class Conv2dLayer(torch.nn.Module):
 
     def forward(self, x, gain=1):
         w = self.weight * self.weight_gain
-        b = self.bias.to(x.dtype) if self.bias is not None else None
         flip_weight = (self.up == 1)  # Slightly faster, and matches NVIDIA's numerics.
         x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=self.resample_filter, up=self.up,
                                             down=self.down, padding=self.padding, flip_weight=flip_weight)
+        b = self.bias.to(x.dtype) if self.bias is not None else None  # After the conv: autocast may change x's dtype.
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act.bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
@@ -181,6 +183,7 @@ class MappingNetwork(Persistent):
             x = torch.cat([x, y], dim=1) if x is not None else y
         for idx in range(self.num_layers):
             x = getattr(self, f'fc{idx}')(x)
+        x = x.to(torch.float32)  # W latents are fp32, also when the layers ran under torch.autocast.
         if self.w_avg_beta is not None and self.training and update:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:

@@ -42,6 +42,17 @@ def test_pti_fits_the_image_and_leaves_the_base_alone(G, lpips_model, case, tune
     assert not any(p.requires_grad for p in G_tuned.parameters())
 
 
+def test_pti_in_bf16_fits_like_fp32(G, lpips_model, case):
+    """bf16 tuning (autocast over G, its mapping for the locality samples, and LPIPS) runs and fits."""
+    target, pivot = case
+    cfg = T.PTIConfig(num_steps=30, learning_rate=3e-3, trainable=('synthesis.b16.*',), precision='bf16')
+    G_tuned, info = T.tune(G, target, pivot, None, cfg, lpips_model)
+    base, _ = T.pti_metrics(G, target, pivot, None, lpips_model)
+    after, _ = T.pti_metrics(G_tuned, target, pivot, None, lpips_model)
+    assert info['steps'] == 30 and after['mse'] < 0.5 * base['mse'] and after['lpips'] < base['lpips']
+    assert all(p.dtype == torch.float32 for p in G_tuned.parameters())
+
+
 def test_delta_holds_only_changed_tensors_and_reproduces_the_tuned_generator(G, tuned, tmp_path):
     G_tuned, info = tuned
     delta = T.compute_delta(G, G_tuned)

@@ -171,10 +171,12 @@ def test_stylize_grid_errors(nets, tmp_path, args, message):
 
 def test_stylize_and_grid_with_pivotal_tuning(nets, tmp_path):
     result = invoke('stylize', '--photos', nets / 'photos' / 'p0.png', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
-                    '--swap-res', 8, '--no-align', *PROJ, '--pti', '--pti-steps', 2, '--outdir', tmp_path / 'out')
+                    '--swap-res', 8, '--no-align', *PROJ, '--pti', '--pti-steps', 2, '--precision', 'bf16',
+                    '--outdir', tmp_path / 'out')
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
     assert manifest['pti']['num_steps'] == 2 and manifest['images'][0]['pti']['steps'] == 2
+    assert manifest['projection']['precision'] == manifest['pti']['precision'] == 'bf16'
     assert (tmp_path / 'out' / 'pti' / 'p0.safetensors').is_file()
     out = tmp_path / 'fig.png'
     result = invoke('stylize-grid', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',

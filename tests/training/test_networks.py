@@ -84,6 +84,25 @@ def test_architectures_run_and_backprop(g_arch, d_arch):
     assert sum(float(g.abs().sum()) for g in grads) > 0
 
 
+@pytest.mark.parametrize('d_arch', ['orig', 'resnet'])
+def test_networks_run_under_autocast(d_arch):
+    """Users wrap G and D in torch.autocast: the mapping's and D's layers must take the autocast dtype of
+    their matmuls and convolutions (a float32 bias beside a bf16 product was an error)."""
+    torch.manual_seed(0)
+    G = tiny_G(c_dim=3)
+    D = Discriminator(c_dim=3, img_resolution=16, img_channels=3, architecture=d_arch, channel_base=256, channel_max=32)
+    z, c = torch.randn(2, 16), torch.eye(3)[[0, 2]]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        img = G(z, c, noise_mode='const')
+        logits = D(img, c)
+    assert logits.shape == (2, 1) and torch.isfinite(logits.float()).all()
+    logits.float().sum().backward()
+    assert G.mapping.fc0.weight.grad is not None and D.b16.conv0.weight.grad is not None
+    with torch.no_grad():
+        ref = G(z, c, noise_mode='const')
+    assert (img.float() - ref).abs().max() < 0.1  # bf16 rounding, not a different network
+
+
 def test_conditional_networks_use_labels():
     torch.manual_seed(0)
     G = tiny_G(c_dim=5)
