@@ -253,6 +253,25 @@ def load_tuned_generator(G, path):
     return apply_delta(copy.deepcopy(G), delta, base_sha256=info['base_weights_sha256'])
 
 
+def delta_paths(latents_path, names):
+    """{name: PTI delta file} for the latents of a `pstyle project` or `pstyle stylize` run.
+
+    `pstyle project` lists each image's delta in the metrics.json beside latents.npz; `pstyle stylize`
+    names them pti/<name>.safetensors there. A name without a delta is an error naming it.
+    """
+    folder = Path(latents_path).parent
+    listed = {}
+    if (folder / 'metrics.json').is_file():
+        images = json.loads((folder / 'metrics.json').read_text()).get('images', {})
+        listed = {n: folder / e['pti']['delta'] for n, e in images.items() if isinstance(e.get('pti'), dict)}
+    paths = {n: listed.get(n, folder / 'pti' / f'{Path(n).stem}.safetensors') for n in names}
+    missing = [n for n, p in paths.items() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f'no PTI delta for {", ".join(missing[:5])} beside {latents_path} '
+                                f'(project with --pti or --preset best, or render without --pti)')
+    return paths
+
+
 def delta_nbytes(delta):
     return int(sum(t.numel() * t.element_size() for t in delta.values()))
 

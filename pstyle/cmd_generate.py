@@ -36,16 +36,19 @@ def _common_options(f):
 @_common_options
 @click.option('--seeds', type=str, default=None, help='Seeds, e.g. 0-7,42.')
 @click.option('--projected-w', type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help='Render saved latents (.npz from `pstyle project`, with its noise maps when --noise-mode const, or NVIDIA\'s projector).')
+@click.option('--pti', is_flag=True, help='With --projected-w: render each image with its pivotal-tuning delta (pti/ beside the latents).')
 @click.option('--grid', is_flag=True, help='Also save all images as one grid.png.')
-def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, grid):
+def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, pti, grid):
     """Generate images from seeds or from saved W / W+ latents."""
     if (seeds is None) == (projected_w is None):
         raise click.UsageError('give exactly one of --seeds and --projected-w')
+    if pti and projected_w is None:
+        raise click.UsageError('--pti goes with --projected-w')
     try:
         G = _load_G(network, device)
         outdir.mkdir(parents=True, exist_ok=True)
         if projected_w is not None:
-            names, images = gen.render_projected(G, projected_w, noise_mode, precision, batch_size)
+            names, images = gen.render_projected(G, projected_w, noise_mode, precision, batch_size, pti)
             named = list(zip(names, images))
         else:
             seed_list = gen.parse_range(seeds)

@@ -150,18 +150,31 @@ def load_projected_ws(path, G):
 
 
 @torch.no_grad()
-def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8):
+def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8, pti=False):
     """(names, uint8 [N, H, W, C]) for saved latents; with `noise_mode='const'` the per-image noise maps
-    that `pstyle project` optimised and saved are used, so the reconstructions come back exactly."""
+    that `pstyle project` optimised and saved are used, so the reconstructions come back exactly.
+    With `pti`, image k is rendered by G plus its pivotal-tuning delta (projectors.pti.delta_paths)."""
     ws, names = load_projected_ws(path, G)
     noise = None
     if noise_mode == 'const' and str(path).endswith('.npz'):
         from projectors import projector  # Lazy: generation does not otherwise need the projector.
         noise = projector.load_projected_noise(path, G)
+    if pti:
+        from projectors import pti as T
+        deltas = T.delta_paths(path, names)
+        images = [_render_ws(T.load_tuned_generator(G, deltas[name]), ws[k:k + 1],
+                             {n: v[k:k + 1] for n, v in noise.items()} if noise else None, noise_mode, precision, 1)
+                  for k, name in enumerate(names)]
+        return names, np.concatenate(images)
+    return names, _render_ws(G, ws, noise, noise_mode, precision, batch_size)
+
+
+def _render_ws(G, ws, noise, noise_mode, precision, batch_size):
     if noise is None:
-        return names, to_uint8(synthesize(G, ws, noise_mode, precision, batch_size))
+        return to_uint8(synthesize(G, ws, noise_mode, precision, batch_size))
+    from projectors import projector
     dtype = compute_dtype(precision, misc.device_of(G))
-    return names, to_uint8(projector.render(G, ws, noise, dtype=dtype, batch_size=batch_size))
+    return to_uint8(projector.render(G, ws, noise, dtype=dtype, batch_size=batch_size))
 
 
 @torch.no_grad()

@@ -118,3 +118,27 @@ def test_torchrun_two_processes_match_one(network, photos, tmp_path, torchrun):
         assert list(a['names']) == list(b['names']) == ['p0.png', 'p1.png', 'p2.png']
         np.testing.assert_allclose(b['ws'], a['ws'], atol=1e-5)
         assert np.abs(a['ws'][0] - a['ws'][1]).max() > 1e-3             # different photos, different latents
+
+
+def test_generate_renders_pti_results(network, photos, tmp_path):
+    """`pstyle generate --projected-w --pti` gives back the tuned reconstructions `pstyle project` saved."""
+    (photos / 'wide.png').unlink()
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos), '--outdir', str(out),
+                                       '--pti', '--pti-steps', '2', '--set', 'pti.lpips_weight=0',
+                                       '--set', 'pti.regularizer_lpips_weight=0', '--set', 'pti.learning_rate=0.01', *QUICK])
+    assert result.exit_code == 0, result.output
+    render = lambda *extra: CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(out / 'latents.npz'),
+                                                      '--device', 'cpu', *extra])
+    assert render('--outdir', str(tmp_path / 'tuned'), '--pti').exit_code == 0
+    assert render('--outdir', str(tmp_path / 'plain')).exit_code == 0
+    load = lambda p: np.asarray(Image.open(p))
+    for stem in ('p0', 'p1', 'p2'):
+        assert np.array_equal(load(tmp_path / 'tuned' / f'{stem}.png'), load(out / 'recon_pti' / f'{stem}.png'))
+        assert np.array_equal(load(tmp_path / 'plain' / f'{stem}.png'), load(out / 'recon' / f'{stem}.png'))
+        assert not np.array_equal(load(tmp_path / 'tuned' / f'{stem}.png'), load(tmp_path / 'plain' / f'{stem}.png'))
+    (out / 'pti' / 'p1.safetensors').unlink()
+    result = render('--outdir', str(tmp_path / 'again'), '--pti')
+    assert result.exit_code == 1 and 'no PTI delta for p1.png' in result.output
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--pti', '--outdir', str(tmp_path / 's')])
+    assert result.exit_code == 2 and '--pti goes with --projected-w' in result.output

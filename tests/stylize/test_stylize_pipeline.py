@@ -215,6 +215,7 @@ def test_pivotal_tuning_blends_the_tuned_base_with_b(work):
     assert entry['pti']['delta'] == 'pti/p0.safetensors' and 'pti' in entry['seconds']
     assert manifest['pti']['num_steps'] == 3 and manifest['pti']['lpips_weight'] == 0  # LPIPS off with the projection's
     G_a, G_b = load_network(work / 'a.pt')['G_ema'], load_network(work / 'b.pt')['G_ema']
+    assert T.delta_paths(out / 'latents.npz', ['p0']) == {'p0': out / 'pti' / 'p0.safetensors'}  # generate --pti
     G_tuned = T.load_tuned_generator(G_a, out / 'pti' / 'p0.safetensors')  # Tied to A's weights.
     data = np.load(out / 'latents.npz')
     ws = torch.from_numpy(data['w'])
