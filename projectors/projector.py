@@ -14,7 +14,6 @@ What differs from NVIDIA's script:
 - Optional MSE and identity terms, an LPIPS early-stopping threshold, bf16 on the CPU.
 """
 
-import contextlib
 import dataclasses
 import hashlib
 import warnings
@@ -143,21 +142,9 @@ def noise_layers(G):
             if getattr(m, 'use_noise', False) and hasattr(m, 'noise_const')}
 
 
-@contextlib.contextmanager
-def per_image_noise(G, noise):
-    """Within the block, `noise_mode='const'` uses `noise[name]` [N, 1, r, r] instead of G's buffers."""
-    layers = noise_layers(G)
-    saved = {}
-    try:
-        for name, tensor in (noise or {}).items():
-            layer = layers[name]
-            misc.assert_shape(tensor, [None, 1, layer.resolution, layer.resolution])
-            saved[name] = layer.noise_const
-            layer.noise_const = tensor
-        yield
-    finally:
-        for name, tensor in saved.items():
-            layers[name].noise_const = tensor
+def noise_inputs(noise):
+    """{'synthesis.b8.conv0': [N, 1, r, r], ...} (our saved layout) -> G.synthesis's `noise_inputs` argument."""
+    return {name[len('synthesis.'):]: maps for name, maps in noise.items()} if noise else None
 
 
 def init_noise(G, generators, device):
@@ -444,8 +431,8 @@ def _gradients(G, loss_fn, cfg, params, index, w_noise, noise, dtype, micro_batc
         sub = index[start:start + micro_batch]
         ws = (w_opt[sub] + w_noise[start:start + micro_batch]).expand(-1, G.num_ws, -1)  # W rows broadcast
         sub_noise = {k: v[sub] for k, v in noise.items()} if noise else None
-        with per_image_noise(G, sub_noise):
-            synth = G.synthesis(ws, noise_mode='const', dtype=dtype, fused_modconv=cfg.fused_modconv)
+        synth = G.synthesis(ws, noise_mode='const', dtype=dtype, fused_modconv=cfg.fused_modconv,
+                            noise_inputs=noise_inputs(sub_noise))
         terms = loss_fn(synth, sub)
         if noise:
             terms['total'] = terms['total'] + cfg.regularize_noise_weight * noise_regularization(sub_noise)
@@ -529,9 +516,8 @@ def render(G, ws, noise=None, noise_mode='const', dtype=None, fused_modconv=Fals
     for start in range(0, ws.shape[0], batch_size):
         sl = slice(start, start + batch_size)
         sub = {k: v[sl].to(device, torch.float32) for k, v in noise.items()} if noise else None
-        with per_image_noise(G, sub):
-            img = G.synthesis(ws[sl].to(device), noise_mode=noise_mode if sub is None else 'const',
-                              dtype=dtype, fused_modconv=fused_modconv)
+        img = G.synthesis(ws[sl].to(device), noise_mode=noise_mode, dtype=dtype, fused_modconv=fused_modconv,
+                          noise_inputs=noise_inputs(sub))
         out.append(img.float())
     return torch.cat(out)
 

@@ -131,8 +131,8 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
     history, steps = [], cfg.num_steps
     for step in range(cfg.num_steps):
         with P._autocast(device, cfg.precision):
-            with P.per_image_noise(G_tuned, noise):
-                synth = G_tuned.synthesis(pivot, noise_mode='const', dtype=dtype, fused_modconv=False)
+            synth = G_tuned.synthesis(pivot, noise_mode='const', dtype=dtype, fused_modconv=False,
+                                      noise_inputs=P.noise_inputs(noise))
             l2 = (synth.float() - target).square().mean()
             lp = lpips_target(synth)[0] if lpips_target is not None else torch.zeros([], device=device)
             loss = cfg.l2_weight * l2 + cfg.lpips_weight * lp

@@ -236,14 +236,18 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1):
+    def forward(self, x, w, noise_mode='random', fused_modconv=True, gain=1, noise_input=None):
+        """noise_input: optional maps [N or 1, 1, r, r] used instead of the noise that noise_mode selects."""
         assert noise_mode in ['random', 'const', 'none'], noise_mode
         misc.assert_shape(x, [None, self.in_channels, self.resolution // self.up, self.resolution // self.up])
         styles = self.affine(w)
         noise = None
-        if self.use_noise and noise_mode == 'random':
+        if self.use_noise and noise_input is not None:
+            misc.assert_shape(noise_input, [None, 1, self.resolution, self.resolution])
+            noise = noise_input.to(x.device, torch.float32) * self.noise_strength
+        elif self.use_noise and noise_mode == 'random':
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
-        if self.use_noise and noise_mode == 'const':
+        elif self.use_noise and noise_mode == 'const':
             noise = self.noise_const * self.noise_strength
         flip_weight = (self.up == 1)
         act_gain = self.act_gain * gain
@@ -353,8 +357,11 @@ class SynthesisBlock(torch.nn.Module):
             return dtype
         return torch.float16 if (self.use_fp16 and x_device.type == 'cuda') else torch.float32
 
-    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, dtype=None, channels_last=None, **layer_kwargs):
+    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, dtype=None, channels_last=None, noise_inputs=None,
+                **layer_kwargs):
+        """noise_inputs: optional {'conv0': maps, 'conv1': maps} for SynthesisLayer's noise_input."""
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
+        noise_inputs = noise_inputs or {}
         w_iter = iter(ws.unbind(dim=1))
         dtype = self.compute_dtype(ws.device, force_fp32, dtype)
         if channels_last is None:
@@ -373,16 +380,17 @@ class SynthesisBlock(torch.nn.Module):
             misc.assert_shape(x, [None, self.in_channels, self.resolution // 2, self.resolution // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)
 
+        n0, n1 = noise_inputs.get('conv0'), noise_inputs.get('conv1')
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, noise_input=n1, **layer_kwargs)
         elif self.architecture == 'resnet':
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, noise_input=n0, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), noise_input=n1, **layer_kwargs)
             x = y.add_(x)
         else:
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, noise_input=n0, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, noise_input=n1, **layer_kwargs)
 
         # Skip architecture: upsample the running image and add this block's RGB (StyleGAN2, Fig. 7b).
         if img is not None:
@@ -462,10 +470,18 @@ class SynthesisNetwork(Persistent):
             w_idx += block.num_conv
         return out
 
-    def forward(self, ws, update_emas=None, **block_kwargs):
+    def forward(self, ws, update_emas=None, noise_inputs=None, **block_kwargs):
+        """noise_inputs: optional {'b8.conv0': [N or 1, 1, 8, 8], ...}, per-image noise maps used instead of the
+        noise that noise_mode selects, for the layers named (an argument, not G's buffers: G stays shareable)."""
+        per_block = {}
+        for name, maps in (noise_inputs or {}).items():
+            block, _, layer = name.partition('.')
+            if block not in {f'b{r}' for r in self.block_resolutions} or layer not in ('conv0', 'conv1'):
+                raise ValueError(f'noise_inputs: no noise layer {name!r} (names look like "b8.conv0")')
+            per_block.setdefault(block, {})[layer] = maps
         x = img = None
         for res, cur_ws in zip(self.block_resolutions, self.block_ws(ws)):
-            x, img = getattr(self, f'b{res}')(x, img, cur_ws, **block_kwargs)
+            x, img = getattr(self, f'b{res}')(x, img, cur_ws, noise_inputs=per_block.get(f'b{res}'), **block_kwargs)
         return img
 
     def extra_repr(self):
