@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from pstyle.cli import main
@@ -13,14 +12,6 @@ from training.synthetic import make_shapes_dataset
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     return str(make_shapes_dataset(tmp_path_factory.mktemp('shapes'), num_images=8, resolution=16))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(*args):

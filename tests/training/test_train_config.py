@@ -1,8 +1,6 @@
 """Presets, option checks and architecture-from-source of `setup_training_config`."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +9,8 @@ import torch
 from training import checkpoint, phases, trainer
 from training.networks import Discriminator, Generator
 from training.train_config import ConfigError, TrainOptions, setup_training_config
+import pstyle_tests_train_helpers as H  # registered by conftest.py
 
-_spec = importlib.util.spec_from_file_location('pstyle_train_helpers', Path(__file__).with_name('train_helpers.py'))
-H = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(H)
 
 INFO256 = dict(name='x', resolution=256, num_channels=3, label_dim=0, size=1000)
 

@@ -1,16 +1,10 @@
 """Data parallel on the CPU: 2 processes (gloo) x batch 2 must train like 1 process x batch 4."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from training import checkpoint, run_dir as rd
 from training.launch import train
-
-_spec = importlib.util.spec_from_file_location('pstyle_train_helpers', Path(__file__).with_name('train_helpers.py'))
-H = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(H)
+import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 # Noise inputs draw from each process's own RNG, and ADA's per-sample draws too: off, so that the
 # two runs see the same numbers. Latents, style mixing, path-length noise, data order and
@@ -19,15 +13,10 @@ NO_NOISE = {'G_kwargs': {'synthesis_kwargs': {'use_noise': False}}}
 
 
 def test_two_processes_match_one(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = H.make_dataset(tmp_path / 'shapes')
-        common = dict(aug='noaug', p=None, kimg=0.016, mbstd=2)
-        one = train(H.tiny_options(tmp_path / 'one', data, gpus=1, **common), echo=False, cfg_overrides=NO_NOISE)
-        two = train(H.tiny_options(tmp_path / 'two', data, gpus=2, **common), echo=False, cfg_overrides=NO_NOISE)
-    finally:
-        torch.set_num_threads(threads)
+    data = H.make_dataset(tmp_path / 'shapes')  # One thread per process (conftest.py): same kernels in both runs.
+    common = dict(aug='noaug', p=None, kimg=0.016, mbstd=2)
+    one = train(H.tiny_options(tmp_path / 'one', data, gpus=1, **common), echo=False, cfg_overrides=NO_NOISE)
+    two = train(H.tiny_options(tmp_path / 'two', data, gpus=2, **common), echo=False, cfg_overrides=NO_NOISE)
     assert two is not None and 'gpus2' in two.parent.name and 'gpus1' in one.parent.name
     a, b = checkpoint.load_network(one), checkpoint.load_network(two)
     sa, sb = rd.load_training_state(one.with_name('training-state-000000.pt')), \

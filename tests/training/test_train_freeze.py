@@ -1,8 +1,6 @@
 """FreezeD / FreezeG: NVIDIA's layer numbering, and frozen tensors bit-identical in G, D and G_ema."""
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,18 +9,7 @@ import torch
 from training import freeze
 from training.networks import Discriminator, Generator
 from training.trainer import Trainer
-
-_spec = importlib.util.spec_from_file_location('pstyle_train_helpers', Path(__file__).with_name('train_helpers.py'))
-H = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(H)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Speed on a shared machine; restored afterwards.
-    yield
-    torch.set_num_threads(threads)
+import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 
 def tiny_D(**kw):

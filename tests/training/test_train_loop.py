@@ -1,6 +1,5 @@
 """The training loop on the CPU with a 16x16 network: files, losses, snapshots, exact resume, NaN stop."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,19 +12,7 @@ from training import checkpoint, run_dir as rd
 from training.launch import train
 from training.loss import StyleGAN2Loss
 from training.phases import NonFiniteError
-
-_spec = importlib.util.spec_from_file_location('pstyle_train_helpers', Path(__file__).with_name('train_helpers.py'))
-H = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(H)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Bit-exact comparisons and speed on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 
 @pytest.fixture(scope='module')

@@ -11,14 +11,6 @@ from training.train_config import TrainOptions
 from training.train_metrics import PixelFeatureExtractor, parse_metric
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Speed on a shared machine; restored afterwards.
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize('name, expected', [
     ('fid50k_full', dict(metrics=['fid'], num_gen=50000, max_real=None, proxy=False)),
     ('fid50k', dict(metrics=['fid'], num_gen=50000, max_real=50000, proxy=False)),
