@@ -1,0 +1,70 @@
+"""Smoke tests of the scripts in benchmarks/ on tiny networks: they run, compare in one run and write their
+rows (timings are never asserted)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from training.networks import Generator
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
+TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=dict(channel_base=256, channel_max=32))
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f'pstyle_tests_{name}', BENCHMARKS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_G(res, device, seed=0):
+    torch.manual_seed(seed)
+    return Generator(**dict(TINY, img_resolution=res)).eval().requires_grad_(False).to(device)
+
+
+def test_bench_projection_rows(tmp_path, monkeypatch):
+    B = load('bench_projection')
+    monkeypatch.setattr(B, 'official_G', tiny_G)
+    out = tmp_path / 'proj.json'
+    result = CliRunner().invoke(B.main, ['--res', '16', '--batch', '2', '--micro-batch', '0,2', '--precision', 'fp32',
+                                         '--steps', '1', '--lpips-steps', '2', '--out', str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())['rows']
+    timed = [r for r in rows if 's_per_step' in r]
+    assert [(r['batch'], r['micro_batch']) for r in timed] == [(2, 0), (2, 2)]
+    assert all(r['s_per_step'] > 0 and r['s_per_img_500'] == r['s_per_step'] * 250 for r in timed)
+    assert rows[-1]['lpips_steps'] == 2 and rows[-1]['lpips_diff'] >= 0
+
+
+def test_bench_stylize_blend_and_pipeline_with_pti(monkeypatch):
+    B = load('bench_stylize')
+    monkeypatch.setattr(B, 'OFFICIAL_1024', dict(TINY))
+    monkeypatch.setattr(B, 'PAPER_256', dict(TINY))
+    blend = B.bench_blend(torch.device('cpu'), repeats=1)
+    assert blend['num_ws'] == 8 and sum(1 for v in blend.values() if isinstance(v, dict) and v['median_s'] >= 0) == 4
+    report = B.bench_pipeline(torch.device('cpu'), steps=1, count=1, pti_steps=1)
+    stages = report['no-align']['per_photo_s']
+    assert report['no-align']['ok'] == 1 and report['pti_steps'] == 1
+    assert {'project', 'pti', 'render'} <= set(stages)
+
+
+def test_bench_training_row():
+    row = load('bench_training').bench('tiny', 16, 4, iters=2, warmup=1, device='cpu', threads=1, aug='noaug')
+    assert row['batch'] == 4 and row['s_per_kimg'] > 0 and row['G_params'] > 0 and row['peak_rss_gb'] > 0
+
+
+def test_bench_metrics_times_ours_and_torch_fidelity(monkeypatch, capsys):
+    """Extraction only (--skip-fid): the end-to-end FID runs take a minute even on 4 images; the metrics
+    tests check FID parity with the reference libraries."""
+    B = load('bench_metrics')
+    monkeypatch.setattr('sys.argv', ['bench_metrics.py', '--n', '4', '--size', '32', '--batch', '2', '--reps', '1',
+                                     '--device', 'cpu', '--skip-fid', '--json'])
+    B.main()
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report['extract_images_per_s']) == {'ours', 'torch-fidelity'}
+    assert all(v > 0 for v in report['extract_images_per_s'].values()) and 'fid_total_s' not in report
