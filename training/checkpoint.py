@@ -185,11 +185,13 @@ def _torch_load(path):
 def _torch_format(path, payload):
     if isinstance(payload, dict) and payload.get('format') == NATIVE_FORMAT:
         return 'native'
-    if isinstance(payload, dict) and any(k in payload for k in ('g_ema', 'g')):
+    from training.convert_rosinality import is_rosinality
+    if is_rosinality(payload):
         return 'rosinality'
     keys = list(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
-    raise CheckpointError(f'{path} is a torch file but not a known network format '
-                          f'(expected a {NATIVE_FORMAT} file or rosinality\'s g_ema/g/d; found {keys})')
+    raise CheckpointError(f'{path} is a torch file but not a known network format (expected a {NATIVE_FORMAT} '
+                          f'file, rosinality\'s g_ema/g/d, a pSp/e4e checkpoint or a bare generator state dict; '
+                          f'found {keys})')
 
 
 def _sniff(path):

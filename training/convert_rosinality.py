@@ -1,6 +1,9 @@
 """rosinality/stylegan2-pytorch checkpoints <-> our networks, through an explicit key map.
 
-rosinality saves plain state dicts: `{'g_ema', 'g', 'd', 'latent_avg', ...}`. The layer arithmetic is
+rosinality saves plain state dicts: `{'g_ema', 'g', 'd', 'latent_avg', ...}`. Projects built on it publish
+the same generator in two more layouts, read here too: pSp/e4e checkpoints (`{'state_dict': {'encoder.*',
+'decoder.*'}, 'latent_avg', 'opts'}`: the decoder is the generator) and a bare generator state dict
+(`style.1.weight`, `input.input`, ... at the top level). The layer arithmetic is
 the same as NVIDIA's (both store raw weights and apply the equalized-lr gains at run time:
 EqualLinear's `weight * lr_mul / sqrt(in)` and `bias * lr_mul` equal FullyConnectedLayer's
 weight_gain/bias_gain; the modulation bias starts at 1 in both; ModulatedConv2d's 1/sqrt(in*k*k)
@@ -250,10 +253,35 @@ def discriminator_from_rosinality(sd, what='rosinality discriminator'):
     return copy_state(D, tensors, what=what, keep_missing=['*resample_filter'])
 
 
+def is_rosinality(payload):
+    """Whether a loaded torch file holds a rosinality generator in one of the layouts above."""
+    return isinstance(payload, dict) and (any(k in payload for k in ('g_ema', 'g')) or
+                                          _psp_decoder(payload) is not None or _is_bare_generator(payload))
+
+
+def _psp_decoder(payload):
+    """The generator state dict inside a pSp/e4e checkpoint (keys `decoder.*` of `state_dict`), or None."""
+    sd = payload.get('state_dict') if isinstance(payload, dict) else None
+    if not isinstance(sd, dict):
+        return None
+    decoder = {k[len('decoder.'):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith('decoder.')}
+    return decoder or None
+
+
+def _is_bare_generator(payload):
+    return all(k in payload for k in ('style.1.weight', 'input.input', 'conv1.conv.weight'))
+
+
 def load_rosinality(payload, source='<rosinality>', lr_mlp=0.01):
-    """{'G_ema', 'G', 'D' when present} from a loaded rosinality checkpoint dict."""
-    if not isinstance(payload, dict) or not any(k in payload for k in ('g_ema', 'g')):
-        raise CheckpointError(f'{source}: not a rosinality checkpoint (no g_ema or g)')
+    """{'G_ema', 'G', 'D' when present} from a loaded rosinality checkpoint dict (any layout above)."""
+    if not is_rosinality(payload):
+        raise CheckpointError(f'{source}: not a rosinality checkpoint (no g_ema or g, no pSp/e4e decoder, '
+                              f'no bare generator state dict)')
+    if 'g_ema' not in payload and 'g' not in payload:
+        # pSp/e4e: the decoder was loaded from a rosinality g_ema and fine-tuned or frozen with the encoder;
+        # its latent_avg is [w_dim] or repeated to [num_ws, w_dim].
+        decoder = _psp_decoder(payload)
+        payload = dict(g_ema=decoder, latent_avg=payload.get('latent_avg')) if decoder else dict(g_ema=payload)
     latent_avg = payload.get('latent_avg')
     out = {}
     for ours, theirs in (('G_ema', 'g_ema'), ('G', 'g')):

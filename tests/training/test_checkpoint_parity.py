@@ -150,3 +150,29 @@ def test_rosinality_round_trip_identical(ros32, fixtures, tmp_path):
     saved = torch.load(path, weights_only=True)
     assert torch.equal(saved['latent_avg'], original['latent_avg'])
     assert all(torch.equal(saved['g_ema'][k], v) for k, v in original['g_ema'].items())
+
+
+@pytest.mark.parametrize('layout', ['psp', 'e4e', 'bare'])
+@torch.no_grad()
+def test_rosinality_generator_in_psp_e4e_and_bare_layouts(ros32, fixtures, tmp_path, layout):
+    """The same generator as published by pSp/e4e (decoder.* inside state_dict, latent_avg [w_dim] or
+    [num_ws, w_dim]) or as a bare state dict gives the fixture's pixels."""
+    _, ref = ros32
+    original = torch.load(fixtures / 'rosinality_32.pt', weights_only=True)
+    g_ema, latent_avg = original['g_ema'], original['latent_avg'].reshape(-1)
+    encoder = {'encoder.input_layer.0.weight': torch.randn(8, 3, 3, 3)}
+    payload = {
+        'psp': dict(state_dict={**encoder, **{f'decoder.{k}': v for k, v in g_ema.items()}}, latent_avg=latent_avg,
+                    opts=dict(encoder_type='GradualStyleEncoder', stylegan_size=32)),
+        'e4e': dict(state_dict={**encoder, **{f'decoder.{k}': v for k, v in g_ema.items()}},
+                    latent_avg=latent_avg.repeat(8, 1), opts=dict(encoder_type='Encoder4Editing')),
+        'bare': g_ema,
+    }[layout]
+    torch.save(payload, tmp_path / f'{layout}.pt')
+    nets = load_network(tmp_path / f'{layout}.pt')
+    G = nets['G_ema']
+    assert nets['format'] == 'rosinality' and 'D' not in nets
+    if layout != 'bare':
+        assert np.array_equal(G.mapping.w_avg.numpy(), ref['mean_latent'][0])
+    z = torch.from_numpy(ref['z'])
+    assert _max_err(G.synthesis(G.mapping(z, None), noise_mode='const'), ref['img']) <= IMG_TOL
