@@ -123,22 +123,15 @@ def _progress(total, enabled):
 
 
 def load_projected_ws(path, G):
-    """W+ latents from an `.npz` (NVIDIA projector key `w`, or our `ws`) or `.npy` file."""
+    """W+ latents from an `.npz` (NVIDIA projector key `w`, or our `ws`), `.npy`, or `.pt` file (e4e/pSp's
+    inference scripts save `{image name: [num_ws, w_dim]}`; a plain tensor works too)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no such latent file')
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f'{path}: not a readable .npz/.npy latent file ({exc})') from exc
-    if isinstance(data, np.lib.npyio.NpzFile):
-        keys = [k for k in ('ws', 'w') if k in data.files]
-        if not keys:
-            raise ValueError(f'{path}: no "ws" or "w" array (found {sorted(data.files)})')
-        ws = data[keys[0]]
-        names = [str(n) for n in data['names']] if 'names' in data.files else None
+    if path.suffix == '.pt':
+        ws, names = _torch_latents(path)
     else:
-        ws, names = data, None
+        ws, names = _numpy_latents(path)
     ws = np.asarray(ws, dtype=np.float32)
     if ws.ndim == 2 and ws.shape[1] == G.w_dim:
         ws = np.repeat(ws[:, None, :], G.num_ws, axis=1)  # W -> W+
@@ -147,6 +140,36 @@ def load_projected_ws(path, G):
     if names is None:
         names = [f'proj{i:02d}' for i in range(len(ws))]
     return torch.from_numpy(ws), names
+
+
+def _torch_latents(path):
+    """(array [N, ...], names or None) from torch.save'd latents, loaded with weights_only (no code runs)."""
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        raise ValueError(f'{path}: not a readable torch latent file ({type(exc).__name__}: {exc})') from exc
+    if isinstance(data, dict) and data and all(torch.is_tensor(v) for v in data.values()):
+        names = [str(k) for k in data]
+        ws = np.stack([v.float().reshape(-1, v.shape[-1]).numpy() for v in data.values()])  # [N, rows, w_dim]
+        return (ws[:, 0] if ws.shape[1] == 1 else ws), names
+    if torch.is_tensor(data):
+        return data.float().numpy(), None
+    raise ValueError(f'{path}: expected a tensor or a dict of tensors {{name: [num_ws, w_dim]}}, '
+                     f'got {type(data).__name__}')
+
+
+def _numpy_latents(path):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f'{path}: not a readable .npz/.npy latent file ({exc})') from exc
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = [k for k in ('ws', 'w') if k in data.files]
+        if not keys:
+            raise ValueError(f'{path}: no "ws" or "w" array (found {sorted(data.files)})')
+        names = [str(n) for n in data['names']] if 'names' in data.files else None
+        return data[keys[0]], names
+    return data, None
 
 
 @torch.no_grad()
