@@ -351,10 +351,11 @@ def _finish_photo(entry, prepared, result, models, projector, styles, style_name
     stem = entry['stem']
     gen.save_image(target, outdir / 'aligned' / f'{stem}.png')
     entry['projection'] = proj_metrics
-    entry['_stage'] = 'pti'
-    G_tuned, pti_info = _timed(entry, 'pti', projector.tune, target, ws, noise, outdir / 'pti' / f'{stem}.safetensors',
-                               dict(name=Path(entry['photo']).name, network_sha256=models.info['base'].get('sha256')))
-    if pti_info is not None:
+    G_tuned = models.G_a
+    if projector.pti_cfg is not None:  # No 'pti' stage time in the manifest when PTI is off.
+        entry['_stage'] = 'pti'
+        G_tuned, pti_info = _timed(entry, 'pti', projector.tune, target, ws, noise, outdir / 'pti' / f'{stem}.safetensors',
+                                   dict(name=Path(entry['photo']).name, network_sha256=models.info['base'].get('sha256')))
         entry['pti'] = dict(pti_info, delta=f'pti/{stem}.safetensors')
     G_a, G_render = photo_generators(models, G_tuned, models.weights, cfg.mapping)
     entry['_stage'] = 'render'
@@ -415,7 +416,8 @@ def _manifest(cfg, models, style_names, entries, scorer, projector):
         version=MANIFEST_VERSION, kind='pstyle stylize', config=cfg.as_dict(), spec_text=cfg.spec.describe(),
         weights=models.weights, networks=dict(base=models.info['base'], styled=models.info['styled']),
         blend=models.info.get('blend'), runtime_differences=models.info.get('runtime_differences', []),
-        projection=projector.cfg.as_dict(), pti=projector.pti_cfg.as_dict() if projector.pti_cfg else None, styles=style_names if style_names != [None] else None,
+        projection=projector.cfg.as_dict(), pti=projector.pti_cfg.as_dict() if projector.pti_cfg else None,
+        styles=style_names if style_names != [None] else None,
         metrics_available=scorer.available if scorer is not None else None,
         notes=scorer.notes if scorer is not None else [],
         seconds=dict(models.info['seconds'], per_photo=stage_means),

@@ -104,7 +104,7 @@ def test_manifest_records_knobs_hashes_and_failures(run, work):
     assert manifest['projection']['num_steps'] == 3
     ok = [e for e in manifest['images'] if e['status'] == 'ok']
     for entry in ok:
-        assert {'align', 'project', 'render'} <= set(entry['seconds'])
+        assert {'align', 'project', 'render'} <= set(entry['seconds']) and 'pti' not in entry['seconds']
         out_entry = entry['outputs'][entry['stem']]
         assert out_entry['image'] == f'{entry["stem"]}.png'
         assert set(out_entry['metrics']) == {'lpips', 'identity'}
