@@ -12,7 +12,7 @@ from stylize import pipeline
 from training import generate as gen
 from training.checkpoint import load_network, save_network
 
-skimage_data = pytest.importorskip('skimage.data', reason='scikit-image provides the test photo (astronaut)')
+import skimage.data as skimage_data  # noqa: E402  (dev extra: the public-domain test photo)
 
 
 @pytest.fixture(scope='module')

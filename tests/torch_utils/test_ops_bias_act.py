@@ -11,7 +11,6 @@ import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/confte
 
 TOLS = naive.TOLS
 ACTS = ['linear', 'relu', 'lrelu', 'tanh', 'sigmoid', 'elu', 'selu', 'softplus', 'swish']
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
 def _away_from_kinks(shape, seed=0, dtype=torch.float64, scale=2.0):
@@ -176,7 +175,6 @@ def _cuda_plugin_or_fail():
 
 
 @pytest.mark.cuda
-@CUDA
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('act', ACTS)
@@ -206,7 +204,6 @@ def test_cuda_matches_ref(act, dtype, memory_format, clamp):
 
 
 @pytest.mark.cuda
-@CUDA
 @pytest.mark.parametrize('act', ACTS)
 def test_cuda_gradcheck_float64(act):
     _cuda_plugin_or_fail()

@@ -11,7 +11,6 @@ from torch_utils.ops import upfirdn2d
 import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
 TOLS = naive.TOLS
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
 FILTERS = {
@@ -90,7 +89,6 @@ def test_bad_arguments(kwargs, match):
 
 
 @pytest.mark.cuda
-@CUDA
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('k,up,down,pad', [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 1), (1, 1, 2, 0), (1, 2, 1, 0)])

@@ -12,7 +12,6 @@ from torch_utils.ops.modulated_conv2d import modulated_conv2d
 import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
 TOLS = naive.TOLS
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 F_BILINEAR = upfirdn2d.setup_filter([1, 3, 3, 1])
 
 
@@ -98,7 +97,6 @@ def test_bad_arguments(args, match):
 
 
 @pytest.mark.cuda
-@CUDA
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('fused', [True, False])

@@ -14,7 +14,6 @@ import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/confte
 
 TOLS = naive.TOLS
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
 def _filters():
@@ -203,7 +202,6 @@ CUDA_CASES = [(fname, pad, up, down) for fname in ['none', 'bilinear4', 'asym2d_
 
 
 @pytest.mark.cuda
-@CUDA
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('fname,pad,up,down', CUDA_CASES)
@@ -228,7 +226,6 @@ def test_cuda_matches_ref(fname, pad, up, down, dtype, memory_format):
 
 
 @pytest.mark.cuda
-@CUDA
 def test_cuda_gradcheck_float64():
     _cuda_plugin_or_fail()
     x = _random_x([1, 2, 5, 6]).cuda().requires_grad_(True)

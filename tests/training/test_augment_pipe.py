@@ -11,7 +11,7 @@ import torch
 
 from training.augment import AugmentPipe, augpipe_specs
 
-DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.cuda)]
 SINGLE = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac', 'brightness', 'contrast',
           'lumaflip', 'hue', 'saturation', 'imgfilter', 'noise', 'cutout']
 
