@@ -48,7 +48,7 @@ def extractors(weights, device):
     """Forward functions uint8 [N,3,H,W] -> pool3, one per implementation (legacy_tf input pipeline)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    from metrics.features import build_inception
+    from pstyle.metrics.features import build_inception
     ours = build_inception(weights, 'legacy_tf', device)
     tfid = FeatureExtractorInceptionV3('inception-v3-compat', ['2048'], feature_extractor_weights_path=weights)
     tfid = tfid.to(device)
@@ -69,7 +69,7 @@ def fid_runs(real, fake, weights, device, batch, workers):
     import torch_fidelity
     from cleanfid import fid as cfid
 
-    from metrics.api import compute_metrics
+    from pstyle.metrics.api import compute_metrics
     clean_fid_patch(weights)
     dev = torch.device(device)
     return {
@@ -100,7 +100,7 @@ def main():
     ap.add_argument('--json', action='store_true')
     args = ap.parse_args()
     warnings.simplefilter('ignore')
-    from metrics.inception import random_inception_state_dict
+    from pstyle.metrics.inception import random_inception_state_dict
     sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
     report = dict(device=args.device, torch=torch.__version__, threads=torch.get_num_threads(), n=args.n,
                   size=args.size, batch=args.batch, cpu=os.cpu_count(),

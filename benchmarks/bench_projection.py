@@ -22,9 +22,9 @@ import time
 import click
 import torch
 
-from projectors import projector as P
-from training.generate import to_uint8
-from training.networks import Generator
+from pstyle.projectors import projector as P
+from pstyle.models.render import to_uint8
+from pstyle.models.networks import Generator
 
 CONFIGS = {512: 32768, 1024: 32768}  # channel_base of the official configs; 16384 up to 256
 
@@ -43,7 +43,7 @@ def make_targets(G, n, seed=1):
 
 
 def load_lpips(device):
-    from metrics.lpips_utils import load_lpips as load
+    from pstyle.metrics.lpips_utils import load_lpips as load
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):
         return load('vgg', device, allow_random_backbone=True)

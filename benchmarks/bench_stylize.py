@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stylize import blend, layer_weights  # noqa: E402
-from training.networks import Generator  # noqa: E402
+from pstyle.stylize import blend, layer_weights  # noqa: E402
+from pstyle.models.networks import Generator  # noqa: E402
 
 OFFICIAL_1024 = dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=1024, img_channels=3,
                      mapping_kwargs=dict(num_layers=8), synthesis_kwargs=dict(channel_base=32768, channel_max=512))
@@ -98,9 +98,9 @@ def _astronaut(folder):
 
 
 def bench_pipeline(device, steps, count, pti_steps=0):
-    from training.checkpoint import save_network
-    from stylize.pipeline import StylizeConfig, stylize_photos
-    from metrics.lpips_utils import backbone_path
+    from pstyle.models.checkpoint import save_network
+    from pstyle.stylize.pipeline import StylizeConfig, stylize_photos
+    from pstyle.metrics.lpips_utils import backbone_path
     have_lpips = backbone_path('vgg').is_file()
     results = dict(device=str(device), config='paper256 (channel_base 16384, channel_max 512)', steps=steps, pti_steps=pti_steps,
                    projection_loss='lpips-vgg' if have_lpips else 'mse (LPIPS-VGG backbone not found)')

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.train_config import TrainOptions, setup_training_config  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+from pstyle.training.train_config import TrainOptions, setup_training_config  # noqa: E402
+from pstyle.training.trainer import Trainer  # noqa: E402
 
 
 def bench(cfg_name, res, batch, iters, warmup, device, threads, aug):

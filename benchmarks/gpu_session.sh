@@ -37,7 +37,7 @@ cat "$OUT/gpu.txt"
 # 1. The CUDA kernels against the reference ops (never run on a GPU before this script was written).
 step cuda_tests 240 python3 -m pytest tests/torch_utils -m cuda -q -x -p no:cacheprovider
 # 2. The networks' fp16 blocks, CUDA paths and fixture parity on the GPU.
-step network_tests 120 python3 -m pytest tests/training/test_networks.py tests/training/test_checkpoint_parity.py -q -p no:cacheprovider
+step network_tests 120 python3 -m pytest tests/models/test_networks.py tests/models/test_checkpoint_parity.py -q -p no:cacheprovider
 # 3. Generator speed: reference ops vs CUDA ops vs fp16, forward and forward+backward.
 step bench_generator 120 python3 -m pstyle bench generator --res 256 --res 1024 --batch 1 --batch 4 --batch 16 --device cuda --json "$OUT/generator.json"
 # 4. Training step at 256^2 (NVIDIA's paper256 comparison point: 21.6-24.2 s/kimg on one V100).

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.launch import train  # noqa: E402
-from training.networks import Generator  # noqa: E402
-from training.synthetic import make_shapes_dataset  # noqa: E402
-from training.train_config import TrainOptions  # noqa: E402
-from training.train_metrics import make_metrics_fn  # noqa: E402
+from pstyle.training.launch import train  # noqa: E402
+from pstyle.models.networks import Generator  # noqa: E402
+from pstyle.datasets.synthetic import make_shapes_dataset  # noqa: E402
+from pstyle.training.train_config import TrainOptions  # noqa: E402
+from pstyle.training.train_metrics import make_metrics_fn  # noqa: E402
 
 
 def main():

@@ -1,6 +1,5 @@
 """Python API of the metrics; `pstyle metrics` is a thin shell over `compute_metrics`.
 
-    from metrics.api import compute_metrics
     out = compute_metrics(['fid', 'kid'], real='data/style', fake='out/stylized')
     out['fid'], out['kid_mean'], out['kid_std'], out['meta']['protocol']
 
@@ -24,9 +23,13 @@ from .distributed import gather_rows, rank_world
 from .features import build_inception, build_vgg16
 from .fid_kid import fid_from_features, kid_from_features
 from .inception_score import inception_score
-from .inputs import InputError, NetworkSource, iter_batches, open_images
+from .inputs import NetworkSource, iter_batches, open_images
 from .precision_recall import precision_recall
 from .resize import DEFAULT_PROTOCOL, check_protocol
+from .lpips_utils import load_lpips
+from .ppl import compute_ppl
+from .pairwise import pairwise_metrics
+
 
 METRICS = ('fid', 'kid', 'pr', 'is', 'ppl', 'lpips', 'id')
 PAIRWISE = ('lpips', 'id')
@@ -77,11 +80,6 @@ def source_features(source, extractor, features, batch_size=64, num_workers=None
         stats_cache.save(key, result)
     return result
 
-
-def _open(path, what):
-    if path is None:
-        raise InputError(f'this metric needs {what}')
-    return open_images(path)
 
 
 def _check_request(metrics, real, fake, network):
@@ -154,8 +152,6 @@ def compute_metrics(metrics, real=None, fake=None, network=None, num_gen=50000, 
         out.update(v)
         records.append(_record('pr', v, dict(meta, **vgg.info()), dict(num_real=n_real, num_gen=len(fg), pr_k=pr_k)))
     if 'ppl' in metrics:
-        from .lpips_utils import load_lpips
-        from .ppl import compute_ppl
         lp = lpips_model or load_lpips('vgg', device)
         rank, world = rank_world()
         with _progress(ppl_samples, 'ppl', progress and rank == 0) as bar:
@@ -168,7 +164,6 @@ def compute_metrics(metrics, real=None, fake=None, network=None, num_gen=50000, 
         records.append(_record('ppl', v, meta, extra))
     pair = [m for m in metrics if m in PAIRWISE]
     if pair:
-        from .pairwise import pairwise_metrics
         res = pairwise_metrics(real_src, gen_src, pair, lpips_net=lpips_net, identity_model=identity_model,
                                arcface_weights=arcface_weights, device=device, lpips_model=lpips_model,
                                embedder=embedder, progress=progress)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metrics.weights import load_checked_state_dict
+from pstyle.metrics.weights import load_checked_state_dict
 
 # IR-50 stages: (in_channels, depth, units); the first unit of each stage has stride 2.
 IR50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))

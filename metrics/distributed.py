@@ -3,7 +3,7 @@
 import torch
 import torch.distributed as dist
 
-from torch_utils import distributed as D
+from pstyle.torch_utils import distributed as D
 
 
 def rank_world():

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from . import weights as W
+from .arcface import load_arcface
+from .arcface import arcface_input
 
 DLIB_FILES = ('dlib_face_recognition_resnet_model_v1.dat', 'shape_predictor_5_face_landmarks.dat')
 
@@ -73,7 +75,6 @@ class ArcFaceEmbedder:
     name = 'arcface_ir_se50'
 
     def __init__(self, weights=None, device='cpu', detect: bool = True):
-        from .arcface import load_arcface
         path = W.resolve_weights(W.ARCFACE_IRSE50, path=weights, download=False)
         self.net, self.device = load_arcface(path, device), device
         self.detector = _dlib().get_frontal_face_detector() if detect and importlib.util.find_spec('dlib') else None
@@ -82,7 +83,6 @@ class ArcFaceEmbedder:
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor):
-        from .arcface import arcface_input
         emb = self.net(arcface_input(images).to(self.device)).cpu().double().numpy()
         found = np.ones(len(images), bool)
         if self.detector is not None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from metrics.weights import load_checked_state_dict
+from pstyle.metrics.weights import load_checked_state_dict
 
 
 class ConvBN(nn.Module):

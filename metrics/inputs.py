@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pstyle.models.checkpoint import load_network
+
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 NOTE_TEXT = {
     'grayscale': 'grayscale image; the channel is repeated to RGB',
@@ -252,7 +254,6 @@ class NetworkSource:
             if isinstance(self.network, torch.nn.Module):
                 G = self.network
             else:
-                from training.checkpoint import load_network  # lazy: only when a network is used
                 G = load_network(self.network, device='cpu')['G_ema']
             self._G = G.eval().requires_grad_(False).to(self.device)
             if self._G.c_dim and self.class_idx is not None and not 0 <= self.class_idx < self._G.c_dim:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from .identity import IdentityAccumulator, build_embedder
 from .inputs import InputError, pair_by_name
+from .lpips_utils import load_lpips, lpips_distance
 
 
 def _load_pair(photos, stylized, i, j):
@@ -34,7 +35,6 @@ def pairwise_metrics(photos, stylized, metrics=('lpips', 'id'), lpips_net='vgg',
     info = {}
     lp = emb = None
     if 'lpips' in metrics:
-        from .lpips_utils import load_lpips, lpips_distance
         lp = lpips_model or load_lpips(lpips_net, device)
         info.update(getattr(lp, 'pstyle_info', {}))
     if 'id' in metrics:

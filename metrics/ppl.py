@@ -15,6 +15,7 @@ import copy
 
 import numpy as np
 import torch
+from .distributed import gather_rows
 
 
 def slerp(a, b, t):
@@ -108,6 +109,5 @@ def compute_ppl(G, lpips_model, num_samples=50000, epsilon=1e-4, space='w', samp
         if progress is not None:
             progress.update(min(step, num_samples - start))
     dist = torch.cat(dists) if dists else torch.zeros(0, dtype=torch.float64)
-    from .distributed import gather_rows
     dist = gather_rows(dist.unsqueeze(1), torch.tensor(order), num_samples).squeeze(1).numpy()
     return filtered_mean(dist), dist

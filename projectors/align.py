@@ -23,7 +23,7 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-from projectors.image_io import ImageLoadError, list_images, load_image, to_rgb
+from pstyle.projectors.image_io import ImageLoadError, list_images, load_image, to_rgb
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_ENV = 'PSTYLE_DLIB_LANDMARKS'

@@ -20,11 +20,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from projectors import projector as P
-from torch_utils import misc
+from pstyle.projectors import projector as P
+from pstyle.models import deltas, latents
+from pstyle.torch_utils import misc
+from pstyle.projectors.image_io import list_images
+from pstyle.projectors.align import load_image
+from pstyle.projectors.align import align_face
+from pstyle.projectors.align import load_transform
+from pstyle.projectors import pti
+from pstyle.models.render import to_uint8
 
-LATENTS_FORMAT = 'pstyle-latents'
-LATENTS_VERSION = 1
 METRICS_FORMAT = 'pstyle-projection-metrics'
 CROPS = ('none', 'center')
 
@@ -42,7 +47,6 @@ class ProjectionRunError(RuntimeError):
 
 def list_inputs(inputs):
     """A folder (its images, sorted), one file, or a list of files/folders -> list of Paths."""
-    from projectors.image_io import list_images  # noqa: PLC0415
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files = []
     for item in map(Path, items):
@@ -84,7 +88,6 @@ def shard(items, rank, world_size):
 
 def load_target(path, resolution, channels=3, crop='none', min_size=None):
     """Image file -> uint8 [H, W, C] at `resolution`. Raises ImageLoadError/TargetError naming the file."""
-    from projectors.align import load_image  # noqa: PLC0415
     if crop not in CROPS:
         raise ValueError(f'crop must be one of {CROPS}, got {crop!r}')
     img = load_image(path)
@@ -108,7 +111,6 @@ def load_target(path, resolution, channels=3, crop='none', min_size=None):
 
 def aligned_target(path, resolution, channels=3, **align_kwargs):
     """FFHQ-align the largest face (projectors.align) -> (uint8 [H, W, C], transform record)."""
-    from projectors.align import align_face  # noqa: PLC0415
     face = align_face(path, size=resolution, **align_kwargs)[0]
     face.transform['source'] = os.fspath(Path(path).resolve())
     arr = np.array(face.image.convert('L' if channels == 1 else 'RGB'), dtype=np.uint8)
@@ -120,7 +122,6 @@ def sidecar_transform(path):
     side = Path(path).with_suffix('.json')
     if not side.is_file():
         return None
-    from projectors.align import load_transform  # noqa: PLC0415
     try:
         return load_transform(side)
     except ValueError:
@@ -130,54 +131,8 @@ def sidecar_transform(path):
 # ----------------------------------------------------------------------------
 # latents.npz
 
-def _atomic(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_latents(path, names, ws, noise=None, space='w+', alignment=None, meta=None):
-    """Write latents.npz (see the module docstring); `w` duplicates `ws` for NVIDIA's generate.py."""
-    ws = np.asarray(ws, dtype=np.float32)
-    assert ws.ndim == 3 and len(names) == len(ws), (ws.shape, len(names))
-    meta = dict(meta or {})
-    arrays = dict(ws=ws, w=ws, names=np.array(list(names), dtype=str), space=np.array(space),
-                  format=np.array(LATENTS_FORMAT), version=np.array(LATENTS_VERSION),
-                  network_sha256=np.array(meta.get('network_sha256') or ''),
-                  weights_sha256=np.array(meta.get('weights_sha256') or ''),
-                  settings=np.array(json.dumps(meta.get('settings', {}), sort_keys=True)),
-                  alignment=np.array([json.dumps(a) if a else '' for a in (alignment or [None] * len(ws))], dtype=str))
-    for name, maps in (noise or {}).items():
-        arrays[P.NOISE_PREFIX + name] = np.asarray(maps, dtype=np.float32).reshape(len(ws), *np.shape(maps)[-2:])
-
-    def write(tmp):
-        with open(tmp, 'wb') as f:
-            np.savez(f, **arrays)
-    _atomic(path, write)
-
-
-def load_latents(path):
-    """latents.npz -> dict(names, ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, space,
-    network_sha256, weights_sha256, settings dict, alignment list of dict/None)."""
-    with np.load(path, allow_pickle=False) as data:
-        if 'format' not in data.files or str(data['format']) != LATENTS_FORMAT:
-            raise ValueError(f'{path}: not a latents file written by pstyle project')
-        noise = {k[len(P.NOISE_PREFIX):]: torch.from_numpy(data[k])[:, None]
-                 for k in data.files if k.startswith(P.NOISE_PREFIX)}
-        return dict(names=[str(n) for n in data['names']], ws=torch.from_numpy(data['ws']), noise=noise or None,
-                    space=str(data['space']), network_sha256=str(data['network_sha256']) or None,
-                    weights_sha256=str(data['weights_sha256']) or None, settings=json.loads(str(data['settings'])),
-                    alignment=[json.loads(a) if a else None for a in data['alignment']])
-
-
 def _write_json(path, obj):
-    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=False) + '\n'))
+    latents._atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=False) + '\n'))
 
 
 # ----------------------------------------------------------------------------
@@ -201,7 +156,7 @@ class RunState:
     def save(self):
         if self.names:
             noise = {k: torch.stack(v) for k, v in self.noise.items()} if self.noise else None
-            save_latents(self.folder / 'latents.npz', self.names, torch.stack(self.ws), noise,
+            latents.save_latents(self.folder / 'latents.npz', self.names, torch.stack(self.ws), noise,
                          self.meta['settings']['project']['space'], self.alignment, self.meta)
         _write_json(self.folder / 'metrics.json', self.metrics_doc())
 
@@ -220,7 +175,7 @@ class RunState:
         lat, met = self.folder / 'latents.npz', self.folder / 'metrics.json'
         if not lat.is_file():
             return
-        old = load_latents(lat)
+        old = latents.load_latents(lat)
         doc = json.loads(met.read_text()) if met.is_file() else dict(images={}, failed={})
         same_settings = _comparable(old['settings']) == _comparable(self.meta['settings'])
         if old['weights_sha256'] != self.meta['weights_sha256'] or not same_settings:
@@ -253,7 +208,7 @@ def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpip
     keys = unique_keys(files)
     settings = dict(project=cfg.as_dict(), pti=pti_cfg.as_dict() if pti_cfg else None, align=bool(align), crop=crop,
                     batch_size=batch_size, lpips=getattr(lpips_model, 'pstyle_info', None) if lpips_model else None)
-    meta = dict(network_sha256=network_sha256, weights_sha256=P.weights_sha256(G), settings=settings)
+    meta = dict(network_sha256=network_sha256, weights_sha256=deltas.weights_sha256(G), settings=settings)
     part = outdir if world_size == 1 else outdir / 'shards' / f'rank{rank:02d}'
     state = RunState(part, meta)
     if resume:
@@ -333,7 +288,6 @@ def _project_batch(run, batch, state):
 
 
 def _run_pti(run, b, ws, noise):
-    from projectors import pti  # noqa: PLC0415
     G, outdir = run['G'], run['outdir']
     target = torch.from_numpy(b['image']).permute(2, 0, 1)[None]
     noise1 = {name: v[None] for name, v in noise.items()} if noise else None
@@ -357,7 +311,6 @@ def _save_png(path, array, root):
 
 def _video_callback(frames, targets, every, max_side=256):
     """Collect [target | current render] frames every `every` steps, at most max_side pixels high."""
-    from training.generate import to_uint8  # noqa: PLC0415
     side = min(targets.shape[2], max_side)
     small_targets = to_uint8(_shrink(targets.float() / 127.5 - 1, side))  # [N, side, side, C]
 
@@ -407,7 +360,7 @@ def merge_shards(outdir, world_size, order):
     rows = {}
     for p in parts:
         if (p / 'latents.npz').is_file():
-            lat = load_latents(p / 'latents.npz')
+            lat = latents.load_latents(p / 'latents.npz')
             for k, name in enumerate(lat['names']):
                 rows[name] = (lat, k)
     images = {n: m for d in docs for n, m in d['images'].items()}

@@ -15,14 +15,18 @@ What differs from NVIDIA's script:
 """
 
 import dataclasses
-import hashlib
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_utils import cpu_features, misc
+from pstyle.models.latents import noise_layers
+from pstyle.models.render import noise_inputs, render
+from pstyle.torch_utils import cpu_features, misc
+from pstyle.metrics import arcface, weights as W
+from pstyle.metrics.lpips_utils import load_lpips
+from pstyle.models.render import to_uint8
 
 SPACES = ('w', 'w+')
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -132,20 +136,8 @@ def compute_w_stats(G, num_samples=10000, seed=123, device=None):
 
 
 # ----------------------------------------------------------------------------
-# Per-image noise maps. SynthesisLayer multiplies its `noise_const` buffer by `noise_strength`
-# with broadcasting, so swapping the [r, r] buffer for an [N, 1, r, r] tensor feeds each image
-# its own map through the unmodified network.
-
-def noise_layers(G):
-    """{'synthesis.b8.conv0': SynthesisLayer, ...} for every layer with a noise input, in order."""
-    return {f'synthesis.{name}': m for name, m in G.synthesis.named_modules()
-            if getattr(m, 'use_noise', False) and hasattr(m, 'noise_const')}
-
-
-def noise_inputs(noise):
-    """{'synthesis.b8.conv0': [N, 1, r, r], ...} (our saved layout) -> G.synthesis's `noise_inputs` argument."""
-    return {name[len('synthesis.'):]: maps for name, maps in noise.items()} if noise else None
-
+# Per-image noise maps: [N, 1, r, r] tensors passed to G.synthesis as `noise_inputs` (see
+# models.render.noise_inputs), so each image gets its own map and G's buffers are never touched.
 
 def init_noise(G, generators, device):
     """Fresh unit Gaussian maps {name: [N, 1, r, r]}, image k drawn from generators[k]."""
@@ -297,7 +289,6 @@ class ArcFaceIdentity:
 def load_identity_model(device, weights=None):
     """(ArcFaceIdentity, None), or (None, note) when ArcFace weights or code are unavailable."""
     try:
-        from metrics import arcface, weights as W  # noqa: PLC0415 -- optional
         path = W.resolve_weights(W.ARCFACE_IRSE50, path=weights, download=False)
         return ArcFaceIdentity(arcface.load_arcface(path, device)), None
     except Exception as e:  # noqa: BLE001 -- any failure just disables the optional term
@@ -306,7 +297,6 @@ def load_identity_model(device, weights=None):
 
 def default_lpips(device):
     """LPIPS-VGG through `metrics.lpips_utils.load_lpips` (a clear error when weights are missing)."""
-    from metrics.lpips_utils import load_lpips  # noqa: PLC0415
     return load_lpips(net='vgg', device=device)
 
 
@@ -499,63 +489,10 @@ def _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run
                  stopped_early=bool(steps_run[k] < cfg.num_steps))
         m.update({key: float(v[k]) for key, v in final.items()})
         metrics.append(m)
-    from training.generate import to_uint8  # noqa: PLC0415
     noise_out = {k: v.detach().float().cpu() for k, v in noise.items()} if noise else None
     return ProjectionResult(ws=ws.float().cpu(), noise=noise_out, images=to_uint8(synth), metrics=metrics,
                             history=history, notes=notes)
 
 
-@torch.no_grad()
-def render(G, ws, noise=None, noise_mode='const', dtype=None, fused_modconv=False, batch_size=None):
-    """W+ [N, num_ws, w_dim] (+ per-image noise {layer: [N, 1, r, r]}) -> float images [N, C, H, W]."""
-    device = misc.device_of(G)
-    ws = torch.as_tensor(ws, dtype=torch.float32)
-    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
-    batch_size = batch_size or max(1, ws.shape[0])
-    out = []
-    for start in range(0, ws.shape[0], batch_size):
-        sl = slice(start, start + batch_size)
-        sub = {k: v[sl].to(device, torch.float32) for k, v in noise.items()} if noise else None
-        img = G.synthesis(ws[sl].to(device), noise_mode=noise_mode, dtype=dtype, fused_modconv=fused_modconv,
-                          noise_inputs=noise_inputs(sub))
-        out.append(img.float())
-    return torch.cat(out)
-
-
 # ----------------------------------------------------------------------------
-# Saved noise, for `pstyle generate --projected-w` (see project_folder.save_latents for the format).
-
-NOISE_PREFIX = 'noise/'
-
-
-def load_projected_noise(path, G):
-    """{layer: float32 [N, 1, r, r]} from a latents.npz written by `pstyle project`, or None."""
-    with np.load(path, allow_pickle=False) as data:
-        keys = [k for k in data.files if k.startswith(NOISE_PREFIX)]
-        if not keys:
-            return None
-        layers = noise_layers(G)
-        noise = {}
-        for key in keys:
-            name = key[len(NOISE_PREFIX):]
-            if name not in layers:
-                raise ValueError(f'{path}: noise map {name} has no matching layer in this network')
-            r = layers[name].resolution
-            arr = np.asarray(data[key], dtype=np.float32)
-            if arr.ndim != 3 or arr.shape[1:] != (r, r):
-                raise ValueError(f'{path}: noise map {name} has shape {list(arr.shape)}, expected [N, {r}, {r}]')
-            noise[name] = torch.from_numpy(arr)[:, None]  # [N, 1, r, r]
-    missing = sorted(set(layers) - set(noise))
-    if missing:
-        raise ValueError(f'{path}: noise maps missing for {", ".join(missing)}')
-    return noise
-
-
-def weights_sha256(module):
-    """sha256 over every parameter and buffer (name, dtype, shape, bytes), independent of the file format."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+# (Saved noise maps are read by models.latents.load_projected_noise.)

@@ -15,20 +15,15 @@ of N faces costs N small files rather than N generator copies.
 import copy
 import dataclasses
 import fnmatch
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from projectors import projector as P
-from torch_utils import misc
-
-DELTA_FORMAT = 'pstyle-pti-delta'
-DELTA_VERSION = 1
-DELTA_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-
+from pstyle.projectors import projector as P
+from pstyle.models import deltas as D
+from pstyle.models import render as R
+from pstyle.torch_utils import misc
 
 @dataclasses.dataclass
 class PTIConfig:
@@ -57,8 +52,8 @@ class PTIConfig:
             raise ValueError(f'PTI learning_rate must be > 0, got {self.learning_rate}')
         if self.locality_regularization_interval < 1 or self.latent_ball_num_of_samples < 1:
             raise ValueError('locality_regularization_interval and latent_ball_num_of_samples must be >= 1')
-        if self.delta_dtype not in DELTA_DTYPES:
-            raise ValueError(f'delta_dtype must be one of {", ".join(DELTA_DTYPES)}, got {self.delta_dtype!r}')
+        if self.delta_dtype not in D.DELTA_DTYPES:
+            raise ValueError(f'delta_dtype must be one of {", ".join(D.DELTA_DTYPES)}, got {self.delta_dtype!r}')
         if self.precision not in P.PRECISIONS:
             raise ValueError(f'precision must be one of {P.PRECISIONS}, got {self.precision!r}')
         if isinstance(self.trainable, str):
@@ -132,7 +127,7 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
     for step in range(cfg.num_steps):
         with P._autocast(device, cfg.precision):
             synth = G_tuned.synthesis(pivot, noise_mode='const', dtype=dtype, fused_modconv=False,
-                                      noise_inputs=P.noise_inputs(noise))
+                                      noise_inputs=R.noise_inputs(noise))
             l2 = (synth.float() - target).square().mean()
             lp = lpips_target(synth)[0] if lpips_target is not None else torch.zeros([], device=device)
             loss = cfg.l2_weight * l2 + cfg.lpips_weight * lp
@@ -152,15 +147,15 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
 
 
 def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, meta=None):
-    """`tune` one image, then write its delta to `path` (see `save_delta`).
+    """`tune` one image, then write its delta to `path` (see `models.deltas.save_delta`).
 
-    Returns (G_tuned, dict(steps, seconds, delta_bytes)); `base_sha256` is `projector.weights_sha256(G)`.
+    Returns (G_tuned, dict(steps, seconds, delta_bytes)); `base_sha256` is `models.deltas.weights_sha256(G)`.
     """
     start = time.time()
     G_tuned, info = tune(G, target, ws, noise, cfg, lpips_model)
-    delta = compute_delta(G, G_tuned, cfg.delta_dtype)
-    save_delta(path, delta, base_sha256, meta)
-    return G_tuned, dict(steps=info['steps'], seconds=time.time() - start, delta_bytes=delta_nbytes(delta))
+    delta = D.compute_delta(G, G_tuned, cfg.delta_dtype)
+    D.save_delta(path, delta, base_sha256, meta)
+    return G_tuned, dict(steps=info['steps'], seconds=time.time() - start, delta_bytes=D.delta_nbytes(delta))
 
 
 def locality_loss(G_orig, G_tuned, pivot, cfg, lpips_model, generator, dtype):
@@ -178,111 +173,12 @@ def locality_loss(G_orig, G_tuned, pivot, cfg, lpips_model, generator, dtype):
 # ----------------------------------------------------------------------------
 # Weight deltas.
 
-@torch.no_grad()
-def compute_delta(G_base, G_tuned, dtype='fp32'):
-    """{name: tuned - base} for every parameter that changed, stored in `dtype` (fp32, fp16, bf16)."""
-    if dtype not in DELTA_DTYPES:
-        raise ValueError(f'delta dtype must be one of {", ".join(DELTA_DTYPES)}, got {dtype!r}')
-    base = dict(G_base.named_parameters())
-    delta = {}
-    for name, tensor in G_tuned.named_parameters():
-        if name not in base or base[name].shape != tensor.shape:
-            raise ValueError(f'the tuned network does not match the base network at {name}')
-        if not torch.equal(tensor, base[name]):
-            delta[name] = (tensor.float() - base[name].float()).to(DELTA_DTYPES[dtype]).cpu().contiguous()
-    return delta
-
-
-@torch.no_grad()
-def apply_delta(G, delta, base_sha256=None):
-    """Add a delta to G's parameters in place (checks the base network when `base_sha256` is given)."""
-    if base_sha256 is not None:
-        actual = P.weights_sha256(G)
-        if actual != base_sha256:
-            raise ValueError(f'this delta was made for the network with weights sha256 {base_sha256[:16]}..., '
-                             f'but the given network has {actual[:16]}...: load the same base network')
-    params = dict(G.named_parameters())
-    bad = [n for n in delta if n not in params or params[n].shape != delta[n].shape]
-    if bad:
-        raise ValueError(f'the delta does not fit this network: {", ".join(bad[:5])}')
-    for name, d in delta.items():
-        p = params[name]
-        p.copy_((p.float() + d.to(p.device, torch.float32)).to(p.dtype))
-    return G
-
-
-def save_delta(path, delta, base_sha256, meta=None):
-    """Write a delta as `.safetensors` (default) or `.pt` (a plain dict, loadable with weights_only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = dict(format=DELTA_FORMAT, version=DELTA_VERSION, base_weights_sha256=base_sha256, meta=meta or {})
-    tmp = path.with_name(path.name + '.tmp')
-    if path.suffix == '.pt':
-        torch.save(dict(info=json.dumps(info), delta=delta), tmp)
-    else:
-        from safetensors.torch import save_file  # noqa: PLC0415
-        save_file(delta, str(tmp), metadata=dict(pstyle=json.dumps(info)))
-    tmp.replace(path)
-    return path
-
-
-def load_delta(path):
-    """(delta {name: tensor}, info dict with base_weights_sha256 and meta) from `save_delta`'s file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such PTI delta file')
-    try:
-        if path.suffix == '.pt':
-            payload = torch.load(path, map_location='cpu', weights_only=True)
-            info, delta = json.loads(payload['info']), payload['delta']
-        else:
-            from safetensors import safe_open  # noqa: PLC0415
-            with safe_open(str(path), framework='pt') as f:
-                info = json.loads((f.metadata() or {})['pstyle'])
-                delta = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 -- any decoding problem is the same error for the user
-        raise ValueError(f'{path}: not a PTI delta file ({type(e).__name__}: {e})') from e
-    if info.get('format') != DELTA_FORMAT:
-        raise ValueError(f'{path}: not a PTI delta file (format {info.get("format")!r})')
-    return delta, info
-
-
-def load_tuned_generator(G, path):
-    """A copy of G with the PTI delta at `path` applied (the base network is checked)."""
-    delta, info = load_delta(path)
-    return apply_delta(copy.deepcopy(G), delta, base_sha256=info['base_weights_sha256'])
-
-
-def delta_paths(latents_path, names):
-    """{name: PTI delta file} for the latents of a `pstyle project` or `pstyle stylize` run.
-
-    `pstyle project` lists each image's delta in the metrics.json beside latents.npz; `pstyle stylize`
-    names them pti/<name>.safetensors there. A name without a delta is an error naming it.
-    """
-    folder = Path(latents_path).parent
-    listed = {}
-    if (folder / 'metrics.json').is_file():
-        images = json.loads((folder / 'metrics.json').read_text()).get('images', {})
-        listed = {n: folder / e['pti']['delta'] for n, e in images.items() if isinstance(e.get('pti'), dict)}
-    paths = {n: listed.get(n, folder / 'pti' / f'{Path(n).stem}.safetensors') for n in names}
-    missing = [n for n, p in paths.items() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f'no PTI delta for {", ".join(missing[:5])} beside {latents_path} '
-                                f'(project with --pti or --preset best, or render without --pti)')
-    return paths
-
-
-def delta_nbytes(delta):
-    return int(sum(t.numel() * t.element_size() for t in delta.values()))
-
-
 def pti_metrics(G_tuned, target, ws, noise, lpips_model, resolution=256):
     """Final fp32 LPIPS / MSE of the tuned generator's render of the pivot, and the render (uint8)."""
-    from training.generate import to_uint8  # noqa: PLC0415
     device = misc.device_of(G_tuned)
     target = P.targets_to_float(torch.as_tensor(target).reshape(1, *np.shape(target)[-3:]), G_tuned, device)
-    synth = P.render(G_tuned, torch.as_tensor(ws).reshape(1, G_tuned.num_ws, G_tuned.w_dim), noise)
+    synth = R.render(G_tuned, torch.as_tensor(ws).reshape(1, G_tuned.num_ws, G_tuned.w_dim), noise)
     out = dict(mse=float((synth - target).square().mean()), lpips=None)
     if lpips_model is not None:
         out['lpips'] = float(P.LPIPSDistance(lpips_model, target, resolution)(synth)[0])
-    return out, to_uint8(synth)[0]
+    return out, R.to_uint8(synth)[0]

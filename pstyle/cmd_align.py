@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from projectors import align as A
-from projectors.image_io import ImageLoadError
+from pstyle.projectors import align as A
+from pstyle.projectors.image_io import ImageLoadError
 
 _USER_ERRORS = (A.AlignError, ImageLoadError, ValueError)
 

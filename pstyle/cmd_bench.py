@@ -4,6 +4,8 @@ import json
 
 import click
 
+from pstyle.models.bench import bench_generator
+
 
 @click.group()
 def bench():
@@ -20,7 +22,6 @@ def bench():
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Also write the rows as JSON.')
 def generator(resolutions, batch_sizes, device, repeat, no_backward, include_slow, json_path):
     """Generator forward / forward+backward images/s: baseline (NVIDIA's order), ours fp32, ours bf16/fp16."""
-    from training.bench import bench_generator
     rows = []
     for res in resolutions:
         rows += bench_generator(int(res), batch_sizes, device, repeat, backward=not no_backward, log=click.echo,

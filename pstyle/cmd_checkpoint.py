@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from training import checkpoint as C
+from pstyle.models import checkpoint as C
 
 
 @click.command()

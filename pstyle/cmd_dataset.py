@@ -2,7 +2,8 @@
 
 import click
 
-from training import dataset_tool
+from pstyle.datasets import dataset_tool
+from pstyle.datasets.synthetic import make_shapes_dataset
 
 
 @click.command('dataset')
@@ -47,7 +48,6 @@ def _synthetic(dest, resolution, num_images, resize_filter, progress):
     """Generate the shapes set into a temporary folder, then convert it like any source."""
     import tempfile
 
-    from training.synthetic import make_shapes_dataset
     with tempfile.TemporaryDirectory() as tmp:
         make_shapes_dataset(tmp, num_images=num_images, resolution=resolution)
         dataset_tool.convert_dataset(tmp, dest, resolution=resolution, resize_filter=resize_filter,

@@ -5,11 +5,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from training import generate as gen
+from pstyle.models import render as gen
+from pstyle.models.checkpoint import load_network
 
 
 def _load_G(network, device):
-    from training.checkpoint import load_network
     device = gen.pick_device(device)
     G = load_network(network, device=device)['G_ema']
     return G.eval().requires_grad_(False).to(device)

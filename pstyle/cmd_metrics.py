@@ -4,6 +4,11 @@ import json
 
 import click
 
+from pstyle.metrics.api import compute_metrics
+from pstyle.metrics.distributed import init_from_env, rank_world
+from pstyle.metrics.inputs import InputError
+from pstyle.metrics.weights import WeightsNotFoundError
+
 
 def _csv(ctx, param, value):
     return [v.strip() for v in value.split(',') if v.strip()]
@@ -56,10 +61,6 @@ def metrics(metric_names, as_json, **kwargs):
       pstyle metrics --metrics lpips,id --real photos/ --fake stylized/ --json
     Run with torchrun --nproc_per_node N -m pstyle.cli metrics ... for several GPUs.
     """
-    from metrics.api import compute_metrics
-    from metrics.distributed import init_from_env, rank_world
-    from metrics.inputs import InputError
-    from metrics.weights import WeightsNotFoundError
     device = init_from_env(kwargs.pop('device'))  # joins torchrun's process group when WORLD_SIZE > 1
     try:
         out = compute_metrics(metric_names, device=device, progress=not as_json, **kwargs)

@@ -5,7 +5,13 @@ from pathlib import Path
 
 import click
 
-from projectors import projector as P
+from pstyle.projectors import projector as P
+from pstyle.projectors import pti as T
+from pstyle.torch_utils import distributed as D
+from pstyle.projectors import project_folder as PF
+from pstyle.metrics.weights import file_sha256
+from pstyle.models import render as gen
+from pstyle.models.checkpoint import load_network
 
 
 def _parse_sets(pairs):
@@ -27,7 +33,6 @@ def _parse_sets(pairs):
 
 def build_configs(preset, overrides, pti_flag, pti_overrides):
     """(ProjectConfig, PTIConfig or None) from a preset, explicit options and --set pairs."""
-    from projectors import pti as T
     cfg = P.preset_config(preset, **overrides)
     pti_preset = P.PRESETS[preset]['pti']
     use_pti = (pti_preset is not None) if pti_flag is None else pti_flag
@@ -40,7 +45,6 @@ def build_configs(preset, overrides, pti_flag, pti_overrides):
 
 def _distributed(device):
     """(rank, world_size, device, barrier) from torchrun's environment; (0, 1, device, None) otherwise."""
-    from torch_utils import distributed as D
     if int(os.environ.get('WORLD_SIZE', '1')) == 1:
         return 0, 1, device, None
     # Rank 0 waits at the final barrier while slower ranks finish: allow hours, not the 30-minute default.
@@ -91,7 +95,6 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
       torchrun --nproc_per_node 4 -m pstyle project --network ffhq -i aligned/ --outdir proj/
       pstyle generate --network ffhq --projected-w proj/latents.npz --outdir renders/
     """
-    from projectors import project_folder as PF
     set_project, set_pti = _parse_sets(sets)
     overrides = dict(space=space, num_steps=num_steps, optimize_noise=optimize_noise, initial_learning_rate=initial_learning_rate,
                      lpips_weight=lpips_weight, mse_weight=mse_weight, id_weight=id_weight, precision=precision,
@@ -123,9 +126,6 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
 
 
 def _load(network, device):
-    from metrics.weights import file_sha256
-    from training import generate as gen
-    from training.checkpoint import load_network
     device = gen.pick_device(device)
     nets = load_network(network, device=device)
     return nets['G_ema'].eval().requires_grad_(False), file_sha256(nets['path']), device

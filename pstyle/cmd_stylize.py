@@ -7,7 +7,17 @@ from pathlib import Path
 import click
 import numpy as np
 
-from stylize import layer_weights as lw
+from pstyle.stylize import layer_weights as lw
+from pstyle.models.render import pick_device
+from pstyle.stylize.files import table_generator
+from pstyle.models import wplus
+from pstyle.stylize.files import swap_networks
+from pstyle.stylize import mix as mixing
+from pstyle.stylize.files import load_generator, write_json
+from pstyle.models import render as gen
+from pstyle.stylize.pipeline import StylizeConfig
+from pstyle.stylize.pipeline import stylize_photos
+from pstyle.stylize import grid
 
 _ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
@@ -46,7 +56,6 @@ def _click_errors(f):
 
 
 def _device(device):
-    from training.generate import pick_device
     return pick_device(device)
 
 
@@ -59,11 +68,9 @@ def _device(device):
 @_click_errors
 def layers(network, resolution, architecture, as_json, **kw):
     """Print the W+ table (index, resolution, layers) and the resolved per-row weights."""
-    from stylize.files import table_generator
     G = table_generator(network, resolution, architecture)
     weights = lw.resolve(G, _spec(kw))
     if as_json:
-        from training import wplus
         rows = [dict(index=r.index, resolution=r.resolution, layers=list(r.layers), weight=float(w))
                 for r, w in zip(wplus.layer_table(G), weights)]
         click.echo(json.dumps(rows, indent=1))
@@ -81,7 +88,6 @@ def layers(network, resolution, architecture, as_json, **kw):
 @_click_errors
 def swap(base, styled, mapping, out, device, **kw):
     """Blend two generators per W+ row (Toonify layer swapping) into a new network file."""
-    from stylize.files import swap_networks
     spec = _spec(kw)
     G, record = swap_networks(base, styled, spec, out, mapping=mapping, device=_device(device))
     click.echo(lw.format_weights(G, np.array(record["weights"])))
@@ -100,9 +106,6 @@ def swap(base, styled, mapping, out, device, **kw):
 @_click_errors
 def mix(network, content, style, truncation_psi, noise_mode, device, outdir, **kw):
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
-    from stylize import mix as mixing
-    from stylize.files import load_generator, write_json
-    from training import generate as gen
     G, info = load_generator(network, _device(device))
     spec = _spec(kw)
     weights = lw.resolve(G, spec)
@@ -148,7 +151,6 @@ def _pipeline_options(f):
 
 
 def _pipeline_config(kw, **extra):
-    from stylize.pipeline import StylizeConfig
     project = {k: kw.pop(k) for k in ('num_steps', 'space', 'lpips_weight', 'mse_weight', 'precision')}
     return StylizeConfig(base=kw.pop('base'), styled=kw.pop('styled'), mapping=kw.pop('mapping'),
                          align=kw.pop('align'), landmarks=kw.pop('landmarks'), project_preset=kw.pop('project_preset'),
@@ -173,7 +175,6 @@ def _pti_settings(num_steps):
 def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
-    from stylize.pipeline import stylize_photos
     spec = _spec(kw)
     cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather)
     manifest = stylize_photos(photos, outdir, cfg, log=click.echo)
@@ -199,7 +200,6 @@ def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, **kw):
 @_click_errors
 def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width, preserve_color, mix_style, style_trunc, labels, out, **kw):
     """Paper figure: rows = photos, columns = swap resolutions or style strengths."""
-    from stylize import grid
     if (swap_res_list is None) == (strengths is None):
         raise click.UsageError('give exactly one of --swap-res (list) and --strengths (list)')
     if swap_res_list is not None:

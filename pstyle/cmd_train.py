@@ -4,14 +4,16 @@ import json
 
 import click
 
-from training.train_config import AUG_MODES, DEFAULT_AUGPIPE, PRESETS, ConfigError, TrainOptions
+from pstyle.training.train_config import AUG_MODES, DEFAULT_AUGPIPE, PRESETS, ConfigError, TrainOptions
+from pstyle.training.train_metrics import parse_metric
+from pstyle.training import launch
+from pstyle.training.phases import NonFiniteError
 
 
 def _metric_list(ctx, param, value):
     names = [v.strip() for v in (value or '').split(',') if v.strip()]
     if names in ([], ['none']):
         return ()
-    from training.train_metrics import parse_metric
     for name in names:
         try:
             parse_metric(name)
@@ -110,8 +112,6 @@ def train(dry_run, **kwargs):
       pstyle train --resume training-runs/00003-metfaces-paper1024-gpus1-batch32    # continue exactly
       torchrun --nproc_per_node 8 -m pstyle train --data data/art.zip --cfg paper256
     """
-    from training import launch
-    from training.phases import NonFiniteError
     options = TrainOptions(**kwargs)
     try:
         if dry_run:

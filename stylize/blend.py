@@ -23,7 +23,7 @@ import re
 import numpy as np
 import torch
 
-from training import wplus
+from pstyle.models import wplus
 
 MAPPING_MODES = ('from-a', 'from-b', 'blend')
 # Constructor arguments that change numerics only at run time, not the meaning of the tensors:

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stylize import blend, layer_weights
-from torch_utils.fileio import sha256_file
+from pstyle.stylize import blend, layer_weights
+from pstyle.torch_utils.fileio import sha256_file
+from pstyle.models.checkpoint import load_network
+from pstyle.models.checkpoint import save_network
+from pstyle.models.networks import Generator
 
 
 
@@ -17,7 +20,6 @@ def load_generator(network, device='cpu'):
 
     Offline, a short name fails with training.checkpoint's message naming the URL and where to put
     the file."""
-    from training.checkpoint import load_network
     nets = load_network(network, device=device)
     G = nets['G_ema'].eval().requires_grad_(False)
     info = dict(network=str(network), path=nets.get('path'), format=nets.get('format'),
@@ -52,7 +54,6 @@ def write_json(path, data):
 def swap_networks(base, styled, spec, out, mapping='from-a', device='cpu'):
     """Blend two network files per `spec` (a layer_weights.WeightSpec) and save the result with
     `save_network(out, G_ema=...)` plus a `<out>.json` record. Returns the record."""
-    from training.checkpoint import save_network
     out = Path(out)
     if out.suffix.lower() not in ('.pt', '.pth', '.safetensors'):
         raise ValueError(f'--out {out}: use a .pt, .pth or .safetensors file name')
@@ -84,7 +85,6 @@ def table_generator(network=None, resolution=None, architecture='skip'):
         return load_generator(network)[0]
     if resolution & (resolution - 1):
         raise ValueError(f'--resolution must be a power of two, got {resolution}')
-    from training.networks import Generator
     return Generator(z_dim=1, c_dim=0, w_dim=1, img_resolution=resolution, img_channels=3,
                      mapping_kwargs=dict(num_layers=1),
                      synthesis_kwargs=dict(channel_base=resolution, channel_max=1, architecture=architecture))

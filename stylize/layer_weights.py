@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from training import wplus
+from pstyle.models import wplus
 
 # Presets: B (1) on a band of resolution levels, A (0) elsewhere. A row's relative level is
 # t = (log2 res - 2) / (log2 img_resolution - 2): 0 at 4x4, 1 at the output resolution, so a preset

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_utils import misc
-from training import generate as gen
+from pstyle.torch_utils import misc
+from pstyle.models import latents
+from pstyle.models import render as gen
 
 
 class StyleSourceError(ValueError):
@@ -90,7 +91,7 @@ def style_ws_from_latents(G, text):
     """'FILE.npz' (all), 'FILE.npz:name1,name2' or 'FILE.npz:0,2-3' (by index) -> ([M, ...], names)."""
     path, select = _split_latents_arg(str(text))
     try:
-        ws, names = gen.load_projected_ws(path, G)
+        ws, names = latents.load_projected_ws(path, G)
     except FileNotFoundError as e:
         raise StyleSourceError(f'--mix-style latents: {e}') from None
     if select is None:

@@ -9,6 +9,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pstyle.metrics.lpips_utils import load_lpips
+from pstyle.metrics.identity import build_embedder
+from pstyle.metrics.lpips_utils import lpips_distance
+from pstyle.metrics.identity import cosine
+
 LPIPS_NET = 'alex'          # The LPIPS paper's default for measuring (the projector's loss uses VGG).
 LPIPS_RESOLUTION = 256      # Larger images are area-downsampled first, as the projector does.
 
@@ -19,13 +24,11 @@ class PhotoMetrics:
         self.available, self.notes = {}, []
         self.lpips = self.embedder = None
         try:
-            from metrics.lpips_utils import load_lpips
             self.lpips = load_lpips(lpips_net, device=self.device)
             self.available['lpips'] = dict(net=lpips_net, **self.lpips.pstyle_info)
         except Exception as e:  # noqa: BLE001 -- optional: record why
             self.notes.append(f'LPIPS to the photo not measured: {e}')
         try:
-            from metrics.identity import build_embedder
             self.embedder = build_embedder(identity_kind, device=self.device)
             self.available['identity'] = dict(self.embedder.info)
         except Exception as e:  # noqa: BLE001
@@ -47,7 +50,6 @@ class PhotoMetrics:
         return out
 
     def _lpips(self, a, b):
-        from metrics.lpips_utils import lpips_distance
         a, b = a.float() / 127.5 - 1, b.float() / 127.5 - 1
         if a.shape[-1] > LPIPS_RESOLUTION:
             a = F.interpolate(a, size=LPIPS_RESOLUTION, mode='area')
@@ -56,7 +58,6 @@ class PhotoMetrics:
 
     def _identity(self, photo, imgs):
         """Cosine similarity of face embeddings; None where no face is found in either image."""
-        from metrics.identity import cosine
         emb_p, found_p = self.embedder.embed(photo)
         emb, found = self.embedder.embed(imgs)
         return [float(cosine(emb_p[0], e)) if (found_p[0] and f) else None for e, f in zip(emb, found)]

@@ -15,9 +15,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stylize import blend, files, layer_weights, photo_metrics
-from stylize import mix as mixing
-from training import generate as gen
+from pstyle.stylize import blend, files, layer_weights, photo_metrics
+from pstyle.stylize import mix as mixing
+from pstyle.models import deltas
+from pstyle.models.latents import save_latents
+from pstyle.models import render as gen
+from pstyle.projectors.image_io import list_images
+from pstyle.projectors import align as A
+from pstyle.projectors.image_io import load_image
+from pstyle.projectors import projector as P
+from pstyle.projectors import pti as T
+from pstyle.projectors.align import AlignDependencyError
+from pstyle.projectors.align import paste_back
 
 MANIFEST_VERSION = 1
 STAGES = ('load', 'align', 'project', 'pti', 'render', 'paste', 'metrics')
@@ -61,7 +70,6 @@ class StylizeConfig:
 
 def list_photos(photos):
     """A file or every image directly inside a folder, sorted."""
-    from projectors.image_io import list_images
     path = Path(photos)
     if path.is_dir():
         found = list_images(path)
@@ -117,8 +125,6 @@ def load_models(cfg, device, blend_now=True):
 
 def prepare_photo(path, resolution, cfg):
     """(aligned uint8 [H, W, 3] at `resolution`, transform dict or None, original photo or None)."""
-    from projectors import align as A
-    from projectors.image_io import load_image
     if cfg.align:
         face = A.align_face(str(path), size=resolution, predictor=cfg.landmarks)[0]  # Errors name the file.
         return np.array(face.image), face.transform, (load_image(path) if cfg.paste_back else None)
@@ -133,8 +139,6 @@ def prepare_photo(path, resolution, cfg):
 
 def _sidecar_transform(path):
     """The `pstyle align` record beside an aligned photo (<stem>.json) and its source photo, if any."""
-    from projectors import align as A
-    from projectors.image_io import load_image
     record = Path(path).with_suffix('.json')
     if not record.is_file():
         return None, None
@@ -148,7 +152,6 @@ class Projector:
     and tunes the generator on each photo when pivotal tuning is on."""
 
     def __init__(self, G, cfg, device):
-        from projectors import projector as P
         self.P = P
         self.G = G
         self.cfg = P.preset_config(cfg.project_preset, **cfg.project)
@@ -160,7 +163,7 @@ class Projector:
             except FileNotFoundError as e:
                 raise FileNotFoundError(f'{e} Or project without LPIPS: --lpips-weight 0 --mse-weight 1.') from e
         self.w_stats = P.compute_w_stats(G, self.cfg.w_avg_samples, device=device)
-        self.weights_sha256 = P.weights_sha256(G) if self.pti_cfg is not None else None
+        self.weights_sha256 = deltas.weights_sha256(G) if self.pti_cfg is not None else None
 
     def __call__(self, targets):
         """uint8 [N, H, W, 3] -> (ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, metrics)."""
@@ -172,7 +175,6 @@ class Projector:
         the delta is written to `delta_path`. Returns (G_tuned, info) or (self.G, None) when PTI is off."""
         if self.pti_cfg is None:
             return self.G, None
-        from projectors import pti as T
         target = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None]  # [1, C, H, W]
         return T.tune_and_save(self.G, target, ws, noise, self.pti_cfg, self.lpips, delta_path, self.weights_sha256, meta)
 
@@ -180,8 +182,6 @@ class Projector:
 def pti_config(cfg, project_cfg):
     """PTIConfig for the pipeline, or None. PTI uses LPIPS exactly when the projection does, so
     `--lpips-weight 0` (offline, no VGG weights) turns both off together."""
-    from projectors import projector as P
-    from projectors import pti as T
     preset = P.PRESETS[cfg.project_preset]['pti']
     if not (preset is not None if cfg.pti is None else cfg.pti):
         return None
@@ -227,12 +227,11 @@ def _slice_noise(noise, k):
 
 def render(G, ws, noise, noise_mode='const'):
     """W+ [M, num_ws, w_dim] with one photo's noise maps (broadcast to M) -> uint8 [M, H, W, C]."""
-    from projectors.projector import render as render_float
     if noise is not None and noise_mode == 'const':
         noise = {k: v.expand(ws.shape[0], -1, -1, -1) for k, v in noise.items()}
     else:
         noise = None
-    return gen.to_uint8(render_float(G, ws, noise, noise_mode=noise_mode))
+    return gen.to_uint8(gen.render(G, ws, noise, noise_mode=noise_mode))
 
 
 # ----------------------------------------------------------------------------
@@ -310,7 +309,6 @@ def _timed(entry, stage, fn, *args):
 def prepare_and_project(batch, resolution, projector, cfg):
     """Align/load and project a batch of manifest entries; failures are written into the entries.
     Returns [(entry, prepared, (ws, noise, projection metrics))] for the photos that got through."""
-    from projectors.align import AlignDependencyError
     prepared = {}
     for entry in batch:
         try:
@@ -383,7 +381,6 @@ def _finish_photo(entry, prepared, result, models, projector, styles, style_name
 
 
 def _paste(entry, images, transform, original, cfg, outdir):
-    from projectors.align import paste_back
     if transform is None or original is None:
         entry['paste_back'] = 'skipped: no alignment record (photos given with --no-align and no <stem>.json from `pstyle align`)'
         return
@@ -398,7 +395,6 @@ def _save_latents(path, latents, projection_cfg, base_info):
     noise/<layer>, alignment records), so `pstyle generate --projected-w` and `pstyle mix` read them."""
     if not latents:
         return
-    from projectors.project_folder import save_latents
     names = [stem for stem, _, _ in latents]
     ws = torch.cat([result[0] for _, result, _ in latents])
     noise = None

@@ -1,6 +1,5 @@
 """Small helpers shared by the networks, the training loop and the tools."""
 
-import contextlib
 
 import numpy as np
 import torch
@@ -24,15 +23,6 @@ def seed_latents(seeds, z_dim, device='cpu'):
     return torch.from_numpy(z).to(device=device, dtype=torch.float32)  # [N, z_dim]
 
 
-@contextlib.contextmanager
-def ddp_sync(module, sync):
-    """Skip DDP's gradient all-reduce on accumulation rounds (no-op for plain modules)."""
-    if sync or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
-        yield
-    else:
-        with module.no_sync():
-            yield
-
 
 def params_and_buffers(module):
     return list(module.parameters()) + list(module.buffers())
@@ -41,16 +31,6 @@ def params_and_buffers(module):
 def named_params_and_buffers(module):
     return list(module.named_parameters()) + list(module.named_buffers())
 
-
-@torch.no_grad()
-def copy_params_and_buffers(src_module, dst_module, require_all=False):
-    """Copy tensors by name; with `require_all`, every destination tensor must exist in the source."""
-    src = dict(named_params_and_buffers(src_module))
-    for name, tensor in named_params_and_buffers(dst_module):
-        if name in src:
-            tensor.copy_(src[name].detach()).requires_grad_(tensor.requires_grad)
-        elif require_all:
-            raise KeyError(f'{name} missing from the source network')
 
 
 def device_of(module):

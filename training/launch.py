@@ -21,14 +21,17 @@ from pathlib import Path
 
 import torch
 
-from torch_utils import distributed
-from training import run_dir as rd
-from training.train_config import ConfigError, TrainOptions, setup_training_config
+from pstyle.torch_utils import distributed
+from pstyle.training import run_dir as rd
+from pstyle.training.train_config import ConfigError, TrainOptions, setup_training_config
+from pstyle.datasets.dataset import ImageFolderDataset
+from pstyle.training.trainer import load_source
+from pstyle.training.training_loop import training_loop
+from pstyle.training.train_metrics import make_metrics_fn
 
 
 def dataset_info(cfg_kwargs):
     """resolution, channels, labels and size of a dataset (opens it)."""
-    from training.dataset import ImageFolderDataset
     ds = ImageFolderDataset(**cfg_kwargs)
     labels = ds.label_shape if ds.has_labels else [0]
     info = dict(name=ds.name, resolution=ds.resolution, num_channels=ds.num_channels,
@@ -96,7 +99,6 @@ def prepare_training(options, world_size=1, cfg_overrides=None):
     info = dataset_info(dict(path=o.data, use_labels=o.cond, max_size=o.subset, xflip=o.mirror, random_seed=o.seed))
     source = resume_kwargs = None
     if o.resume is not None:
-        from training.trainer import load_source
         source = load_source(o.resume)
         resume_kwargs = dict(G=source.get('G', source['G_ema']).init_kwargs,
                              D=source['D'].init_kwargs if source.get('D') is not None else None)
@@ -125,7 +127,6 @@ def _run(options, rank, world_size, init_method, max_ticks=None, echo=True, cfg_
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     try:
         cfg, run_dir, cont, source = prepare_training(o, world_size, cfg_overrides)
-        from training.training_loop import training_loop
         return training_loop(cfg, run_dir, device=process_device(cfg, rank), continue_from=cont, source=source,
                              metrics_fn=metrics_hook(cfg), echo=echo, max_ticks=max_ticks)
     finally:
@@ -136,7 +137,6 @@ def metrics_hook(cfg):
     """Metrics on snapshots; None when none are asked for."""
     if not cfg.get('metrics'):
         return None
-    from training.train_metrics import make_metrics_fn
     return make_metrics_fn(cfg)
 
 

@@ -12,9 +12,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from torch_utils import distributed
-from training.loss import PhaseBatch
-from training.sampler import rank_share
+from pstyle.torch_utils import distributed
+from pstyle.training.loss import PhaseBatch
+from pstyle.training.sampler import rank_share
 
 
 class NonFiniteError(RuntimeError):

@@ -27,9 +27,9 @@ import numpy as np
 import PIL.Image
 import torch
 
-from torch_utils.fileio import atomic_torch_save
+from pstyle.torch_utils.fileio import atomic_torch_save
 
-from training import checkpoint
+from pstyle.models import checkpoint
 
 SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pt')
 

@@ -6,7 +6,7 @@
 
 import torch
 
-from torch_utils import distributed
+from pstyle.torch_utils import distributed
 
 
 class StatsCollector:

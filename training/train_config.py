@@ -13,11 +13,13 @@ When resuming from a network, its architecture (mapping depth, z/w dims, channel
 strings, ...) is taken from the network itself and a preset only supplies training
 hyper-parameters: NVIDIA's `--cfg=auto` builds a 2-layer mapping, and copying an 8-layer FFHQ
 checkpoint into it silently dropped 6 layers. Explicit architecture options still override, and a
-mismatch is then an error naming the tensors (`training/build.py`).
+mismatch is then an error naming the tensors (`models.formats.copy_state`).
 """
 
 import copy
 import dataclasses
+
+from pstyle.training.train_metrics import parse_metric
 
 # ----------------------------------------------------------------------------
 # Presets.
@@ -161,7 +163,6 @@ def _check_options(o, preset_names):
             raise ConfigError(f'--{name.replace("_", "-")} must be non-negative, got {value}')
     if o.freezed < 0 or o.freezeg < 0:
         raise ConfigError('--freezed and --freezeg must be non-negative')
-    from training.train_metrics import parse_metric  # Light: the metrics package loads only when used.
     for name in o.metrics:
         try:
             parse_metric(name)

@@ -13,6 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pstyle.metrics.api import compute_metrics
+from pstyle.metrics.resize import DEFAULT_PROTOCOL
+from pstyle.metrics.features import build_inception
+
 METRIC_RE = re.compile(r'(fid|kid|proxyfid)(\d+)k(_full)?|pr(\d+)k3(_full)?|is(\d+)k')
 
 
@@ -60,12 +64,9 @@ class PixelFeatureExtractor:
 
 def make_metrics_fn(cfg, inception=None):
     """metrics_fn(G_ema, kimg) -> {name: result dict}; checks every name (and the weights) up front."""
-    from metrics.api import compute_metrics
-    from metrics.resize import DEFAULT_PROTOCOL
     specs = {name: parse_metric(name) for name in cfg['metrics']}
     data = cfg['training_set_kwargs']['path']
     if inception is None and any(not s['proxy'] and s['metrics'] != ['pr'] for s in specs.values()):
-        from metrics.features import build_inception
         inception = build_inception(None, DEFAULT_PROTOCOL, cfg['device'])  # Fails now, not after hours.
     proxy = PixelFeatureExtractor(DEFAULT_PROTOCOL, cfg['device'])
 

@@ -12,12 +12,14 @@ import random
 import numpy as np
 import torch
 
-from torch_utils import distributed
-from training import checkpoint, freeze, phases as ph
-from training.loss import StyleGAN2Loss
-from training.networks import Discriminator, Generator
-from training.stats import StatsCollector
-from training.train_config import ConfigError
+from pstyle.torch_utils import distributed
+from pstyle.models import checkpoint
+from pstyle.training import freeze, phases as ph
+from pstyle.training.loss import StyleGAN2Loss
+from pstyle.models.networks import Discriminator, Generator
+from pstyle.training.stats import StatsCollector
+from pstyle.training.train_config import ConfigError
+from pstyle.models.augment import AdaptiveP, AugmentPipe, augpipe_specs
 
 
 def load_source(resume, device='cpu'):
@@ -71,7 +73,6 @@ def build_augment(cfg, device):
     a = cfg['augment_kwargs']
     if a['mode'] == 'noaug':
         return None, None
-    from training.augment import AdaptiveP, AugmentPipe, augpipe_specs
     if a['augpipe'] not in augpipe_specs:
         raise ConfigError(f'--augpipe must be one of {sorted(augpipe_specs)}, got {a["augpipe"]!r}')
     pipe = AugmentPipe(**augpipe_specs[a['augpipe']]).train().requires_grad_(False).to(device)

@@ -14,12 +14,13 @@ import time
 import numpy as np
 import torch
 
-from torch_utils import distributed
-from training import run_dir as rd
-from training.dataset import ImageFolderDataset
-from training.phases import NonFiniteError
-from training.sampler import real_batches
-from training.trainer import Trainer, rng_state, set_rng_state
+from pstyle.torch_utils import distributed
+from pstyle.training import run_dir as rd
+from pstyle.datasets.dataset import ImageFolderDataset
+from pstyle.training.phases import NonFiniteError
+from pstyle.training.sampler import real_batches
+from pstyle.training.trainer import Trainer, rng_state, set_rng_state
+from pstyle.models.checkpoint import load_network
 
 
 def setup_backend(cfg, device):
@@ -136,7 +137,6 @@ def training_loop(cfg, run_dir, device=None, continue_from=None, source=None, me
     trainer = Trainer(cfg, device, dataset_labels(dataset), source=source, log=run.log)
     grid_inputs = make_grid_inputs(trainer, dataset, cfg)
     if continue_from is not None:
-        from training.checkpoint import load_network
         trainer.load_state_dict(rd.load_training_state(continue_from[1]), load_network(continue_from[0]))
         run.log(f'Resumed from {continue_from[0]} at kimg {trainer.kimg:.3f} (tick {trainer.cur_tick})')
     elif distributed.is_main():

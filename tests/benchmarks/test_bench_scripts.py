@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from training.networks import Generator
+from pstyle.models.networks import Generator
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
 TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),

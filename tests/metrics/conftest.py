@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics.features import FeatureExtractor
+from pstyle.metrics.features import FeatureExtractor
 
 
 @pytest.fixture(scope='session')
 def inception_pth(tmp_path_factory):
     """Random weights saved exactly like `pt_inception-2015-12-05-6726825d.pth` (a plain state_dict)."""
-    from metrics.inception import random_inception_state_dict
+    from pstyle.metrics.inception import random_inception_state_dict
     path = tmp_path_factory.mktemp('weights') / 'random_pt_inception.pth'
     torch.save(random_inception_state_dict(seed=0), path)
     return str(path)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics import stats_cache
-from metrics.api import compute_metrics, source_features
-from metrics.inputs import InputError, open_images
+from pstyle.metrics import stats_cache
+from pstyle.metrics.api import compute_metrics, source_features
+from pstyle.metrics.inputs import InputError, open_images
 
 
 def test_features_are_cached_and_invalidated(image_sets, counting_extractor, imgtools):
@@ -42,9 +42,9 @@ def test_corrupt_cache_file_is_recomputed(image_sets, counting_extractor):
 
 
 def test_network_input_pr_and_ppl(tmp_path, image_sets, counting_extractor):
-    from metrics.lpips_utils import load_lpips
-    from training.checkpoint import save_network
-    from training.networks import Generator
+    from pstyle.metrics.lpips_utils import load_lpips
+    from pstyle.models.checkpoint import save_network
+    from pstyle.models.networks import Generator
     torch.manual_seed(0)
     G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64)).eval()

@@ -65,8 +65,8 @@ def test_empty_folder_and_missing_weights(tmp_path, imgtools, monkeypatch):
 
 
 def test_network_input(tmp_path, inception_pth, imgtools):
-    from training.checkpoint import save_network
-    from training.networks import Generator
+    from pstyle.models.checkpoint import save_network
+    from pstyle.models.networks import Generator
     torch.manual_seed(0)
     G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64)).eval()

@@ -5,16 +5,16 @@ import textwrap
 import numpy as np
 import torch
 
-from metrics.inputs import iter_batches, open_images
+from pstyle.metrics.inputs import iter_batches, open_images
 
 SCRIPT = textwrap.dedent('''
     import sys
     import numpy as np
     import torch
-    from metrics.api import source_features
-    from metrics.distributed import init_from_env, rank_world
-    from metrics.features import FeatureExtractor
-    from metrics.inputs import open_images
+    from pstyle.metrics.api import source_features
+    from pstyle.metrics.distributed import init_from_env, rank_world
+    from pstyle.metrics.features import FeatureExtractor
+    from pstyle.metrics.inputs import open_images
 
     class Means(FeatureExtractor):
         def __init__(self):

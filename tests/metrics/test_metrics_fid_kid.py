@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from metrics.fid_kid import (FeatureStats, fid_from_features, frechet_distance, kid_from_features,
+from pstyle.metrics.fid_kid import (FeatureStats, fid_from_features, frechet_distance, kid_from_features,
                              trace_sqrt_product)
 
 

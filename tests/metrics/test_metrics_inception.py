@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.features import (InceptionExtractor, TorchScriptInceptionExtractor, _is_torchscript, build_inception,
+from pstyle.metrics.features import (InceptionExtractor, TorchScriptInceptionExtractor, _is_torchscript, build_inception,
                               extract_features)
-from metrics.inception import load_inception_pth, random_inception_state_dict
-from metrics.weights import WeightsNotFoundError, file_sha256
+from pstyle.metrics.inception import load_inception_pth, random_inception_state_dict
+from pstyle.metrics.weights import WeightsNotFoundError, file_sha256
 
 TOL = 1e-4  # the bound on pool3 max abs difference
 
@@ -146,7 +146,7 @@ def test_torchscript_loader_calls_like_nvidia(tmp_path, images):
         assert torch.equal(out['probs'], module(images, no_output_bias=True))
     # Other protocols resize outside and call `layers`, as clean-fid does.
     clean = build_inception(str(path), 'clean')(images)
-    from metrics.resize import preprocess
+    from pstyle.metrics.resize import preprocess
     with torch.no_grad():
         ref = module.layers(preprocess(images, 'clean')).reshape(2, -1)
     assert torch.equal(clean['pool3'], ref)

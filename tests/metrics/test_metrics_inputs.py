@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics.inputs import (FolderSource, InputError, NetworkSource, ZipSource, decode_image, iter_batches,
+from pstyle.metrics.inputs import (FolderSource, InputError, NetworkSource, ZipSource, decode_image, iter_batches,
                             open_images, pair_by_name, quantize, seed_latent)
 
 
@@ -198,8 +198,8 @@ def test_network_source_is_per_seed_and_quantized():
 
 
 def test_network_source_with_real_generator(tmp_path):
-    from training.checkpoint import save_network
-    from training.networks import Generator
+    from pstyle.models.checkpoint import save_network
+    from pstyle.models.networks import Generator
     G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64))
     G.eval()  # in training mode NVIDIA's mapping updates w_avg on every call

@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics.arcface import IR50_STAGES, IRSE50, arcface_input, load_arcface
-from metrics.identity import ArcFaceEmbedder, DlibEmbedder, IdentityAccumulator, cosine, dlib_model_files
-from metrics.inputs import InputError, open_images
-from metrics.lpips_utils import LPIPSWeightsError, load_lpips, lpips_distance
-from metrics.pairwise import pairwise_metrics
+from pstyle.metrics.arcface import IR50_STAGES, IRSE50, arcface_input, load_arcface
+from pstyle.metrics.identity import ArcFaceEmbedder, DlibEmbedder, IdentityAccumulator, cosine, dlib_model_files
+from pstyle.metrics.inputs import InputError, open_images
+from pstyle.metrics.lpips_utils import LPIPSWeightsError, load_lpips, lpips_distance
+from pstyle.metrics.pairwise import pairwise_metrics
 
 
 @pytest.fixture(scope='module')

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.api import compute_metrics, source_features
-from metrics.features import InceptionExtractor
-from metrics.fid_kid import FeatureStats
-from metrics.inception import load_inception_pth
-from metrics.inputs import open_images
+from pstyle.metrics.api import compute_metrics, source_features
+from pstyle.metrics.features import InceptionExtractor
+from pstyle.metrics.fid_kid import FeatureStats
+from pstyle.metrics.inception import load_inception_pth
+from pstyle.metrics.inputs import open_images
 
 
 @pytest.mark.slow

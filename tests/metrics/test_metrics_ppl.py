@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.lpips_utils import load_lpips
-from metrics.ppl import _face_crop_and_downsample, compute_ppl, filtered_mean, slerp
+from pstyle.metrics.lpips_utils import load_lpips
+from pstyle.metrics.ppl import _face_crop_and_downsample, compute_ppl, filtered_mean, slerp
 
 
 @pytest.fixture(scope='module')
@@ -86,7 +86,7 @@ def test_bad_arguments(lp):
 
 
 def test_ppl_on_real_generator_randomizes_noise_like_nvidia(lp):
-    from training.networks import Generator
+    from pstyle.models.networks import Generator
     torch.manual_seed(0)
     G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
                   mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64)).eval()

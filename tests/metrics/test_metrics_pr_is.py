@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.features import VGG16Extractor, build_vgg16
-from metrics.inception_score import inception_score
-from metrics.precision_recall import precision_recall
-from metrics.weights import WeightsNotFoundError
+from pstyle.metrics.features import VGG16Extractor, build_vgg16
+from pstyle.metrics.inception_score import inception_score
+from pstyle.metrics.precision_recall import precision_recall
+from pstyle.metrics.weights import WeightsNotFoundError
 
 
 def _feats(n, d, seed, shift=0.0):

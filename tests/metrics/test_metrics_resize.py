@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metrics.resize import PROTOCOLS, preprocess, resize_pil_bicubic_float, resize_tf1_bilinear
+from pstyle.metrics.resize import PROTOCOLS, preprocess, resize_pil_bicubic_float, resize_tf1_bilinear
 
 
 def _images(n, h, w, seed=0):

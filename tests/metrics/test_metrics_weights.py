@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from metrics import weights as W
+from pstyle.metrics import weights as W
 
 
 def _spec(tmp_path, data=b'weights!', **kw):

@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from training.networks import Generator
+from pstyle.models.networks import Generator
 
 
 def tiny_generator(seed=1, resolution=16):
@@ -42,7 +42,7 @@ def G():
 
 @pytest.fixture(scope='module')
 def lpips_model():
-    from metrics.lpips_utils import load_lpips
+    from pstyle.metrics.lpips_utils import load_lpips
     torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()):
         return load_lpips('vgg', 'cpu', allow_random_backbone=True)

@@ -12,7 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from projectors import align as A
+from pstyle.projectors import align as A
 
 # FFHQ's crop puts the eyes a quarter of the side apart, symmetric about the centre, slightly above
 # the middle (the centre is eye_avg + 0.1 * eye_to_mouth): about (0.375, 0.475) and (0.625, 0.475).

@@ -5,7 +5,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from projectors import align as A
+from pstyle.projectors import align as A
 
 
 @pytest.fixture(scope='module')

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 from PIL import Image
 
-from projectors import align as A
+from pstyle.projectors import align as A
 
 # Zero-mean scatter for the six points of an eye: the FFHQ eye centre is their mean.
 _EYE_SCATTER = np.array([[-6, 0], [-3, -2], [3, -2], [6, 0], [3, 2], [-3, 2]], np.float64)

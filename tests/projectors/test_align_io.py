@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from projectors.image_io import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image, to_rgb
+from pstyle.projectors.image_io import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image, to_rgb
 
 
 def _save(tmp_path, img, name, **kwargs):

@@ -5,7 +5,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from projectors import align as A
+from pstyle.projectors import align as A
 
 PSNR_MIN = 33.0  # dB inside the face; measured ~38 here, and a 1-pixel misplacement gives ~26
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from pstyle.cli import main
 from pstyle import cmd_project as C
-from training.checkpoint import save_network
-from training.networks import Generator
+from pstyle.models.checkpoint import save_network
+from pstyle.models.networks import Generator
 
 QUICK = ['--steps', '3', '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu']
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from projectors import projector as P
-from training.generate import to_uint8
-from training.networks import Generator
+from pstyle.projectors import projector as P
+from pstyle.models.render import to_uint8
+from pstyle.models import latents
+from pstyle.models import render as rendering
+from pstyle.models.networks import Generator
 
 
 @pytest.fixture(scope='module')
@@ -73,11 +75,11 @@ def test_noise_regularization_is_per_image_and_matches_naive():
 
 def test_per_image_noise_inputs_feed_each_image_and_leave_G_alone(G):
     ws = G.mapping(torch.randn(2, 16), None)
-    layers = P.noise_layers(G)
+    layers = latents.noise_layers(G)
     assert list(layers)[0] == 'synthesis.b4.conv1'
     saved = copy.deepcopy(G.state_dict())
     noise = {k: torch.stack([l.noise_const[None], torch.randn_like(l.noise_const)[None]]) for k, l in layers.items()}
-    img = G.synthesis(ws, noise_mode='const', noise_inputs=P.noise_inputs(noise))
+    img = G.synthesis(ws, noise_mode='const', noise_inputs=rendering.noise_inputs(noise))
     plain = G.synthesis(ws, noise_mode='const')
     assert torch.allclose(img[0], plain[0], atol=1e-6)       # image 0 got G's own maps
     assert (img[1] - plain[1]).abs().max() > 1e-3            # image 1 its own
@@ -115,11 +117,11 @@ def test_reconstruction_error_falls_over_steps(G, lpips_model, w_stats, mixed_ta
     for k in range(3):
         assert r.metrics[k]['lpips'] < 0.7 * start.metrics[k]['lpips']
         assert r.history['lpips'][-5:, k].mean() < r.history['lpips'][:5, k].mean()
-    assert set(r.noise) == set(P.noise_layers(G)) and r.noise['synthesis.b16.conv1'].shape == (3, 1, 16, 16)
+    assert set(r.noise) == set(latents.noise_layers(G)) and r.noise['synthesis.b16.conv1'].shape == (3, 1, 16, 16)
     for v in r.noise.values():  # renormalised after every step
         assert torch.allclose(v.mean(dim=[1, 2, 3]), torch.zeros(3), atol=1e-4)
         assert torch.allclose(v.square().mean(dim=[1, 2, 3]), torch.ones(3), atol=1e-3)
-    again = P.render(G, r.ws, r.noise)
+    again = rendering.render(G, r.ws, r.noise)
     assert np.abs(to_uint8(again).astype(int) - r.images.astype(int)).max() <= 1
 
 

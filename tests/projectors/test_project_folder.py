@@ -7,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from projectors import project_folder as PF
-from projectors import projector as P
-from projectors import pti as T
-from training import generate as gen
+from pstyle.projectors import project_folder as PF
+from pstyle.projectors import projector as P
+from pstyle.projectors import pti as T
+from pstyle.models import deltas, latents
+from pstyle.models import render as rendering
+from pstyle.models import render as gen
 
 FAST = dict(num_steps=3, lpips_weight=0.0, mse_weight=1.0, w_avg_samples=200)
 
@@ -48,19 +50,19 @@ def test_outputs_and_bad_files(G, mixed_folder, tmp_path):
     assert 'f.png: image is 20x16, not square' in failed['f.png'] and '--crop center' in failed['f.png']
     on_disk = json.loads((out / 'metrics.json').read_text())
     assert on_disk['summary']['num_images'] == 3 and on_disk['summary']['num_failed'] == 3
-    assert on_disk['settings']['project']['num_steps'] == 3 and on_disk['weights_sha256'] == P.weights_sha256(G)
+    assert on_disk['settings']['project']['num_steps'] == 3 and on_disk['weights_sha256'] == deltas.weights_sha256(G)
     m = on_disk['images']['b.png']
     assert m['recon'] == 'recon/b.png' and m['target'] == 'target/b.png' and m['steps'] == 3 and m['mse'] > 0
-    lat = PF.load_latents(out / 'latents.npz')
+    lat = latents.load_latents(out / 'latents.npz')
     assert lat['names'] == ['a.png', 'b.png', 'c.png'] and lat['ws'].shape == (3, G.num_ws, 16)
     assert lat['space'] == 'w+' and lat['alignment'] == [None, None, None]
     # `pstyle generate --projected-w` reads the same file; with the saved noise it reproduces the renders.
-    ws, names = gen.load_projected_ws(out / 'latents.npz', G)
+    ws, names = latents.load_projected_ws(out / 'latents.npz', G)
     assert names == lat['names'] and torch.equal(ws, lat['ws'])
-    noise = P.load_projected_noise(out / 'latents.npz', G)
-    assert set(noise) == set(P.noise_layers(G)) and noise['synthesis.b16.conv0'].shape == (3, 1, 16, 16)
+    noise = latents.load_projected_noise(out / 'latents.npz', G)
+    assert set(noise) == set(latents.noise_layers(G)) and noise['synthesis.b16.conv0'].shape == (3, 1, 16, 16)
     recon = np.asarray(Image.open(out / 'recon' / 'b.png'))
-    again = gen.to_uint8(P.render(G, ws, noise))[1]
+    again = gen.to_uint8(rendering.render(G, ws, noise))[1]
     assert np.abs(again.astype(int) - recon.astype(int)).max() <= 1
     plain = gen.to_uint8(gen.synthesize(G, ws))[1]
     assert np.abs(plain.astype(int) - recon.astype(int)).max() > 1  # the noise matters
@@ -92,12 +94,12 @@ def test_a_failing_batch_keeps_earlier_results_and_resume_finishes(G, good_folde
     cfg = P.ProjectConfig(**FAST)
     with pytest.raises(PF.ProjectionRunError, match=r'batch 2 \(c.png\) failed: RuntimeError: out of memory.*--resume'):
         PF.project_folder(G, good_folder, out, cfg, batch_size=2, log=lambda m: None)
-    assert PF.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png']
+    assert latents.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png']
     assert (out / 'recon' / 'b.png').is_file()
     doc = PF.project_folder(G, good_folder, out, cfg, batch_size=2, resume=True, log=lambda m: None)
     assert calls == [2, 1, 1]  # only c.png was projected again
     assert list(doc['images']) == ['a.png', 'b.png', 'c.png']
-    assert PF.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png', 'c.png']
+    assert latents.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png', 'c.png']
     with pytest.raises(ValueError, match='results of another network or other settings'):
         PF.project_folder(G, good_folder, out, P.ProjectConfig(**dict(FAST, num_steps=4)), resume=True, log=lambda m: None)
 
@@ -114,9 +116,9 @@ def test_shards_cover_every_file_once_and_merge_in_order(G, good_folder, tmp_pat
     # Ranks run one after the other here; under torchrun they run in parallel and rank 0 merges after a barrier.
     PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=1, world_size=2, log=lambda m: None)
     merged = PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=0, world_size=2, log=lambda m: None)
-    assert PF.load_latents(out / 'shards' / 'rank01' / 'latents.npz')['names'] == ['b.png']
+    assert latents.load_latents(out / 'shards' / 'rank01' / 'latents.npz')['names'] == ['b.png']
     assert list(merged['images']) == ['a.png', 'b.png', 'c.png']
-    a, b = PF.load_latents(tmp_path / 'one' / 'latents.npz'), PF.load_latents(out / 'latents.npz')
+    a, b = latents.load_latents(tmp_path / 'one' / 'latents.npz'), latents.load_latents(out / 'latents.npz')
     assert a['names'] == b['names'] and torch.allclose(a['ws'], b['ws'], atol=1e-5)
     for name in a['noise']:
         assert torch.allclose(a['noise'][name], b['noise'][name], atol=1e-5)
@@ -130,9 +132,9 @@ def test_pti_in_a_folder_run(G, good_folder, tmp_path):
     doc = PF.project_folder(G, [good_folder / 'a.png'], out, P.ProjectConfig(**FAST), pti_cfg, log=lambda m: None)
     m = doc['images']['a.png']['pti']
     assert m['delta'] == 'pti/a.safetensors' and m['recon'] == 'recon_pti/a.png' and m['steps'] == 3
-    G_tuned = T.load_tuned_generator(G, out / m['delta'])
-    lat = PF.load_latents(out / 'latents.npz')
-    render = gen.to_uint8(P.render(G_tuned, lat['ws'], lat['noise']))[0]
+    G_tuned = deltas.load_tuned_generator(G, out / m['delta'])
+    lat = latents.load_latents(out / 'latents.npz')
+    render = gen.to_uint8(rendering.render(G_tuned, lat['ws'], lat['noise']))[0]
     assert np.abs(render.astype(int) - np.asarray(Image.open(out / m['recon'])).astype(int)).max() <= 2
 
 
@@ -153,7 +155,7 @@ def test_video_sidecar_transform_and_names(G, tmp_path):
     with imageio.get_reader(out / 'video' / 'me.mp4') as reader:
         frames = [f for f in reader]
     assert len(frames) == 2 and frames[0].shape == (16, 32, 3)  # target | reconstruction, side by side
-    lat = PF.load_latents(out / 'latents.npz')
+    lat = latents.load_latents(out / 'latents.npz')
     assert lat['alignment'][0] == record and lat['alignment'][2] is None
     assert sorted(p.name for p in (out / 'recon').iterdir()) == ['me.png', 'me_1.png', 'me_jpg.png']
 
@@ -169,18 +171,18 @@ def test_video_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch):
 
 def test_latents_file_errors(G, tmp_path):
     path = tmp_path / 'l.npz'
-    noise = {k: torch.zeros(1, 1, l.resolution, l.resolution) for k, l in P.noise_layers(G).items()}
-    PF.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16), {k: v for k, v in list(noise.items())[:-1]})
+    noise = {k: torch.zeros(1, 1, l.resolution, l.resolution) for k, l in latents.noise_layers(G).items()}
+    latents.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16), {k: v for k, v in list(noise.items())[:-1]})
     with pytest.raises(ValueError, match='noise maps missing for synthesis.b16.conv1'):
-        P.load_projected_noise(path, G)
-    PF.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16), {'synthesis.b64.conv0': torch.zeros(1, 1, 64, 64)})
+        latents.load_projected_noise(path, G)
+    latents.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16), {'synthesis.b64.conv0': torch.zeros(1, 1, 64, 64)})
     with pytest.raises(ValueError, match='noise map synthesis.b64.conv0 has no matching layer'):
-        P.load_projected_noise(path, G)
-    PF.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16))
-    assert P.load_projected_noise(path, G) is None
+        latents.load_projected_noise(path, G)
+    latents.save_latents(path, ['a'], torch.zeros(1, G.num_ws, 16))
+    assert latents.load_projected_noise(path, G) is None
     np.savez(tmp_path / 'nv.npz', w=np.zeros((1, G.num_ws, 16), np.float32))
     with pytest.raises(ValueError, match='not a latents file written by pstyle project'):
-        PF.load_latents(tmp_path / 'nv.npz')
+        latents.load_latents(tmp_path / 'nv.npz')
     with pytest.raises(FileNotFoundError, match='no such file or folder'):
         PF.list_inputs(tmp_path / 'missing')
     (tmp_path / 'empty').mkdir()
@@ -196,5 +198,5 @@ def test_align_option_records_the_transform(G, tmp_path):
     Image.new('RGB', (64, 64), (90, 140, 200)).save(src / 'nobody.png')
     doc = PF.project_folder(G, src, tmp_path / 'out', P.ProjectConfig(**FAST), align=True, log=lambda m: None)
     assert list(doc['images']) == ['astronaut.png'] and 'no face found' in doc['failed']['nobody.png']
-    transform = PF.load_latents(tmp_path / 'out' / 'latents.npz')['alignment'][0]
+    transform = latents.load_latents(tmp_path / 'out' / 'latents.npz')['alignment'][0]
     assert transform['format'] == 'pstyle-ffhq-align' and transform['output_size'] == 16

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from projectors import pti as T
-from projectors import projector as P
-from training.generate import to_uint8
+from pstyle.projectors import pti as T
+from pstyle.models import deltas
+from pstyle.models import render as rendering
+from pstyle.models.render import to_uint8
 
 
 @pytest.fixture(scope='module')
@@ -55,17 +56,17 @@ def test_pti_in_bf16_fits_like_fp32(G, lpips_model, case):
 
 def test_delta_holds_only_changed_tensors_and_reproduces_the_tuned_generator(G, tuned, tmp_path):
     G_tuned, info = tuned
-    delta = T.compute_delta(G, G_tuned)
+    delta = deltas.compute_delta(G, G_tuned)
     assert set(delta) == set(info['trainable'])
-    sha = P.weights_sha256(G)
+    sha = deltas.weights_sha256(G)
     for suffix in ('.safetensors', '.pt'):
-        path = T.save_delta(tmp_path / f'd{suffix}', delta, sha, dict(name='a.png'))
-        loaded, meta = T.load_delta(path)
+        path = deltas.save_delta(tmp_path / f'd{suffix}', delta, sha, dict(name='a.png'))
+        loaded, meta = deltas.load_delta(path)
         assert meta['base_weights_sha256'] == sha and meta['meta'] == dict(name='a.png')
-        G2 = T.load_tuned_generator(G, path)
+        G2 = deltas.load_tuned_generator(G, path)
         for name, p in G_tuned.state_dict().items():
             assert torch.allclose(G2.state_dict()[name], p, rtol=1e-6, atol=1e-7), name
-    assert P.weights_sha256(G) == sha  # the base was copied, not modified
+    assert deltas.weights_sha256(G) == sha  # the base was copied, not modified
 
 
 def test_delta_is_much_smaller_than_a_full_copy(G, tuned, tmp_path):
@@ -73,8 +74,8 @@ def test_delta_is_much_smaller_than_a_full_copy(G, tuned, tmp_path):
     G_tuned, _ = tuned
     full = tmp_path / 'full.safetensors'
     save_file({k: v.contiguous() for k, v in G_tuned.state_dict().items()}, str(full))
-    d32 = T.save_delta(tmp_path / 'd32.safetensors', T.compute_delta(G, G_tuned), 'x')
-    d16 = T.save_delta(tmp_path / 'd16.safetensors', T.compute_delta(G, G_tuned, 'fp16'), 'x')
+    d32 = deltas.save_delta(tmp_path / 'd32.safetensors', deltas.compute_delta(G, G_tuned), 'x')
+    d16 = deltas.save_delta(tmp_path / 'd16.safetensors', deltas.compute_delta(G, G_tuned, 'fp16'), 'x')
     assert d32.stat().st_size < 0.5 * full.stat().st_size
     assert d16.stat().st_size < 0.6 * d32.stat().st_size
 
@@ -82,9 +83,9 @@ def test_delta_is_much_smaller_than_a_full_copy(G, tuned, tmp_path):
 def test_compressed_delta_within_tolerance(G, tuned):
     G_tuned, _ = tuned
     for dtype, tol in (('fp16', 1e-3), ('bf16', 1e-2)):
-        delta = T.compute_delta(G, G_tuned, dtype)
-        assert all(d.dtype == T.DELTA_DTYPES[dtype] for d in delta.values())
-        G2 = T.apply_delta(copy.deepcopy(G), delta)
+        delta = deltas.compute_delta(G, G_tuned, dtype)
+        assert all(d.dtype == deltas.DELTA_DTYPES[dtype] for d in delta.values())
+        G2 = deltas.apply_delta(copy.deepcopy(G), delta)
         for name, p in G_tuned.named_parameters():
             step = (p - dict(G.named_parameters())[name]).abs().max()
             err = (dict(G2.named_parameters())[name] - p).abs().max()
@@ -93,21 +94,21 @@ def test_compressed_delta_within_tolerance(G, tuned):
 
 def test_delta_errors(G, make_G, tuned, tmp_path):
     G_tuned, _ = tuned
-    delta = T.compute_delta(G, G_tuned)
-    path = T.save_delta(tmp_path / 'd.safetensors', delta, P.weights_sha256(G))
+    delta = deltas.compute_delta(G, G_tuned)
+    path = deltas.save_delta(tmp_path / 'd.safetensors', delta, deltas.weights_sha256(G))
     with pytest.raises(ValueError, match='made for the network with weights sha256'):
-        T.load_tuned_generator(make_G(seed=3), path)
+        deltas.load_tuned_generator(make_G(seed=3), path)
     bad = tmp_path / 'bad.safetensors'
     bad.write_bytes(b'not a delta')
     with pytest.raises(ValueError, match='not a PTI delta file'):
-        T.load_delta(bad)
+        deltas.load_delta(bad)
     with pytest.raises(FileNotFoundError, match='no such PTI delta file'):
-        T.load_delta(tmp_path / 'missing.pt')
+        deltas.load_delta(tmp_path / 'missing.pt')
     wrong = {'synthesis.b16.conv1.weight': torch.zeros(3)}
     with pytest.raises(ValueError, match='does not fit this network'):
-        T.apply_delta(copy.deepcopy(G), wrong)
+        deltas.apply_delta(copy.deepcopy(G), wrong)
     with pytest.raises(ValueError, match='delta dtype must be one of'):
-        T.compute_delta(G, G_tuned, 'int8')
+        deltas.compute_delta(G, G_tuned, 'int8')
 
 
 def test_locality_samples_sit_alpha_away_from_the_pivot(G, case):
@@ -125,7 +126,7 @@ def test_locality_regularizer_keeps_other_latents_closer(G, lpips_model, case):
     free, _ = T.tune(G, target, pivot, None, T.PTIConfig(use_locality_regularization=False, **common), lpips_model)
     kept, _ = T.tune(G, target, pivot, None, T.PTIConfig(regularizer_l2_weight=10.0, regularizer_alpha=3.0, **common), lpips_model)
     w = T.morphed_ws(G, pivot, T.PTIConfig(latent_ball_num_of_samples=4, regularizer_alpha=3.0), torch.Generator().manual_seed(9))
-    drift = lambda Gt: float((P.render(Gt, w, noise_mode='none') - P.render(G, w, noise_mode='none')).square().mean())
+    drift = lambda Gt: float((rendering.render(Gt, w, noise_mode='none') - rendering.render(G, w, noise_mode='none')).square().mean())
     assert drift(kept) < drift(free)
 
 

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pstyle.cli import main
-from training.checkpoint import save_network
-from training.networks import Generator
+from pstyle.models.checkpoint import save_network
+from pstyle.models.networks import Generator
 
 
 @pytest.fixture(scope='module')
@@ -42,8 +42,8 @@ def test_generate_seeds_grid_and_projected_w(network, tmp_path):
     assert CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '1', '--outdir', str(out1)]).exit_code == 0
     assert np.abs(np.asarray(Image.open(out1 / 'seed0001.png')).astype(int) - img).max() <= 1
 
-    from training.checkpoint import load_network
-    from training.generate import seeds_to_ws
+    from pstyle.models.checkpoint import load_network
+    from pstyle.models.render import seeds_to_ws
     G = load_network(network)['G_ema']
     np.savez(tmp_path / 'proj.npz', ws=seeds_to_ws(G, [1]).numpy(), names=np.array(['face.jpg']))
     out2 = tmp_path / 'out2'

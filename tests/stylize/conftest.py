@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from training.networks import Generator
+from pstyle.models.networks import Generator
 
 TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
             synthesis_kwargs=dict(channel_base=512, channel_max=32))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from stylize import blend
-from stylize import layer_weights as lw
-from training import generate as gen
+from pstyle.stylize import blend
+from pstyle.stylize import layer_weights as lw
+from pstyle.models import render as gen
 
 
 def block_of(name):

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pstyle.cli import main
-from stylize import blend
-from stylize import layer_weights as lw
-from training.checkpoint import load_network, save_network
+from pstyle.stylize import blend
+from pstyle.stylize import layer_weights as lw
+from pstyle.models.checkpoint import load_network, save_network
 
 PROJ = ['--steps', '1', '--lpips-weight', '0', '--mse-weight', '1', '--no-metrics', '--device', 'cpu']
 

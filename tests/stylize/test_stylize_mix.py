@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from stylize import layer_weights as lw
-from stylize import mix as mixing
-from training import generate as gen
+from pstyle.stylize import layer_weights as lw
+from pstyle.stylize import mix as mixing
+from pstyle.models import render as gen
 
 
 @pytest.fixture(scope='module')

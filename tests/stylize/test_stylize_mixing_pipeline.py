@@ -5,12 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from projectors import align
-from projectors import projector as P
-from stylize import layer_weights as lw
-from stylize import pipeline
-from training import generate as gen
-from training.checkpoint import load_network, save_network
+from pstyle.projectors import align
+from pstyle.stylize import layer_weights as lw
+from pstyle.stylize import pipeline
+from pstyle.models import render as gen
+from pstyle.models import render as rendering
+from pstyle.models.checkpoint import save_network
 
 import skimage.data as skimage_data  # noqa: E402  (dev extra: the public-domain test photo)
 
@@ -53,7 +53,7 @@ def test_mixing_copies_the_fine_rows_of_the_style(run):
     rows = [i for i, r in enumerate([4, 8, 8, 16, 16, 32, 32, 32]) if r >= 16]
     mixed = ws.clone()
     mixed[:, rows] = torch.from_numpy(style)[rows]
-    expected = gen.to_uint8(P.render(G, mixed, noise))[0]
+    expected = gen.to_uint8(rendering.render(G, mixed, noise))[0]
     assert np.array_equal(np.asarray(Image.open(root / 'out' / 'astronaut.png')), expected)
 
 

@@ -9,12 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from projectors import projector as P
-from stylize import layer_weights as lw
-from stylize import pipeline
-from stylize.blend import ArchitectureMismatch
-from training import generate as gen
-from training.checkpoint import load_network, save_network
+from pstyle.projectors import projector as P
+from pstyle.stylize import layer_weights as lw
+from pstyle.stylize import pipeline
+from pstyle.stylize.blend import ArchitectureMismatch
+from pstyle.models import render as gen
+from pstyle.models import deltas, latents
+from pstyle.models import render as rendering
+from pstyle.models.checkpoint import load_network, save_network
 
 FAST = dict(num_steps=3, lpips_weight=0.0, mse_weight=1.0, w_avg_samples=200)
 
@@ -71,18 +73,17 @@ def test_outputs_render_exactly(run, work):
     assert list(data['names']) == ['p0', 'p1']
     ws = torch.from_numpy(data['w'])
     noise = {k[len('noise/'):]: torch.from_numpy(data[k])[:, None] for k in data.files if k.startswith('noise/')}
-    assert ws.shape == (2, G_a.num_ws, G_a.w_dim) and len(noise) == len(P.noise_layers(G_a))
+    assert ws.shape == (2, G_a.num_ws, G_a.w_dim) and len(noise) == len(latents.noise_layers(G_a))
     G_ref = module_swap(G_a, G_b, 8)
     for k, stem in enumerate(['p0', 'p1']):
         # One photo per render, as the pipeline does (CPU convolutions may round differently per batch size).
         noise_k = {name: v[k:k + 1] for name, v in noise.items()}
-        styled = gen.to_uint8(P.render(G_ref, ws[k:k + 1], noise_k))[0]
-        recon = gen.to_uint8(P.render(G_a, ws[k:k + 1], noise_k))[0]
+        styled = gen.to_uint8(rendering.render(G_ref, ws[k:k + 1], noise_k))[0]
+        recon = gen.to_uint8(rendering.render(G_a, ws[k:k + 1], noise_k))[0]
         assert np.array_equal(load_png(out / f'{stem}.png'), styled)
         assert np.array_equal(load_png(out / 'projected' / f'{stem}.png'), recon)
         assert not np.array_equal(styled, recon)  # B's fine layers changed the picture.
-    from projectors.project_folder import load_latents
-    saved = load_latents(out / 'latents.npz')  # `pstyle project`'s format.
+    saved = latents.load_latents(out / 'latents.npz')  # `pstyle project`'s format.
     assert list(saved['names']) == ['p0', 'p1'] and torch.equal(torch.as_tensor(saved['ws']), ws)
     assert saved['network_sha256'] == manifest['networks']['base']['sha256']
     resized = smooth_photo(1, 64).resize((32, 32), Image.Resampling.LANCZOS)
@@ -147,7 +148,7 @@ def test_mismatched_networks_stop_before_projection(work, make_G):
 
 
 def test_missing_dlib_stops_the_run(work, monkeypatch):
-    from projectors import align
+    from pstyle.projectors import align
     def no_dlib(*args, **kwargs):
         raise align.AlignDependencyError('FFHQ alignment needs dlib, which is not installed')
     monkeypatch.setattr(align, 'align_face', no_dlib)
@@ -194,7 +195,7 @@ def test_output_names():
 
 
 def test_missing_lpips_weights_name_the_file_and_the_fallback(work, monkeypatch):
-    from metrics import lpips_utils
+    from pstyle.metrics import lpips_utils
     monkeypatch.setattr(lpips_utils, 'backbone_path', lambda net: work / 'nowhere' / 'vgg16-397923af.pth')
     cfg = pipeline.StylizeConfig(base=str(work / 'a.pt'), styled=str(work / 'b.pt'), align=False,
                                  project=dict(num_steps=1, w_avg_samples=10), device='cpu')
@@ -204,7 +205,6 @@ def test_missing_lpips_weights_name_the_file_and_the_fallback(work, monkeypatch)
 
 def test_pivotal_tuning_blends_the_tuned_base_with_b(work):
     """With PTI, A is tuned on the photo (delta saved), and the output is the swap of the tuned A with B."""
-    from projectors import pti as T
     cfg = pipeline.StylizeConfig(base=str(work / 'a.pt'), styled=str(work / 'b.pt'), spec=lw.make_spec(swap_res=8),
                                  align=False, project=dict(FAST), pti=True, pti_settings=dict(num_steps=3, learning_rate=0.01),
                                  device='cpu', metrics=False)
@@ -215,15 +215,15 @@ def test_pivotal_tuning_blends_the_tuned_base_with_b(work):
     assert entry['pti']['delta'] == 'pti/p0.safetensors' and 'pti' in entry['seconds']
     assert manifest['pti']['num_steps'] == 3 and manifest['pti']['lpips_weight'] == 0  # LPIPS off with the projection's
     G_a, G_b = load_network(work / 'a.pt')['G_ema'], load_network(work / 'b.pt')['G_ema']
-    assert T.delta_paths(out / 'latents.npz', ['p0']) == {'p0': out / 'pti' / 'p0.safetensors'}  # generate --pti
-    G_tuned = T.load_tuned_generator(G_a, out / 'pti' / 'p0.safetensors')  # Tied to A's weights.
+    assert deltas.delta_paths(out / 'latents.npz', ['p0']) == {'p0': out / 'pti' / 'p0.safetensors'}  # generate --pti
+    G_tuned = deltas.load_tuned_generator(G_a, out / 'pti' / 'p0.safetensors')  # Tied to A's weights.
     data = np.load(out / 'latents.npz')
     ws = torch.from_numpy(data['w'])
     noise = {k[len('noise/'):]: torch.from_numpy(data[k])[:, None] for k in data.files if k.startswith('noise/')}
-    styled = gen.to_uint8(P.render(module_swap(G_tuned, G_b, 8), ws, noise))[0]
+    styled = gen.to_uint8(rendering.render(module_swap(G_tuned, G_b, 8), ws, noise))[0]
     assert np.array_equal(load_png(out / 'p0.png'), styled)
-    assert np.array_equal(load_png(out / 'projected' / 'p0.png'), gen.to_uint8(P.render(G_tuned, ws, noise))[0])
-    untuned = gen.to_uint8(P.render(module_swap(G_a, G_b, 8), ws, noise))[0]
+    assert np.array_equal(load_png(out / 'projected' / 'p0.png'), gen.to_uint8(rendering.render(G_tuned, ws, noise))[0])
+    untuned = gen.to_uint8(rendering.render(module_swap(G_a, G_b, 8), ws, noise))[0]
     assert not np.array_equal(styled, untuned)  # The tuning changed A's share of the picture.
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from stylize import layer_weights as lw
-from training import wplus
+from pstyle.stylize import layer_weights as lw
+from pstyle.models import wplus
 
 
 @pytest.fixture(scope='module')

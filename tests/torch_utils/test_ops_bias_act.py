@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from torch_utils.ops import bias_act
+from pstyle.torch_utils.ops import bias_act
 
 import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
@@ -169,7 +169,7 @@ def test_cuda_autograd_with_emulated_kernel(act, with_bias):
 # CUDA vs ref (skipped without a GPU).
 
 def _cuda_plugin_or_fail():
-    from torch_utils.ops import _impl
+    from pstyle.torch_utils.ops import _impl
     plugin = _impl.get_plugin('bias_act')
     assert plugin is not None, 'the bias_act CUDA plugin failed to build on a CUDA machine (see the warning)'
 

@@ -5,8 +5,8 @@ import itertools
 import pytest
 import torch
 
-from torch_utils.ops import conv2d_resample as cr
-from torch_utils.ops import upfirdn2d
+from pstyle.torch_utils.ops import conv2d_resample as cr
+from pstyle.torch_utils.ops import upfirdn2d
 
 import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_utils import custom_ops
-from torch_utils.ops import _impl, bias_act, upfirdn2d
+from pstyle.torch_utils import custom_ops
+from pstyle.torch_utils.ops import _impl, bias_act, upfirdn2d
 
 REPO = Path(__file__).resolve().parents[2]
 OPS_DIR = REPO / 'torch_utils' / 'ops'
@@ -108,8 +108,8 @@ def test_plugins_build_load_and_check_arguments(tmp_path):
     script = textwrap.dedent('''
         import warnings, torch
         warnings.simplefilter('error', UserWarning)
-        from torch_utils import custom_ops
-        from torch_utils.ops import _impl
+        from pstyle.torch_utils import custom_ops
+        from pstyle.torch_utils.ops import _impl
         for name, fn in [('bias_act', 'bias_act'), ('upfirdn2d', 'upfirdn2d')]:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')  # torch warns that no CUDA runtime/GPU is present.
@@ -180,7 +180,7 @@ def test_use_cuda_rules(monkeypatch):
 def test_no_build_at_import():
     code = ('import sys, torch_utils.ops.bias_act, torch_utils.ops.upfirdn2d, torch_utils.ops.conv2d_resample, '
             'torch_utils.ops.modulated_conv2d; '
-            'assert "torch_utils.custom_ops" not in sys.modules and "torch.utils.cpp_extension" not in sys.modules')
+            'assert "pstyle.torch_utils.custom_ops" not in sys.modules and "torch.utils.cpp_extension" not in sys.modules')
     subprocess.run([sys.executable, '-c', code], cwd=REPO, check=True)
 
 

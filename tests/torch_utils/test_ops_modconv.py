@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from torch_utils.ops import upfirdn2d
-from torch_utils.ops.modulated_conv2d import modulated_conv2d
+from pstyle.torch_utils.ops import upfirdn2d
+from pstyle.torch_utils.ops.modulated_conv2d import modulated_conv2d
 
 import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import upfirdn2d
+from pstyle.torch_utils.ops import upfirdn2d
 
 import pstyle_tests_ops_naive as naive  # registered by tests/torch_utils/conftest.py
 
@@ -193,7 +193,7 @@ def test_bad_tensors():
 # CUDA vs ref (skipped without a GPU).
 
 def _cuda_plugin_or_fail():
-    from torch_utils.ops import _impl
+    from pstyle.torch_utils.ops import _impl
     plugin = _impl.get_plugin('upfirdn2d')
     assert plugin is not None, 'the upfirdn2d CUDA plugin failed to build on a CUDA machine (see the warning)'
     return plugin

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from pstyle.cli import main
-from training.synthetic import make_shapes_dataset
+from pstyle.datasets.synthetic import make_shapes_dataset
 
 
 @pytest.fixture(scope='module')

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import checkpoint, phases, trainer
-from training.networks import Discriminator, Generator
-from training.train_config import ConfigError, TrainOptions, setup_training_config
+from pstyle.models import checkpoint
+from pstyle.training import phases, trainer
+from pstyle.models.networks import Discriminator, Generator
+from pstyle.training.train_config import ConfigError, TrainOptions, setup_training_config
 import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 

@@ -2,8 +2,9 @@
 
 import torch
 
-from training import checkpoint, run_dir as rd
-from training.launch import train
+from pstyle.models import checkpoint
+from pstyle.training import run_dir as rd
+from pstyle.training.launch import train
 import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 # Noise inputs draw from each process's own RNG, and ADA's per-sample draws too: off, so that the
@@ -43,7 +44,7 @@ def _difference(net_a, net_b):
     return diff.mean().item(), (diff > 1e-4).double().mean().item()
 
 def test_distributed_helpers_are_noops_in_one_process(monkeypatch):
-    from torch_utils import distributed
+    from pstyle.torch_utils import distributed
     for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
         monkeypatch.delenv(var, raising=False)
     assert not distributed.launched_by_torchrun()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from training import freeze
-from training.networks import Discriminator, Generator
-from training.trainer import Trainer
+from pstyle.training import freeze
+from pstyle.models.networks import Discriminator, Generator
+from pstyle.training.trainer import Trainer
 import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 

@@ -8,10 +8,11 @@ import PIL.Image
 import pytest
 import torch
 
-from training import checkpoint, run_dir as rd
-from training.launch import train
-from training.loss import StyleGAN2Loss
-from training.phases import NonFiniteError
+from pstyle.models import checkpoint
+from pstyle.training import run_dir as rd
+from pstyle.training.launch import train
+from pstyle.training.loss import StyleGAN2Loss
+from pstyle.training.phases import NonFiniteError
 import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 

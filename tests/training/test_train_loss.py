@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import phases as ph, sampler
-from training.loss import PhaseBatch, StyleGAN2Loss
-from training.networks import Discriminator, Generator
-from training.stats import StatsCollector
+from pstyle.training import phases as ph, sampler
+from pstyle.training.loss import PhaseBatch, StyleGAN2Loss
+from pstyle.models.networks import Discriminator, Generator
+from pstyle.training.stats import StatsCollector
 
 
 def nets(mbstd=1):

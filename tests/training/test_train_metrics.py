@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from training.launch import train
-from training.synthetic import make_shapes_dataset
-from training.train_config import TrainOptions
-from training.train_metrics import PixelFeatureExtractor, parse_metric
+from pstyle.training.launch import train
+from pstyle.datasets.synthetic import make_shapes_dataset
+from pstyle.training.train_config import TrainOptions
+from pstyle.training.train_metrics import PixelFeatureExtractor, parse_metric
 
 
 @pytest.mark.parametrize('name, expected', [

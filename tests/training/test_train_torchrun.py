@@ -1,7 +1,8 @@
 """`torchrun --nproc_per_node 2 -m pstyle train ...` on the CPU (gloo): the multi-node code path."""
 
-from training import checkpoint, run_dir as rd
-from training.synthetic import make_shapes_dataset
+from pstyle.models import checkpoint
+from pstyle.training import run_dir as rd
+from pstyle.datasets.synthetic import make_shapes_dataset
 
 
 def test_torchrun_two_processes(tmp_path, torchrun):

@@ -2,8 +2,8 @@
 
 import torch
 
-from training.synthetic import make_shapes_dataset
-from training.train_config import TrainOptions, setup_training_config
+from pstyle.datasets.synthetic import make_shapes_dataset
+from pstyle.training.train_config import TrainOptions, setup_training_config
 
 RES = 16
 DATASET_INFO = dict(name='shapes', resolution=RES, num_channels=3, label_dim=0, size=16)

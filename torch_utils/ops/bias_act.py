@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import _impl
+from pstyle.torch_utils.ops import _impl
 
 
 @dataclasses.dataclass(frozen=True)

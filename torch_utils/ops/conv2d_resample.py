@@ -8,7 +8,7 @@ with w, then filter with f and keep every `down`-th pixel. The fast paths below 
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import upfirdn2d as _up
+from pstyle.torch_utils.ops import upfirdn2d as _up
 
 
 def _conv2d_wrapper(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):

@@ -4,8 +4,8 @@ of StyleGAN", Sec. 2.2, Eq. 1-3), as NVIDIA stylegan2-ada-pytorch `training/netw
 import numpy as np
 import torch
 
-from torch_utils.ops import conv2d_resample as _cr
-from torch_utils.ops import fma as _fma
+from pstyle.torch_utils.ops import conv2d_resample as _cr
+from pstyle.torch_utils.ops import fma as _fma
 
 
 def _check_inputs(x, weight, styles, noise):

@@ -9,7 +9,7 @@ Same signatures and semantics as NVIDIA stylegan2-ada-pytorch `torch_utils/ops/u
 import torch
 import torch.nn.functional as F
 
-from torch_utils.ops import _impl
+from pstyle.torch_utils.ops import _impl
 
 
 def _parse_scaling(scaling, what):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import load_network
-from training.convert_rosinality import export_rosinality, generator_to_rosinality
+from pstyle.models.checkpoint import load_network
+from pstyle.models.convert_rosinality import export_rosinality, generator_to_rosinality
 
 WS_TOL = 1e-4
 IMG_TOL = 1e-3

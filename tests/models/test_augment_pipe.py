@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.augment import AugmentPipe, augpipe_specs
+from pstyle.models.augment import AugmentPipe, augpipe_specs
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.cuda)]
 SINGLE = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac', 'brightness', 'contrast',

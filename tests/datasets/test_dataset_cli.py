@@ -45,7 +45,7 @@ def test_cli_dataset_errors(tmp_path):
 
 
 def test_cli_dataset_synthetic_shapes_loads_for_training(tmp_path):
-    from training.dataset import ImageFolderDataset
+    from pstyle.datasets.dataset import ImageFolderDataset
     res = CliRunner().invoke(main, ['dataset', '--synthetic', 'shapes', '--dest', str(tmp_path / 's.zip'),
                                     '--max-images', '12', '--resolution', '16', '--no-progress'])
     assert res.exit_code == 0, res.output

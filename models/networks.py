@@ -12,9 +12,9 @@ import inspect
 import numpy as np
 import torch
 
-from torch_utils import misc
-from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
-from torch_utils.ops.modulated_conv2d import modulated_conv2d
+from pstyle.torch_utils import misc
+from pstyle.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from pstyle.torch_utils.ops.modulated_conv2d import modulated_conv2d
 
 ACT_GAINS = {'linear': 1.0, 'relu': np.sqrt(2), 'lrelu': np.sqrt(2), 'tanh': 1.0, 'sigmoid': 1.0,
              'elu': 1.0, 'selu': 1.0, 'softplus': 1.0, 'swish': np.sqrt(2)}

@@ -10,8 +10,8 @@ import PIL.Image
 import pytest
 import torch
 
-from training.dataset import ImageFolderDataset
-from training.dataset_tool import convert_dataset, nvidia_image_name
+from pstyle.datasets.dataset import ImageFolderDataset
+from pstyle.datasets.dataset_tool import convert_dataset, nvidia_image_name
 
 
 def _png(arr):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torch_utils.grid_sample_gradfix import grid_sample
-from torch_utils.ops import conv2d_resample, upfirdn2d
+from pstyle.torch_utils.grid_sample_gradfix import grid_sample
+from pstyle.torch_utils.ops import conv2d_resample, upfirdn2d
 
 # Low-pass decomposition filters of the Daubechies symlets (published coefficients, as PyWavelets).
 SYM2 = [-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025]

@@ -5,12 +5,12 @@ generator per image, so image k is identical at any batch size and matches the i
 """
 
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from torch_utils import misc
+from pstyle.models import deltas, latents
+from pstyle.torch_utils import cpu_features, misc
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
@@ -53,7 +53,6 @@ def compute_dtype(precision, device):
     if precision == 'fp16' and device.type != 'cuda':
         raise ValueError('fp16 needs a CUDA device; on the CPU use --precision bf16')
     if precision == 'bf16' and device.type == 'cpu':
-        from torch_utils import cpu_features
         cpu_features.warn_if_slow_bf16()
     return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
 
@@ -80,17 +79,11 @@ def to_uint8(img):
 
 
 @torch.no_grad()
-def synthesize(G, ws, noise_mode='const', precision='fp32', batch_size=8):
-    """W+ latents [N, num_ws, w_dim] -> images [N, C, H, W] float32, in batches."""
-    device = misc.device_of(G)
-    dtype = compute_dtype(precision, device)
-    ws = torch.as_tensor(ws, dtype=torch.float32)
-    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
-    out = []
-    for chunk in ws.split(batch_size):
-        img = G.synthesis(chunk.to(device), noise_mode=noise_mode, dtype=dtype)
-        out.append(img.float().cpu())
-    return torch.cat(out)
+def synthesize(G, ws, noise_mode='const', precision='fp32', batch_size=8, noise=None):
+    """W+ latents [N, num_ws, w_dim] -> images [N, C, H, W] float32 on the CPU, in batches, at a precision
+    name (fp32, bf16, fp16); the network picks its execution order (`render` with fused_modconv=None)."""
+    dtype = compute_dtype(precision, misc.device_of(G))
+    return render(G, ws, noise, noise_mode, dtype=dtype, fused_modconv=None, batch_size=batch_size).cpu()
 
 
 @torch.no_grad()
@@ -122,70 +115,18 @@ def _progress(total, enabled):
     return tqdm(total=total, unit='img', disable=not enabled or total < 2)
 
 
-def load_projected_ws(path, G):
-    """W+ latents from an `.npz` (NVIDIA projector key `w`, or our `ws`), `.npy`, or `.pt` file (e4e/pSp's
-    inference scripts save `{image name: [num_ws, w_dim]}`; a plain tensor works too)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such latent file')
-    if path.suffix == '.pt':
-        ws, names = _torch_latents(path)
-    else:
-        ws, names = _numpy_latents(path)
-    ws = np.asarray(ws, dtype=np.float32)
-    if ws.ndim == 2 and ws.shape[1] == G.w_dim:
-        ws = np.repeat(ws[:, None, :], G.num_ws, axis=1)  # W -> W+
-    if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
-        raise ValueError(f'{path}: latents have shape {list(ws.shape)}, this network needs [N, {G.num_ws}, {G.w_dim}]')
-    if names is None:
-        names = [f'proj{i:02d}' for i in range(len(ws))]
-    return torch.from_numpy(ws), names
-
-
-def _torch_latents(path):
-    """(array [N, ...], names or None) from torch.save'd latents, loaded with weights_only (no code runs)."""
-    try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:
-        raise ValueError(f'{path}: not a readable torch latent file ({type(exc).__name__}: {exc})') from exc
-    if isinstance(data, dict) and data and all(torch.is_tensor(v) for v in data.values()):
-        names = [str(k) for k in data]
-        ws = np.stack([v.float().reshape(-1, v.shape[-1]).numpy() for v in data.values()])  # [N, rows, w_dim]
-        return (ws[:, 0] if ws.shape[1] == 1 else ws), names
-    if torch.is_tensor(data):
-        return data.float().numpy(), None
-    raise ValueError(f'{path}: expected a tensor or a dict of tensors {{name: [num_ws, w_dim]}}, '
-                     f'got {type(data).__name__}')
-
-
-def _numpy_latents(path):
-    try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f'{path}: not a readable .npz/.npy latent file ({exc})') from exc
-    if isinstance(data, np.lib.npyio.NpzFile):
-        keys = [k for k in ('ws', 'w') if k in data.files]
-        if not keys:
-            raise ValueError(f'{path}: no "ws" or "w" array (found {sorted(data.files)})')
-        names = [str(n) for n in data['names']] if 'names' in data.files else None
-        return data[keys[0]], names
-    return data, None
-
-
 @torch.no_grad()
 def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8, pti=False):
     """(names, uint8 [N, H, W, C]) for saved latents; with `noise_mode='const'` the per-image noise maps
     that `pstyle project` optimised and saved are used, so the reconstructions come back exactly.
-    With `pti`, image k is rendered by G plus its pivotal-tuning delta (projectors.pti.delta_paths)."""
-    ws, names = load_projected_ws(path, G)
+    With `pti`, image k is rendered by G plus its pivotal-tuning delta (models.deltas.delta_paths)."""
+    ws, names = latents.load_projected_ws(path, G)
     noise = None
     if noise_mode == 'const' and str(path).endswith('.npz'):
-        from projectors import projector  # Lazy: generation does not otherwise need the projector.
-        noise = projector.load_projected_noise(path, G)
+        noise = latents.load_projected_noise(path, G)
     if pti:
-        from projectors import pti as T
-        deltas = T.delta_paths(path, names)
-        images = [_render_ws(T.load_tuned_generator(G, deltas[name]), ws[k:k + 1],
+        paths = deltas.delta_paths(path, names)
+        images = [_render_ws(deltas.load_tuned_generator(G, paths[name]), ws[k:k + 1],
                              {n: v[k:k + 1] for n, v in noise.items()} if noise else None, noise_mode, precision, 1)
                   for k, name in enumerate(names)]
         return names, np.concatenate(images)
@@ -195,9 +136,8 @@ def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8
 def _render_ws(G, ws, noise, noise_mode, precision, batch_size):
     if noise is None:
         return to_uint8(synthesize(G, ws, noise_mode, precision, batch_size))
-    from projectors import projector
     dtype = compute_dtype(precision, misc.device_of(G))
-    return to_uint8(projector.render(G, ws, noise, dtype=dtype, batch_size=batch_size))
+    return to_uint8(render(G, ws, noise, noise_mode, dtype=dtype, batch_size=batch_size))
 
 
 @torch.no_grad()
@@ -246,3 +186,25 @@ def save_image(array, path):
     array = np.asarray(array)
     mode = 'L' if array.shape[-1] == 1 else 'RGB'
     Image.fromarray(array[..., 0] if mode == 'L' else array, mode).save(path)
+
+
+def noise_inputs(noise):
+    """{'synthesis.b8.conv0': [N, 1, r, r], ...} (our saved layout) -> G.synthesis's `noise_inputs` argument."""
+    return {name[len('synthesis.'):]: maps for name, maps in noise.items()} if noise else None
+
+
+@torch.no_grad()
+def render(G, ws, noise=None, noise_mode='const', dtype=None, fused_modconv=False, batch_size=None):
+    """W+ [N, num_ws, w_dim] (+ per-image noise {layer: [N, 1, r, r]}) -> float images [N, C, H, W]."""
+    device = misc.device_of(G)
+    ws = torch.as_tensor(ws, dtype=torch.float32)
+    misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
+    batch_size = batch_size or max(1, ws.shape[0])
+    out = []
+    for start in range(0, ws.shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        sub = {k: v[sl].to(device, torch.float32) for k, v in noise.items()} if noise else None
+        img = G.synthesis(ws[sl].to(device), noise_mode=noise_mode, dtype=dtype, fused_modconv=fused_modconv,
+                          noise_inputs=noise_inputs(sub))
+        out.append(img.float())
+    return torch.cat(out)

@@ -12,7 +12,6 @@ fixed whitelist) and its `init_kwargs`, as a `.pt`/`.pth` torch file or a `.safe
 import argparse
 import contextlib
 import copy
-import fnmatch
 import hashlib
 import json
 import os
@@ -29,82 +28,20 @@ from pathlib import Path
 
 import torch
 
-from torch_utils.fileio import atomic_path
+from pstyle.models.formats import CheckpointError, _listing, build_network, channel_kwargs, copy_state, network_classes  # noqa: F401 (re-exported API)
+from pstyle.torch_utils.fileio import atomic_path
+from pstyle.models.convert_nvidia import NVIDIA_GLOBALS
+from pstyle.models.convert_rosinality import is_rosinality
+from pstyle.models.convert_nvidia import load_nvidia_pickle
+from pstyle.models.convert_tf import load_tf_pickle
+from pstyle.models.convert_rosinality import load_rosinality
+from pstyle.models.convert_rosinality import export_rosinality
 
 NATIVE_FORMAT = 'portrait-stylegan'
 NATIVE_VERSION = 1
 NETWORK_KEYS = ('G', 'D', 'G_ema')
 FORMATS = ('native', 'nvidia-pickle', 'tf-pickle', 'rosinality')
 _TORCH_LEGACY_MAGIC = b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.'  # torch.save's pre-1.6 (non-zip) header
-
-
-class CheckpointError(ValueError):
-    """A network file that cannot be loaded: unknown format, unsafe content, bad or missing tensors."""
-
-
-# ----------------------------------------------------------------------------
-# Building networks and copying tensors (shared by all converters).
-
-def network_classes():
-    """The only classes a file may name; imported lazily so this module stays light."""
-    from training import networks
-    return {'Generator': networks.Generator, 'Discriminator': networks.Discriminator}
-
-
-def build_network(class_name, init_kwargs, what='network'):
-    """`cls(**init_kwargs)` for a whitelisted class name, with a clear error on bad arguments."""
-    cls = network_classes().get(class_name)
-    if cls is None:
-        raise CheckpointError(f'{what}: class {class_name!r} is not one of {sorted(network_classes())}')
-    if not isinstance(init_kwargs, dict):
-        raise CheckpointError(f'{what}: init_kwargs must be a dict, got {type(init_kwargs).__name__}')
-    try:
-        return cls(**init_kwargs)
-    except (TypeError, ValueError, AssertionError, KeyError) as e:
-        raise CheckpointError(f'{what}: cannot build {class_name}(**{init_kwargs}): {e}') from None
-
-
-def _listing(items, limit=8):
-    items = list(items)
-    more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
-    return ', '.join(items[:limit]) + more
-
-
-def copy_state(net, tensors, what='network', keep_missing=()):
-    """Load `tensors` ({state_dict name: tensor}) into `net`, checking names and shapes first.
-
-    Names matching a glob in `keep_missing` (e.g. '*.resample_filter', buffers derived from the
-    config) may be absent and keep the value `net` was built with.
-    """
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in tensors and not any(fnmatch.fnmatch(k, p) for p in keep_missing)]
-    unexpected = [k for k in tensors if k not in expected]
-    wrong = [f'{k} {list(tensors[k].shape)} (expected {list(expected[k].shape)})'
-             for k in expected if k in tensors and tuple(tensors[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f'missing tensors: {_listing(missing)}')
-    if wrong:
-        problems.append(f'wrong shapes: {_listing(wrong)}')
-    if unexpected:
-        problems.append(f'unexpected tensors: {_listing(unexpected)}')
-    if problems:
-        raise CheckpointError(f'{what} does not fit {type(net).__name__}: ' + '; '.join(problems))
-    state = {k: tensors[k].detach() if k in tensors else v for k, v in expected.items()}
-    net.load_state_dict(state, strict=True)
-    return net
-
-
-def channel_kwargs(table, default_base=32768):
-    """{resolution: channels} -> channel_base/channel_max when NVIDIA's min(base // res, max)
-    reproduces the table (so configs stay familiar), else an explicit `channels_dict`."""
-    table = {int(r): int(c) for r, c in table.items()}
-    cmax = max(table.values())
-    candidates = [c * r for r, c in table.items() if c < cmax] or [default_base, cmax * max(table)]
-    for base in candidates:
-        if all(min(base // r, cmax) == c for r, c in table.items()):
-            return dict(channel_base=base, channel_max=cmax)
-    return dict(channels_dict=dict(sorted(table.items())))
 
 
 # ----------------------------------------------------------------------------
@@ -139,7 +76,6 @@ _PICKLE_MARKERS = {'torch_utils.persistence': 'nvidia-pickle', 'dnnlib.tflib.net
 
 def _scan_pickle(path, max_ops=1_000_000):
     """Walk the pickle's opcodes (pickletools, no execution) up to the first global that names a format."""
-    from training.convert_nvidia import NVIDIA_GLOBALS
     recent = []  # The last two opcodes other than MEMOIZE/FRAME: STACK_GLOBAL's operands.
     with open(path, 'rb') as f:
         try:
@@ -185,7 +121,6 @@ def _torch_load(path):
 def _torch_format(path, payload):
     if isinstance(payload, dict) and payload.get('format') == NATIVE_FORMAT:
         return 'native'
-    from training.convert_rosinality import is_rosinality
     if is_rosinality(payload):
         return 'rosinality'
     keys = list(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
@@ -304,12 +239,9 @@ def _load_any(path, fmt, payload):
     if fmt == 'native':
         return _load_native(path, payload)
     if fmt == 'nvidia-pickle':
-        from training.convert_nvidia import load_nvidia_pickle
         return load_nvidia_pickle(path)
     if fmt == 'tf-pickle':
-        from training.convert_tf import load_tf_pickle
         return load_tf_pickle(path)
-    from training.convert_rosinality import load_rosinality
     return load_rosinality(payload, source=str(path))
 
 
@@ -491,7 +423,6 @@ def convert_network(src, dst, format='native', skip_d=False, cache_dir=None):
     if format == 'native':
         save_network(dst, **present)
     else:
-        from training.convert_rosinality import export_rosinality
         try:
             export_rosinality(dst, present['G_ema'], G=present.get('G'), D=present.get('D'))
         except CheckpointError as e:

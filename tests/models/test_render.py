@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import generate as gen
-from training.networks import Generator
+from pstyle.models import render as gen
+from pstyle.models import latents
+from pstyle.models import render as rendering
+from pstyle.models.networks import Generator
 
 
 @pytest.fixture(scope='module')
@@ -63,20 +65,20 @@ def test_class_label_errors(G):
 def test_projected_w_roundtrip_and_errors(G, tmp_path):
     ws = gen.seeds_to_ws(G, [4, 5]).numpy()
     np.savez(tmp_path / 'nv.npz', w=ws)  # NVIDIA projector layout
-    loaded, names = gen.load_projected_ws(tmp_path / 'nv.npz', G)
+    loaded, names = latents.load_projected_ws(tmp_path / 'nv.npz', G)
     assert torch.equal(loaded, torch.from_numpy(ws)) and names == ['proj00', 'proj01']
     np.savez(tmp_path / 'w.npz', ws=ws[:, 0], names=np.array(['a', 'b']))  # W (one row) broadcast to W+
-    loaded, names = gen.load_projected_ws(tmp_path / 'w.npz', G)
+    loaded, names = latents.load_projected_ws(tmp_path / 'w.npz', G)
     assert loaded.shape == (2, G.num_ws, 16) and names == ['a', 'b']
     np.savez(tmp_path / 'bad.npz', w=ws[:, :3])
     with pytest.raises(ValueError, match=r'needs \[N, 6, 16\]'):
-        gen.load_projected_ws(tmp_path / 'bad.npz', G)
+        latents.load_projected_ws(tmp_path / 'bad.npz', G)
     (tmp_path / 'junk.npz').write_bytes(b'not a zip')
     with pytest.raises(ValueError, match='not a readable'):
-        gen.load_projected_ws(tmp_path / 'junk.npz', G)
+        latents.load_projected_ws(tmp_path / 'junk.npz', G)
     np.savez(tmp_path / 'other.npz', x=ws)
     with pytest.raises(ValueError, match='no "ws" or "w"'):
-        gen.load_projected_ws(tmp_path / 'other.npz', G)
+        latents.load_projected_ws(tmp_path / 'other.npz', G)
 
 
 def test_style_mix_grid(G):
@@ -91,9 +93,8 @@ def test_style_mix_grid(G):
 
 
 def test_render_projected_uses_saved_noise_maps(G, tmp_path):
-    from projectors import projector
     ws = gen.seeds_to_ws(G, [4, 5])
-    layers = projector.noise_layers(G)
+    layers = latents.noise_layers(G)
     torch.manual_seed(0)
     noise = {name: torch.randn(2, 1, layer.resolution, layer.resolution) for name, layer in layers.items()}
     for layer in layers.values():
@@ -102,7 +103,7 @@ def test_render_projected_uses_saved_noise_maps(G, tmp_path):
         arrays = {f'noise/{name}': n[:, 0].numpy() for name, n in noise.items()}
         np.savez(tmp_path / 'proj.npz', ws=ws.numpy(), names=np.array(['a', 'b']), **arrays)
         names, images = gen.render_projected(G, tmp_path / 'proj.npz')
-        expected = gen.to_uint8(projector.render(G, ws, noise).detach())
+        expected = gen.to_uint8(rendering.render(G, ws, noise).detach())
         plain = gen.to_uint8(gen.synthesize(G, ws))
         assert names == ['a', 'b'] and np.array_equal(images, expected)
         assert not np.array_equal(images, plain)  # the saved maps really changed the pixels
@@ -117,16 +118,16 @@ def test_latents_saved_by_e4e_and_psp_scripts(G, tmp_path):
     """e4e/pSp's inference scripts torch.save {image name: W+ [num_ws, w_dim]}; a bare tensor loads too."""
     ws = gen.seeds_to_ws(G, [1, 2])
     torch.save({'a.jpg': ws[0], 'b.jpg': ws[1:2]}, tmp_path / 'latents.pt')
-    loaded, names = gen.load_projected_ws(tmp_path / 'latents.pt', G)
+    loaded, names = latents.load_projected_ws(tmp_path / 'latents.pt', G)
     assert names == ['a.jpg', 'b.jpg'] and torch.equal(loaded, ws)
     torch.save(ws[:, 0], tmp_path / 'w.pt')                           # [N, w_dim]: W, broadcast to W+
-    loaded, names = gen.load_projected_ws(tmp_path / 'w.pt', G)
+    loaded, names = latents.load_projected_ws(tmp_path / 'w.pt', G)
     assert names == ['proj00', 'proj01'] and torch.equal(loaded, ws[:, :1].expand(-1, G.num_ws, -1))
     torch.save({'a.jpg': ws[0, 0]}, tmp_path / 'one_w.pt')             # a dict of W vectors
-    assert gen.load_projected_ws(tmp_path / 'one_w.pt', G)[0].shape == (1, G.num_ws, G.w_dim)
+    assert latents.load_projected_ws(tmp_path / 'one_w.pt', G)[0].shape == (1, G.num_ws, G.w_dim)
     torch.save({'a': [1, 2]}, tmp_path / 'bad.pt')
     with pytest.raises(ValueError, match='expected a tensor or a dict of tensors'):
-        gen.load_projected_ws(tmp_path / 'bad.pt', G)
+        latents.load_projected_ws(tmp_path / 'bad.pt', G)
     (tmp_path / 'junk.pt').write_bytes(b'not a torch file')
     with pytest.raises(ValueError, match='not a readable torch latent file'):
-        gen.load_projected_ws(tmp_path / 'junk.pt', G)
+        latents.load_projected_ws(tmp_path / 'junk.pt', G)

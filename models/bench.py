@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from torch_utils import cpu_features
-from training.networks import Generator
+from pstyle.torch_utils import cpu_features
+from pstyle.models.networks import Generator
 
 # Official configurations: 256² is NVIDIA's paper256 (channel_base 16384), 1024² their stylegan2/FFHQ.
 CONFIGS = {

@@ -9,10 +9,10 @@ import threading
 import pytest
 import torch
 
-from training import checkpoint
-from training.checkpoint import (PRETRAINED, CheckpointError, Pretrained, cached_path, default_cache_dir, download,
+from pstyle.models import checkpoint
+from pstyle.models.checkpoint import (PRETRAINED, CheckpointError, Pretrained, cached_path, default_cache_dir, download,
                                  load_network, resolve_network, save_network)
-from training.networks import Generator
+from pstyle.models.networks import Generator
 
 UNREACHABLE = 'http://127.0.0.1:9/x.pkl'  # Port 9 (discard): connection refused at once.
 

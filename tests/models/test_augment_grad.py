@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_utils.grid_sample_gradfix import grid_sample
-from training.augment import AugmentPipe, augpipe_specs
+from pstyle.torch_utils.grid_sample_gradfix import grid_sample
+from pstyle.models.augment import AugmentPipe, augpipe_specs
 
 
 def _grid(n, h, w, seed=0):

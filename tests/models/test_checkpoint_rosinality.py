@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.checkpoint import CheckpointError, load_network
-from training.convert_rosinality import (discriminator_from_rosinality, discriminator_to_rosinality,
+from pstyle.models.checkpoint import CheckpointError, load_network
+from pstyle.models.convert_rosinality import (discriminator_from_rosinality, discriminator_to_rosinality,
                                         export_rosinality, generator_from_rosinality, generator_to_rosinality)
-from training.networks import Discriminator, Generator
+from pstyle.models.networks import Discriminator, Generator
 
 
 def tiny_networks(seed=0):

@@ -24,6 +24,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from pstyle.projectors import align
+
 # Extensions the converter reads; anything else in the source is counted and ignored.
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.webp', '.tif', '.tiff', '.gif',
               '.ppm', '.pgm', '.pbm', '.pnm', '.tga', '.qoi')
@@ -200,17 +202,13 @@ def _no_transform(img, resolution, resize_filter):
 
 
 def _load_aligner():
-    """The FFHQ aligner lives in projectors.align and needs dlib; import it only when asked for, and
-    check for dlib and the landmark model before anything is scanned or written."""
+    """The FFHQ aligner (projectors.align) needs dlib: check for dlib and the landmark model before anything
+    is scanned or written."""
     try:
         import dlib  # noqa: F401
     except ImportError as e:
         raise ImportError('--transform ffhq-align needs dlib: pip install "portrait-stylegan[align]" '
                           '(dlib-bin and face-recognition-models)') from e
-    try:
-        from projectors import align
-    except ImportError as e:
-        raise ImportError(f'--transform ffhq-align needs projectors.align, which failed to import: {e}') from e
     try:
         align.find_landmarks_model()
     except RuntimeError as e:  # align.AlignDependencyError: the 68-point model is missing

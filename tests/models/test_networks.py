@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.networks import Discriminator, Generator
-from training import wplus
+from pstyle.models.networks import Discriminator, Generator
+from pstyle.models import wplus
 
 FIXTURE_G = dict(z_dim=32, w_dim=32, c_dim=0, img_resolution=32, img_channels=3,
                  mapping_kwargs=dict(num_layers=2),

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from training.augment import AdaptiveP, AugmentPipe
+from pstyle.models.augment import AdaptiveP, AugmentPipe
 
 
 def _logits(n, frac_positive, seed=0):

@@ -17,7 +17,8 @@ import warnings
 import numpy as np
 import torch
 
-from training.checkpoint import CheckpointError, build_network, copy_state
+from pstyle.models.formats import CheckpointError, build_network, copy_state
+from pstyle.models.augment import AugmentPipe
 
 # ----------------------------------------------------------------------------
 # Safe stand-ins for the globals a snapshot references.
@@ -245,7 +246,6 @@ def _augment_pipe(stub):
     p = stub.state.get('_buffers', {}).get('p')
     p = float(p) if isinstance(p, torch.Tensor) and p.numel() == 1 else None
     try:
-        from training.augment import AugmentPipe
         pipe = AugmentPipe(**kwargs)
     except (ImportError, TypeError, ValueError):
         return dict(class_name='AugmentPipe', init_kwargs=kwargs, p=p)

@@ -7,9 +7,9 @@ import pickle
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, detect_format, load_network
-from training.convert_nvidia import restricted_load
-from training.convert_tf import TF_GLOBALS, convert_discriminator, convert_generator
+from pstyle.models.checkpoint import CheckpointError, detect_format, load_network
+from pstyle.models.convert_nvidia import restricted_load
+from pstyle.models.convert_tf import TF_GLOBALS, convert_discriminator, convert_generator
 
 SYSTEM = r'(posix|nt|os)\.system'
 

@@ -3,7 +3,7 @@
 from click.testing import CliRunner
 
 from pstyle.cli import main
-from training import bench
+from pstyle.models import bench
 
 TINY = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
             synthesis_kwargs=dict(channel_base=256, channel_max=32))

@@ -6,7 +6,7 @@ import torch
 from click.testing import CliRunner
 
 from pstyle.cli import main
-from training.checkpoint import load_network
+from pstyle.models.checkpoint import load_network
 
 
 def test_convert_nvidia_to_native_and_info(fixtures, tmp_path):

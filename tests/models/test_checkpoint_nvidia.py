@@ -11,8 +11,8 @@ import types
 import pytest
 import torch
 
-from training.checkpoint import CheckpointError, load_network
-from training.networks import Discriminator, Generator
+from pstyle.models.checkpoint import CheckpointError, load_network
+from pstyle.models.networks import Discriminator, Generator
 
 
 def tiny_networks(seed=0):

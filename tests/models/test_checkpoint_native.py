@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from training.checkpoint import (CheckpointError, channel_kwargs, detect_format, load_network, network_info,
+from pstyle.models.checkpoint import (CheckpointError, channel_kwargs, detect_format, load_network, network_info,
                                  save_network)
-from training.networks import Discriminator, Generator
+from pstyle.models.networks import Discriminator, Generator
 
 
 def tiny_networks(seed=0, **synthesis_kwargs):

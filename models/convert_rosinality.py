@@ -33,9 +33,9 @@ import re
 
 import torch
 
-from torch_utils.fileio import atomic_torch_save
+from pstyle.torch_utils.fileio import atomic_torch_save
 
-from training.checkpoint import CheckpointError, build_network, channel_kwargs, copy_state
+from pstyle.models.formats import CheckpointError, build_network, channel_kwargs, copy_state
 
 DEFAULT_BLUR = [1, 3, 3, 1]
 

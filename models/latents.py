@@ -1,0 +1,151 @@
+"""The latents file: the only reader and writer of W/W+ latents, their per-image noise maps, alignment
+transforms and the network they belong to.
+
+`latents.npz` (written by `pstyle project`, `stylize`, `mix`):
+    ws / w [N, num_ws, w_dim] (`w` for NVIDIA's generate.py), names (input file names), space,
+    noise/<layer> [N, r, r], network_sha256, weights_sha256, settings (JSON), alignment (JSON per image),
+    format 'pstyle-latents', version.
+Foreign latents also read here: NVIDIA's projector `.npz` (key `w`), `.npy`, and e4e/pSp's `latents.pt`
+(`{image name: [num_ws, w_dim]}`) or a plain tensor.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+LATENTS_FORMAT = 'pstyle-latents'
+
+
+LATENTS_VERSION = 1
+
+
+def _atomic(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_latents(path, names, ws, noise=None, space='w+', alignment=None, meta=None):
+    """Write latents.npz (see the module docstring); `w` duplicates `ws` for NVIDIA's generate.py."""
+    ws = np.asarray(ws, dtype=np.float32)
+    assert ws.ndim == 3 and len(names) == len(ws), (ws.shape, len(names))
+    meta = dict(meta or {})
+    arrays = dict(ws=ws, w=ws, names=np.array(list(names), dtype=str), space=np.array(space),
+                  format=np.array(LATENTS_FORMAT), version=np.array(LATENTS_VERSION),
+                  network_sha256=np.array(meta.get('network_sha256') or ''),
+                  weights_sha256=np.array(meta.get('weights_sha256') or ''),
+                  settings=np.array(json.dumps(meta.get('settings', {}), sort_keys=True)),
+                  alignment=np.array([json.dumps(a) if a else '' for a in (alignment or [None] * len(ws))], dtype=str))
+    for name, maps in (noise or {}).items():
+        arrays[NOISE_PREFIX + name] = np.asarray(maps, dtype=np.float32).reshape(len(ws), *np.shape(maps)[-2:])
+
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            np.savez(f, **arrays)
+    _atomic(path, write)
+
+
+def load_latents(path):
+    """latents.npz -> dict(names, ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, space,
+    network_sha256, weights_sha256, settings dict, alignment list of dict/None)."""
+    with np.load(path, allow_pickle=False) as data:
+        if 'format' not in data.files or str(data['format']) != LATENTS_FORMAT:
+            raise ValueError(f'{path}: not a latents file written by pstyle project')
+        noise = {k[len(NOISE_PREFIX):]: torch.from_numpy(data[k])[:, None]
+                 for k in data.files if k.startswith(NOISE_PREFIX)}
+        return dict(names=[str(n) for n in data['names']], ws=torch.from_numpy(data['ws']), noise=noise or None,
+                    space=str(data['space']), network_sha256=str(data['network_sha256']) or None,
+                    weights_sha256=str(data['weights_sha256']) or None, settings=json.loads(str(data['settings'])),
+                    alignment=[json.loads(a) if a else None for a in data['alignment']])
+
+
+def load_projected_ws(path, G):
+    """W+ latents from an `.npz` (NVIDIA projector key `w`, or our `ws`), `.npy`, or `.pt` file (e4e/pSp's
+    inference scripts save `{image name: [num_ws, w_dim]}`; a plain tensor works too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: no such latent file')
+    if path.suffix == '.pt':
+        ws, names = _torch_latents(path)
+    else:
+        ws, names = _numpy_latents(path)
+    ws = np.asarray(ws, dtype=np.float32)
+    if ws.ndim == 2 and ws.shape[1] == G.w_dim:
+        ws = np.repeat(ws[:, None, :], G.num_ws, axis=1)  # W -> W+
+    if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise ValueError(f'{path}: latents have shape {list(ws.shape)}, this network needs [N, {G.num_ws}, {G.w_dim}]')
+    if names is None:
+        names = [f'proj{i:02d}' for i in range(len(ws))]
+    return torch.from_numpy(ws), names
+
+
+def _torch_latents(path):
+    """(array [N, ...], names or None) from torch.save'd latents, loaded with weights_only (no code runs)."""
+    try:
+        data = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        raise ValueError(f'{path}: not a readable torch latent file ({type(exc).__name__}: {exc})') from exc
+    if isinstance(data, dict) and data and all(torch.is_tensor(v) for v in data.values()):
+        names = [str(k) for k in data]
+        ws = np.stack([v.float().reshape(-1, v.shape[-1]).numpy() for v in data.values()])  # [N, rows, w_dim]
+        return (ws[:, 0] if ws.shape[1] == 1 else ws), names
+    if torch.is_tensor(data):
+        return data.float().numpy(), None
+    raise ValueError(f'{path}: expected a tensor or a dict of tensors {{name: [num_ws, w_dim]}}, '
+                     f'got {type(data).__name__}')
+
+
+def _numpy_latents(path):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f'{path}: not a readable .npz/.npy latent file ({exc})') from exc
+    if isinstance(data, np.lib.npyio.NpzFile):
+        keys = [k for k in ('ws', 'w') if k in data.files]
+        if not keys:
+            raise ValueError(f'{path}: no "ws" or "w" array (found {sorted(data.files)})')
+        names = [str(n) for n in data['names']] if 'names' in data.files else None
+        return data[keys[0]], names
+    return data, None
+
+
+NOISE_PREFIX = 'noise/'
+
+
+def load_projected_noise(path, G):
+    """{layer: float32 [N, 1, r, r]} from a latents.npz written by `pstyle project`, or None."""
+    with np.load(path, allow_pickle=False) as data:
+        keys = [k for k in data.files if k.startswith(NOISE_PREFIX)]
+        if not keys:
+            return None
+        layers = noise_layers(G)
+        noise = {}
+        for key in keys:
+            name = key[len(NOISE_PREFIX):]
+            if name not in layers:
+                raise ValueError(f'{path}: noise map {name} has no matching layer in this network')
+            r = layers[name].resolution
+            arr = np.asarray(data[key], dtype=np.float32)
+            if arr.ndim != 3 or arr.shape[1:] != (r, r):
+                raise ValueError(f'{path}: noise map {name} has shape {list(arr.shape)}, expected [N, {r}, {r}]')
+            noise[name] = torch.from_numpy(arr)[:, None]  # [N, 1, r, r]
+    missing = sorted(set(layers) - set(noise))
+    if missing:
+        raise ValueError(f'{path}: noise maps missing for {", ".join(missing)}')
+    return noise
+
+
+def noise_layers(G):
+    """{'synthesis.b8.conv0': SynthesisLayer, ...} for every layer with a noise input, in order."""
+    return {f'synthesis.{name}': m for name, m in G.synthesis.named_modules()
+            if getattr(m, 'use_noise', False) and hasattr(m, 'noise_const')}
