@@ -483,13 +483,21 @@ def network_info(nets):
 
 
 def convert_network(src, dst, format='native', skip_d=False, cache_dir=None):
-    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality)."""
-    if format not in ('native', 'rosinality'):
-        raise CheckpointError(f'unknown output format {format!r}; use native or rosinality')
+    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality|nvidia)."""
+    if format not in ('native', 'rosinality', 'nvidia'):
+        raise CheckpointError(f'unknown output format {format!r}; use native, rosinality or nvidia')
+    if format == 'nvidia' and skip_d:
+        raise CheckpointError('--skip-d cannot be used with --format nvidia: NVIDIA\'s loader '
+                              '(legacy.load_network_pkl) requires G, D and G_ema in a snapshot')
     nets = load_network(src, cache_dir=cache_dir)
     present = {k: nets[k] for k in NETWORK_KEYS if k in nets and not (skip_d and k == 'D')}
     if format == 'native':
         save_network(dst, **present)
+    elif format == 'nvidia':
+        from training.export_nvidia import export_nvidia
+        export_nvidia(dst, present['G_ema'], G=present.get('G'), D=present.get('D'))
+        if 'G' not in present:
+            present['G=G_ema'] = present['G_ema']  # The snapshot's G slot holds a copy of G_ema.
     else:
         from training.convert_rosinality import export_rosinality
         try:
