@@ -168,7 +168,8 @@ def compute_metrics(metrics, real=None, fake=None, network=None, num_gen=50000, 
                                arcface_weights=arcface_weights, device=device, lpips_model=lpips_model,
                                embedder=embedder, progress=progress)
         for m in pair:
-            v = {k: res[k] for k in res if k.startswith(m + '_')}
+            prefix = 'identity_' if m == 'id' else m + '_'  # The identity keys name their embedder.
+            v = {k: res[k] for k in res if k.startswith(prefix)}
             out.update(v)
             records.append(_record(m, v, meta, dict(res['info'], **{k: res[k] for k in res if k.startswith('pairs_')})))
     for name, src in (('real', real_src), ('generated', gen_src)):

@@ -27,7 +27,9 @@ def _load_pair(photos, stylized, i, j):
 def pairwise_metrics(photos, stylized, metrics=('lpips', 'id'), lpips_net='vgg', identity_model='dlib',
                      arcface_weights=None, device='cpu', lpips_model=None, embedder=None, progress=False,
                      max_names=50):
-    """Flat dict: lpips_mean/std, id_mean/std, counts of scored pairs and faces not found, unmatched files."""
+    """Flat dict: lpips_mean/std; identity_* (the embedder's name and its numbers: dlib distance with the
+    same-person threshold, or ArcFace cosine; counts and names of images without a face or with a detection
+    rejected as not a face); counts of scored pairs and unmatched files."""
     pairs, only_a, only_b = pair_by_name(photos, stylized)
     if not pairs:
         raise InputError(f'no file names in common between {photos.path} and {stylized.path} '
@@ -40,7 +42,8 @@ def pairwise_metrics(photos, stylized, metrics=('lpips', 'id'), lpips_net='vgg',
     if 'id' in metrics:
         emb = embedder or build_embedder(identity_model, arcface_weights, device)
         info.update(emb.info)
-    dists, ident, n_resized = [], IdentityAccumulator(), 0
+    dists, n_resized = [], 0
+    ident = IdentityAccumulator(getattr(emb, 'name', None), info.get('identity_face_check', 'none')) if emb else None
     from tqdm import tqdm
     for i, j in tqdm(pairs, desc='pairs', unit='pair', disable=not progress, leave=False):
         a, b, resized = _load_pair(photos, stylized, i, j)
@@ -49,8 +52,9 @@ def pairwise_metrics(photos, stylized, metrics=('lpips', 'id'), lpips_net='vgg',
             with torch.no_grad():
                 dists.append(lpips_distance(lp, a, b).item())
         if emb is not None:
-            ea, fa = emb.embed(a)
-            eb, fb = emb.embed(b)
+            embed = getattr(emb, 'embed_checked', emb.embed)  # FaceChecks say why an image is not scored.
+            ea, fa = embed(a)
+            eb, fb = embed(b)
             ident.add([photos.names[i]], ea, fa, eb, fb)
     out = dict(info=info, pairs_num=len(pairs), pairs_resized=n_resized,
                pairs_unmatched_photo=only_a[:max_names], pairs_unmatched_stylized=only_b[:max_names],

@@ -36,6 +36,7 @@ from pstyle.models.convert_nvidia import load_nvidia_pickle
 from pstyle.models.convert_tf import load_tf_pickle
 from pstyle.models.convert_rosinality import load_rosinality
 from pstyle.models.convert_rosinality import export_rosinality
+from pstyle.models.export_nvidia import export_nvidia
 
 NATIVE_FORMAT = 'portrait-stylegan'
 NATIVE_VERSION = 1
@@ -415,13 +416,20 @@ def network_info(nets):
 
 
 def convert_network(src, dst, format='native', skip_d=False, cache_dir=None):
-    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality)."""
-    if format not in ('native', 'rosinality'):
-        raise CheckpointError(f'unknown output format {format!r}; use native or rosinality')
+    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality|nvidia)."""
+    if format not in ('native', 'rosinality', 'nvidia'):
+        raise CheckpointError(f'unknown output format {format!r}; use native, rosinality or nvidia')
+    if format == 'nvidia' and skip_d:
+        raise CheckpointError('--skip-d cannot be used with --format nvidia: NVIDIA\'s loader '
+                              '(legacy.load_network_pkl) requires G, D and G_ema in a snapshot')
     nets = load_network(src, cache_dir=cache_dir)
     present = {k: nets[k] for k in NETWORK_KEYS if k in nets and not (skip_d and k == 'D')}
     if format == 'native':
         save_network(dst, **present)
+    elif format == 'nvidia':
+        export_nvidia(dst, present['G_ema'], G=present.get('G'), D=present.get('D'))
+        if 'G' not in present:
+            present['G=G_ema'] = present['G_ema']  # The snapshot's G slot holds a copy of G_ema.
     else:
         try:
             export_rosinality(dst, present['G_ema'], G=present.get('G'), D=present.get('D'))

@@ -11,9 +11,12 @@ from pstyle.models import checkpoint as C
 @click.command()
 @click.argument('src')
 @click.argument('dst', type=click.Path(dir_okay=False, path_type=Path))
-@click.option('--format', 'fmt', type=click.Choice(['native', 'rosinality']), default='native', show_default=True,
-              help='native: tensors + JSON config (.pt/.pth/.safetensors); rosinality: {g_ema, latent_avg, g, d}')
-@click.option('--skip-d', is_flag=True, help='Leave the discriminator out')
+@click.option('--format', 'fmt', type=click.Choice(['native', 'rosinality', 'nvidia']), default='native',
+              show_default=True,
+              help='native: tensors + JSON config (.pt/.pth/.safetensors); rosinality: {g_ema, latent_avg, g, d}; '
+                   'nvidia: a network snapshot (.pkl) for NVIDIA\'s legacy.load_network_pkl, whose embedded '
+                   'module source (ours) runs when NVIDIA\'s code opens it')
+@click.option('--skip-d', is_flag=True, help='Leave the discriminator out (not with --format nvidia)')
 @click.option('--cache-dir', type=click.Path(file_okay=False, path_type=Path), default=None,
               help='Download cache for URLs and short names [default: $PSTYLE_CACHE_DIR or ~/.cache/portrait-stylegan/networks]')
 def convert(src, dst, fmt, skip_d, cache_dir):
@@ -24,6 +27,7 @@ def convert(src, dst, fmt, skip_d, cache_dir):
       pstyle convert network-snapshot-001000.pkl ffhq-ft.safetensors
       pstyle convert stylegan2-ffhq-config-f.pkl ffhq.pt
       pstyle convert ffhq-ft.pt ffhq-ft-rosinality.pt --format rosinality
+      pstyle convert ffhq-ft.pt ffhq-ft.pkl --format nvidia
     """
     try:
         summary = C.convert_network(src, dst, format=fmt, skip_d=skip_d, cache_dir=cache_dir)

@@ -12,14 +12,18 @@ import torch.nn.functional as F
 from pstyle.metrics.lpips_utils import load_lpips
 from pstyle.metrics.identity import build_embedder
 from pstyle.metrics.lpips_utils import lpips_distance
-from pstyle.metrics.identity import cosine
+from pstyle.metrics.identity import ArcFaceEmbedder, pair_identity
 
 LPIPS_NET = 'alex'          # The LPIPS paper's default for measuring (the projector's loss uses VGG).
 LPIPS_RESOLUTION = 256      # Larger images are area-downsampled first, as the projector does.
 
 
 class PhotoMetrics:
-    def __init__(self, device='cpu', identity_kind='dlib', lpips_net=LPIPS_NET):
+    """Per stylized image: `lpips`; `identity_embedder` (the embedder's name, None when unavailable) and its
+    numbers, `identity_dlib_distance` + `same_person` (distance < 0.6) for dlib or `identity_arcface_cosine`
+    for ArcFace (`arcface_weights`); `identity_note` says why no number was given (no face, not a face)."""
+
+    def __init__(self, device='cpu', identity_kind='dlib', lpips_net=LPIPS_NET, arcface_weights=None):
         self.device = torch.device(device)
         self.available, self.notes = {}, []
         self.lpips = self.embedder = None
@@ -29,24 +33,25 @@ class PhotoMetrics:
         except Exception as e:  # noqa: BLE001 -- optional: record why
             self.notes.append(f'LPIPS to the photo not measured: {e}')
         try:
-            self.embedder = build_embedder(identity_kind, device=self.device)
+            self.embedder = build_embedder(identity_kind, arcface_weights, device=self.device)
             self.available['identity'] = dict(self.embedder.info)
         except Exception as e:  # noqa: BLE001
             self.notes.append(f'identity similarity not measured: {e}')
 
     @torch.no_grad()
     def __call__(self, photo, images):
-        """photo uint8 [H, W, 3]; images uint8 [M, H, W, 3] -> M dicts (lpips, identity: float or None)."""
+        """photo uint8 [H, W, 3]; images uint8 [M, H, W, 3] -> M dicts (see the class docstring)."""
         photo = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None]  # [1CHW]
         imgs = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)   # [MCHW]
-        out = [dict(lpips=None, identity=None) for _ in range(len(imgs))]
+        out = [dict(lpips=None) for _ in range(len(imgs))]
         if self.lpips is not None:
             d = self._lpips(photo.expand(len(imgs), -1, -1, -1), imgs)
             for o, v in zip(out, d):
                 o['lpips'] = float(v)
-        if self.embedder is not None:
-            for o, sim in zip(out, self._identity(photo, imgs)):
-                o['identity'] = sim
+        identity = self._identity(photo, imgs) if self.embedder is not None else \
+            [dict(identity_embedder=None, identity_note='identity not measured (see notes)')] * len(imgs)
+        for o, ident in zip(out, identity):
+            o.update(ident)
         return out
 
     def _lpips(self, a, b):
@@ -57,7 +62,20 @@ class PhotoMetrics:
         return lpips_distance(self.lpips, a.clamp(-1, 1), b.clamp(-1, 1)).cpu()
 
     def _identity(self, photo, imgs):
-        """Cosine similarity of face embeddings; None where no face is found in either image."""
-        emb_p, found_p = self.embedder.embed(photo)
-        emb, found = self.embedder.embed(imgs)
-        return [float(cosine(emb_p[0], e)) if (found_p[0] and f) else None for e, f in zip(emb, found)]
+        """The embedder's numbers per image (None where the photo or the image is not a face, with the reason)."""
+        name = self.embedder.name
+        empty = dict(identity_arcface_cosine=None) if name == ArcFaceEmbedder.name else \
+            dict(identity_dlib_distance=None, same_person=None)
+        emb_p, (check_p,) = self.embedder.embed_checked(photo)
+        emb, checks = self.embedder.embed_checked(imgs)
+        out = []
+        for e, check in zip(emb, checks):
+            entry = dict(identity_embedder=name, **empty, identity_note=None)
+            if not check_p.is_face:
+                entry['identity_note'] = f'photo: {check_p.describe()}'
+            elif not check.is_face:
+                entry['identity_note'] = f'output: {check.describe()}'
+            else:
+                entry.update(pair_identity(name, emb_p[0], e))
+            out.append(entry)
+        return out

@@ -75,13 +75,13 @@ def test_dlib_identity_on_a_real_face(astronaut):
     e, found = emb.embed(torch.cat([astronaut, astronaut.flip(-1), noise]))
     assert found.tolist() == [True, True, False]
     assert cosine(e[0], e[0]) == pytest.approx(1.0)
-    assert cosine(e[0], e[1]) > 0.9                    # mirrored face: same person
+    assert np.linalg.norm(e[0] - e[1]) < 0.6           # mirrored face: same person by dlib's threshold
     assert np.isnan(e[2]).all()
-    acc = IdentityAccumulator()
+    acc = IdentityAccumulator('dlib_resnet_v1')
     acc.add(['a.png', 'b.png'], e[:2], found[:2], e[[0, 2]], found[[0, 2]])
     r = acc.result()
-    assert r['id_num_scored'] == 1 and r['id_mean'] == pytest.approx(1.0)
-    assert r['id_no_face_stylized'] == 1 and r['id_no_face_stylized_files'] == ['b.png']
+    assert r['identity_num_scored'] == 1 and r['identity_dlib_distance_mean'] == pytest.approx(0.0)
+    assert r['identity_no_face_stylized'] == 1 and r['identity_no_face_stylized_files'] == ['b.png']
 
 
 def test_arcface_layout_and_embedding(tmp_path, astronaut):
@@ -101,7 +101,7 @@ def test_arcface_layout_and_embedding(tmp_path, astronaut):
     emb = ArcFaceEmbedder(tmp_path / 'model_ir_se50.pth', detect=True)
     noise = torch.randint(0, 256, astronaut.shape, dtype=torch.uint8)
     e, found = emb.embed(torch.cat([astronaut, noise]))
-    assert found.tolist() == [True, False] and emb.info['identity_face_check'] == 'dlib_hog'
+    assert found.tolist() == [True, False] and emb.info['identity_face_check'].startswith('dlib_hog score >= 0.3')
     assert cosine(e[0], e[0]) == pytest.approx(1.0) and np.isnan(e[1]).all()
 
 
@@ -134,8 +134,10 @@ def test_pairwise_lpips_and_identity(tmp_path, lpips_rand, astronaut):
     assert r['pairs_num'] == 3 and r['pairs_resized'] == 1
     assert r['pairs_unmatched_photo'] == ['only_photo'] and r['pairs_unmatched_stylized'] == ['only_styl']
     assert r['lpips_num_pairs'] == 3 and r['lpips_mean'] > 0
-    assert r['id_num_scored'] == 2 and r['id_no_face_photo'] == 1 and r['id_no_face_photo_files'] == ['c.png']
-    assert r['id_mean'] > 0.9
+    assert r['identity_num_scored'] == 2 and r['identity_no_face_photo'] == 1
+    assert r['identity_no_face_photo_files'] == ['c.png']
+    assert r['identity_embedder'] == 'dlib_resnet_v1' and r['identity_dlib_same_person_threshold'] == 0.6
+    assert r['identity_dlib_distance_mean'] < 0.6 and r['identity_dlib_same_person_rate'] == 1.0
     assert r['info']['identity_model'] == 'dlib_resnet_v1' and r['info']['lpips_net'] == 'vgg'
 
 

@@ -55,4 +55,4 @@ def test_cli_errors(tmp_path):
     result = CliRunner().invoke(main, ['convert', str(page), str(tmp_path / 'out.pt')])
     assert result.exit_code == 1 and 'HTML' in result.output
     result = CliRunner().invoke(main, ['convert', str(page), str(tmp_path / 'out.pt'), '--format', 'onnx'])
-    assert result.exit_code == 2 and "'onnx' is not one of 'native', 'rosinality'" in result.output
+    assert result.exit_code == 2 and "'onnx' is not one of 'native', 'rosinality', 'nvidia'" in result.output

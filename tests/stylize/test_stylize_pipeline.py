@@ -108,7 +108,9 @@ def test_manifest_records_knobs_hashes_and_failures(run, work):
         assert {'align', 'project', 'render'} <= set(entry['seconds']) and 'pti' not in entry['seconds']
         out_entry = entry['outputs'][entry['stem']]
         assert out_entry['image'] == f'{entry["stem"]}.png'
-        assert set(out_entry['metrics']) == {'lpips', 'identity'}
+        assert set(out_entry['metrics']) == {'lpips', 'identity_embedder', 'identity_dlib_distance', 'same_person',
+                                             'identity_note'}
+        assert out_entry['metrics']['identity_embedder'] == 'dlib_resnet_v1'
         assert entry['projection']['steps'] == 3 and entry['projection']['mse'] > 0
     assert set(manifest['seconds']['per_photo']) >= {'project', 'render'}
     if 'lpips' not in manifest['metrics_available']:
