@@ -153,6 +153,7 @@ class ImageFolderDataset(Dataset):
     ):
         self._path = os.fspath(os.path.expanduser(path))
         self._zipfile = None
+        self._zipfile_pid = None
         if os.path.isdir(self._path):
             self._type = 'dir'
             self._all_fnames = {os.path.relpath(os.path.join(root, f), start=self._path)
@@ -179,8 +180,11 @@ class ImageFolderDataset(Dataset):
 
     def _get_zipfile(self):
         assert self._type == 'zip'
-        if self._zipfile is None:  # opened per process: ZipFile handles do not survive pickling
-            self._zipfile = zipfile.ZipFile(self._path)
+        # One handle per process: a handle inherited through fork shares its file offset with the parent
+        # and the other workers, and concurrent reads then interleave (BadZipFile at random).
+        if self._zipfile is None or self._zipfile_pid != os.getpid():
+            self._zipfile = zipfile.ZipFile(self._path)  # The inherited one is dropped, not closed: the parent owns it.
+            self._zipfile_pid = os.getpid()
         return self._zipfile
 
     def _open_file(self, fname):
@@ -190,7 +194,7 @@ class ImageFolderDataset(Dataset):
 
     def close(self):
         try:
-            if self._zipfile is not None:
+            if self._zipfile is not None and self._zipfile_pid == os.getpid():
                 self._zipfile.close()
         finally:
             self._zipfile = None
