@@ -49,8 +49,11 @@ class DlibEmbedder:
     def __init__(self, upsample: int = 1):
         dlib, files = _dlib(), dlib_model_files()
         self.detector = dlib.get_frontal_face_detector()
-        self.shape_predictor = dlib.shape_predictor(files['shape_predictor_5_face_landmarks.dat'])
-        self.model = dlib.face_recognition_model_v1(files['dlib_face_recognition_resnet_model_v1.dat'])
+        # dlib parses these files in C++: only the published ones are handed to it.
+        landmarks = W.trusted_path(files['shape_predictor_5_face_landmarks.dat'], W.DLIB_LANDMARKS_5)
+        descriptor = W.trusted_path(files['dlib_face_recognition_resnet_model_v1.dat'], W.DLIB_FACE_RESNET)
+        self.shape_predictor = dlib.shape_predictor(str(landmarks))
+        self.model = dlib.face_recognition_model_v1(str(descriptor))
         self.upsample = upsample
         self.info = dict(identity_model=self.name,
                          identity_model_sha256=W.file_sha256(files['dlib_face_recognition_resnet_model_v1.dat']))
