@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from torch_utils.image_open import ImageTooLargeError, open_image
+
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 NOTE_TEXT = {
     'grayscale': 'grayscale image; the channel is repeated to RGB',
@@ -36,10 +38,12 @@ class InputError(ValueError):
 def decode_image(fp, name: str):
     """Decode one image file (path or file object) -> (uint8 [H,W,3], note kind or None)."""
     try:
-        img = Image.open(fp)
+        img = open_image(fp, name)
         # 48-bit RGB PNGs decode to 8-bit RGB with raw mode 'RGB;16B'; the tile list is gone after load().
         wide = any(';16' in str(t[3]) for t in (img.tile or []) if len(t) > 3)
         img.load()
+    except ImageTooLargeError as e:
+        raise InputError(str(e)) from None
     except Exception as e:  # PIL raises many types for truncated or foreign files
         raise InputError(f'{name}: cannot decode image ({type(e).__name__}: {e})') from None
     mode = img.mode

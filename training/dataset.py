@@ -7,6 +7,7 @@ fixed-seed random subset. The zip is opened lazily in each process, so the datas
 DataLoader workers.
 """
 
+import io
 import json
 import os
 import zipfile
@@ -14,6 +15,8 @@ import zipfile
 import numpy as np
 import PIL.Image
 import torch
+
+from torch_utils.image_open import open_image
 
 try:
     import pyspng  # optional: ~2x faster PNG decoding than PIL
@@ -208,10 +211,12 @@ class ImageFolderDataset(Dataset):
     def _load_raw_image(self, raw_idx):
         fname = self._image_fnames[raw_idx]
         with self._open_file(fname) as f:
+            data = f.read()
+        with open_image(io.BytesIO(data), self._describe(raw_idx)) as img:  # Size checked before decoding.
             if pyspng is not None and self._file_ext(fname) == '.png':
-                image = pyspng.load(f.read())
+                image = pyspng.load(data)
             else:
-                image = np.array(PIL.Image.open(f))
+                image = np.array(img)
         if image.ndim == 2:
             image = image[:, :, np.newaxis]  # [HW] => [HWC]
         return image.transpose(2, 0, 1)  # [HWC] => [CHW]

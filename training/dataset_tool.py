@@ -24,6 +24,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from torch_utils.image_open import open_image
+
 # Extensions the converter reads; anything else in the source is counted and ignored.
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.jfif', '.bmp', '.webp', '.tif', '.tiff', '.gif',
               '.ppm', '.pgm', '.pbm', '.pnm', '.tga', '.qoi')
@@ -281,7 +283,7 @@ def _prescan(source: _Source, transform, resolution):
     bad, gray, sizes = {}, {}, {}
     for name in source.image_names:
         try:
-            with source.open(name) as f, PIL.Image.open(f) as img:
+            with source.open(name) as f, open_image(f, name) as img:
                 gray[name] = _is_gray(img.mode)
                 w, h = img.size
                 sizes[name] = (h, w) if _has_rotation(img) else (w, h)
@@ -401,7 +403,7 @@ def _convert(src, dest, transform, resolution, resize_filter, max_images, labels
 
 
 def _load_one(src, name, fn, resolution, resize_filter, channels):
-    with src.open(name) as f, PIL.Image.open(f) as img:
+    with src.open(name) as f, open_image(f, name) as img:
         img.load()  # decode now, so a truncated file fails here with its own error
         img = PIL.ImageOps.exif_transpose(img)
         img = fn(_to_channels(img, channels), resolution, resize_filter)
