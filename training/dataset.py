@@ -10,13 +10,13 @@ DataLoader workers.
 import io
 import json
 import os
-import zipfile
 
 import numpy as np
 import PIL.Image
 import torch
 
 from torch_utils.image_open import open_image
+from torch_utils.zip_open import MEMBER_ERRORS, open_zip
 
 try:
     import pyspng  # optional: ~2x faster PNG decoding than PIL
@@ -186,7 +186,7 @@ class ImageFolderDataset(Dataset):
         # One handle per process: a handle inherited through fork shares its file offset with the parent
         # and the other workers, and concurrent reads then interleave (BadZipFile at random).
         if self._zipfile is None or self._zipfile_pid != os.getpid():
-            self._zipfile = zipfile.ZipFile(self._path)  # The inherited one is dropped, not closed: the parent owns it.
+            self._zipfile = open_zip(self._path)  # The inherited one is dropped, not closed: the parent owns it.
             self._zipfile_pid = os.getpid()
         return self._zipfile
 
@@ -210,8 +210,11 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx):
         fname = self._image_fnames[raw_idx]
-        with self._open_file(fname) as f:
-            data = f.read()
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()  # Read to the end: a zip member's CRC-32 is checked here.
+        except MEMBER_ERRORS as e:
+            raise OSError(f'{self._describe(raw_idx)}: cannot read ({type(e).__name__}: {e})') from None
         with open_image(io.BytesIO(data), self._describe(raw_idx)) as img:  # Size checked before decoding.
             if pyspng is not None and self._file_ext(fname) == '.png':
                 image = pyspng.load(data)
