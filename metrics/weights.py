@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from torch_utils.fileio import current_umask
+
 
 class WeightsNotFoundError(FileNotFoundError):
     """A weight file is neither on disk nor downloadable; the message says how to provide it."""
@@ -172,6 +174,7 @@ def _download(spec: WeightSpec, dst: Path, timeout: float = 30.0) -> None:
     """Download into a temporary file beside `dst`, verify it, then rename atomically."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix='.' + spec.filename + '.')
+    os.fchmod(fd, 0o666 & ~current_umask())  # A cache file like any other, not mkstemp's private 0600.
     try:
         with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(spec.url, timeout=timeout) as r:
             shutil.copyfileobj(r, f)

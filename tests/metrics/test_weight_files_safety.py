@@ -155,6 +155,17 @@ def test_torchscript_with_a_wrong_digest_names_the_expected_one(tmp_path, monkey
         features.build_inception(str(path))
 
 
+def test_lpips_for_projection_and_stylization_refuses(hostile, torch_home):
+    from stylize.photo_metrics import PhotoMetrics
+    hostile(torch_home / 'vgg16-397923af.pth')
+    hostile(torch_home / 'alexnet-owt-7be5be79.pth')
+    with pytest.raises(W.WeightsHashError, match='does not start with 397923af'):
+        projector.default_lpips('cpu')
+    metrics = PhotoMetrics(identity_kind='dlib')                     # LPIPS-Alex: optional, so a note
+    assert metrics.lpips is None and any('does not start with 7be5be79' in n for n in metrics.notes)
+    assert not hostile.marker.exists()
+
+
 def test_vgg16_for_precision_recall_is_refused(hostile, torch_home, tmp_path):
     path = hostile(torch_home / 'vgg16-397923af.pth')
     with pytest.raises(W.WeightsHashError, match='does not start with 397923af'):
