@@ -20,9 +20,11 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import torch
@@ -283,10 +285,15 @@ def load_tensors(path, spec: WeightSpec | None = None) -> dict:
         return load_file(os.fspath(path), device='cpu')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsFormatError(f'refusing to load {path} ({what}): not a plain tensor file; '
-                                 f'torch.load(weights_only=True) rejected it: {reason}') from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r'GLOBAL ([\w.]+)', str(e))
+        detail = re.search(r'WeightsUnpickler error:\s*(\S[^\n]*)', str(e))
+        reason = (f'it references the global {found[1]}, not a tensor type' if found else
+                  f'unsupported pickle content ({detail[1].strip()})' if detail else 'not a tensor pickle')
+        raise WeightsFormatError(f'refusing to load {path} ({what}): not a plain tensor file; torch.load('
+                                 f'weights_only=True) rejected it: {reason} (nothing from the file was run)') from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise WeightsFormatError(f'{path} ({what}) is truncated or not a torch file ({type(e).__name__}: {e})') from None
     if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict):
         obj = obj['state_dict']
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
