@@ -7,13 +7,16 @@ fixed-seed random subset. The zip is opened lazily in each process, so the datas
 DataLoader workers.
 """
 
+import io
 import json
 import os
-import zipfile
 
 import numpy as np
 import PIL.Image
 import torch
+
+from pstyle.torch_utils.image_open import open_image
+from pstyle.torch_utils.zip_open import MEMBER_ERRORS, open_zip
 
 try:
     import pyspng  # optional: ~2x faster PNG decoding than PIL
@@ -153,6 +156,7 @@ class ImageFolderDataset(Dataset):
     ):
         self._path = os.fspath(os.path.expanduser(path))
         self._zipfile = None
+        self._zipfile_pid = None
         if os.path.isdir(self._path):
             self._type = 'dir'
             self._all_fnames = {os.path.relpath(os.path.join(root, f), start=self._path)
@@ -179,8 +183,11 @@ class ImageFolderDataset(Dataset):
 
     def _get_zipfile(self):
         assert self._type == 'zip'
-        if self._zipfile is None:  # opened per process: ZipFile handles do not survive pickling
-            self._zipfile = zipfile.ZipFile(self._path)
+        # One handle per process: a handle inherited through fork shares its file offset with the parent
+        # and the other workers, and concurrent reads then interleave (BadZipFile at random).
+        if self._zipfile is None or self._zipfile_pid != os.getpid():
+            self._zipfile = open_zip(self._path)  # The inherited one is dropped, not closed: the parent owns it.
+            self._zipfile_pid = os.getpid()
         return self._zipfile
 
     def _open_file(self, fname):
@@ -190,7 +197,7 @@ class ImageFolderDataset(Dataset):
 
     def close(self):
         try:
-            if self._zipfile is not None:
+            if self._zipfile is not None and self._zipfile_pid == os.getpid():
                 self._zipfile.close()
         finally:
             self._zipfile = None
@@ -203,11 +210,16 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx):
         fname = self._image_fnames[raw_idx]
-        with self._open_file(fname) as f:
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()  # Read to the end: a zip member's CRC-32 is checked here.
+        except MEMBER_ERRORS as e:
+            raise OSError(f'{self._describe(raw_idx)}: cannot read ({type(e).__name__}: {e})') from None
+        with open_image(io.BytesIO(data), self._describe(raw_idx)) as img:  # Size checked before decoding.
             if pyspng is not None and self._file_ext(fname) == '.png':
-                image = pyspng.load(f.read())
+                image = pyspng.load(data)
             else:
-                image = np.array(PIL.Image.open(f))
+                image = np.array(img)
         if image.ndim == 2:
             image = image[:, :, np.newaxis]  # [HW] => [HWC]
         return image.transpose(2, 0, 1)  # [HWC] => [CHW]

@@ -24,6 +24,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+from pstyle.torch_utils.image_open import open_image
+from pstyle.torch_utils.zip_open import MEMBER_ERRORS, open_zip
 from pstyle.projectors import align
 
 # Extensions the converter reads; anything else in the source is counted and ignored.
@@ -33,7 +35,7 @@ TRANSFORMS = (None, 'center-crop', 'center-crop-wide', 'ffhq-align')
 RESIZE_FILTERS = {'box': PIL.Image.Resampling.BOX, 'lanczos': PIL.Image.Resampling.LANCZOS}
 GRAY_MODES = ('1', 'L', 'LA', 'La', 'I', 'I;16', 'I;16L', 'I;16B', 'I;16N', 'F')
 # Errors PIL raises for unreadable or corrupt files (SyntaxError: some broken PNG/GIF headers).
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, PIL.Image.DecompressionBombError)
+_DECODE_ERRORS = (ValueError, SyntaxError, PIL.Image.DecompressionBombError, *MEMBER_ERRORS)
 
 
 class _Skip(Exception):
@@ -50,6 +52,7 @@ class ConversionReport:
     skipped: list = field(default_factory=list)     # [(source name, reason)]
     num_ignored: int = 0                             # non-image files in the source
     num_gray_promoted: int = 0                       # grayscale images written as RGB
+    duplicates: list = field(default_factory=list)  # [(zip member name, count)]: every copy is converted
 
     def summary(self) -> str:
         lines = [f'wrote {self.num_written} images ({self.resolution}x{self.resolution}, '
@@ -58,6 +61,9 @@ class ConversionReport:
             lines.append(f'{self.num_gray_promoted} grayscale images converted to RGB')
         if self.num_ignored:
             lines.append(f'ignored {self.num_ignored} non-image files')
+        if self.duplicates:
+            lines.append(f'{len(self.duplicates)} names occur more than once in the source zip (each copy converted):')
+            lines += [f'  {name}: {count} members with this name in the zip' for name, count in self.duplicates]
         if self.skipped:
             lines.append(f'skipped {len(self.skipped)} images (listed in dataset.json, key pstyle.skipped):')
             lines += [f'  {name}: {reason}' for name, reason in self.skipped]
@@ -86,13 +92,13 @@ class _Source:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f'source not found: {self.path}')
-        self._zip = None
+        self._zip, self._members, self.duplicates = None, {}, []
         if self.path.is_dir():
             names = [PurePosixPath(Path(root, f).relative_to(self.path)).as_posix()
                      for root, _dirs, files in os.walk(self.path) for f in files]
-        elif zipfile.is_zipfile(self.path):
-            self._zip = zipfile.ZipFile(self.path)
-            names = [n for n in self._zip.namelist() if not n.endswith('/')]
+        elif zipfile.is_zipfile(self.path) or self.path.suffix.lower() == '.zip':
+            self._zip = open_zip(self.path)
+            names = self._index_members([i for i in self._zip.infolist() if not i.is_dir()])
         else:
             raise ValueError(f'source must be a folder or a .zip file: {self.path}')
         # Hidden files and macOS resource forks (__MACOSX/._x.jpg) are not images of the dataset.
@@ -103,8 +109,24 @@ class _Source:
         if not self.image_names:
             raise ValueError(f'no image files found in {self.path} (looked for {", ".join(IMAGE_EXTS)})')
 
+    def _index_members(self, infos):
+        """Names for every member; a repeated name gets `~2`, `~3`... before its extension (all are read)."""
+        counts = {}
+        for info in infos:
+            counts[info.filename] = counts.get(info.filename, 0) + 1
+            k = counts[info.filename]
+            stem, ext = os.path.splitext(info.filename)
+            self._members[info.filename if k == 1 else f'{stem}~{k}{ext}'] = info
+        self.duplicates = sorted((n, c) for n, c in counts.items() if c > 1)
+        return list(self._members)
+
     def open(self, name):
-        return self._zip.open(name) if self._zip is not None else open(self.path / name, 'rb')
+        return self._zip.open(self._members[name]) if self._zip is not None else open(self.path / name, 'rb')
+
+    def read(self, name) -> bytes:
+        """All bytes of one image; a zip member is read to its end, so a bad CRC-32 fails here."""
+        with self.open(name) as f:
+            return f.read()
 
     def close(self):
         if self._zip is not None:
@@ -114,38 +136,66 @@ class _Source:
 # Destinations: an uncompressed zip (ZIP_STORED, as NVIDIA's tool) or a folder.
 
 class _Dest:
+    """Written under a temporary name beside `path` (`.NAME.PID.partial`) and renamed when complete, so a
+    killed run never leaves a half-written dataset at `path`; the next run removes such leftovers."""
+
     def __init__(self, path):
         self.path = Path(path)
         self.is_zip = self.path.suffix.lower() == '.zip'
+        if self.is_zip and self.path.exists():
+            raise FileExistsError(f'destination already exists: {self.path} (delete it or choose another --dest)')
+        if not self.is_zip and self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise FileExistsError(f'destination folder must be empty or absent: {self.path}')
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(self.path)
+        self.tmp = self.path.with_name(f'.{self.path.name}.{os.getpid()}.partial')
         if self.is_zip:
-            if self.path.exists():
-                raise FileExistsError(f'destination already exists: {self.path} (delete it or choose another --dest)')
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._zip = zipfile.ZipFile(self.path, 'w', compression=zipfile.ZIP_STORED)
+            self._zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
         else:
-            if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-                raise FileExistsError(f'destination folder must be empty or absent: {self.path}')
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir()
 
     def write(self, name, data: bytes):
         if self.is_zip:
             self._zip.writestr(name, data)
         else:
-            (self.path / name).parent.mkdir(parents=True, exist_ok=True)
-            (self.path / name).write_bytes(data)
+            (self.tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.tmp / name).write_bytes(data)
 
     def close(self):
+        """Finish and move the result into place."""
         if self.is_zip:
             self._zip.close()
+        elif self.path.is_dir():
+            self.path.rmdir()  # Empty (checked at the start); a folder cannot be renamed over it.
+        os.replace(self.tmp, self.path)
 
     def abort(self):
-        """Remove a half-written output (the folder was empty or absent when we started)."""
-        self.close()
+        """Remove the half-written output; `path` was never touched."""
         if self.is_zip:
-            self.path.unlink(missing_ok=True)
+            self._zip.close()
+            self.tmp.unlink(missing_ok=True)
         else:
-            for child in self.path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _remove_stale_partials(path: Path):
+    """Delete `.NAME.PID.partial` leftovers of runs that were killed (their process no longer exists)."""
+    prefix = f'.{path.name}.'
+    for p in path.parent.iterdir():
+        pid = p.name[len(prefix):-len('.partial')] if p.name.startswith(prefix) and p.name.endswith('.partial') else ''
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # Someone else's live process.
+    return True
 
 #----------------------------------------------------------------------------
 # Image modes and transforms. Each transform maps a PIL image to a square `resolution` image.
@@ -273,13 +323,15 @@ def _check_label_values(values, where):
 
 #----------------------------------------------------------------------------
 
-def _prescan(source: _Source, transform, resolution):
+def _prescan(source: _Source, transform, resolution, min_size=None):
     """Read headers only: decide the channel count and the output resolution, and catch
-    whole-dataset errors before anything is written. Returns ({name: reason}, gray flags, resolution)."""
+    whole-dataset errors before anything is written. Returns ({name: reason}, gray flags, resolution).
+
+    Images whose shorter side is under `min_size` (default: a quarter of the resolution) are marked bad."""
     bad, gray, sizes = {}, {}, {}
     for name in source.image_names:
         try:
-            with source.open(name) as f, PIL.Image.open(f) as img:
+            with source.open(name) as f, open_image(f, name) as img:
                 gray[name] = _is_gray(img.mode)
                 w, h = img.size
                 sizes[name] = (h, w) if _has_rotation(img) else (w, h)
@@ -300,6 +352,10 @@ def _prescan(source: _Source, transform, resolution):
         raise ValueError(f'--resolution is required with --transform {transform}')
     if not sizes:
         raise ValueError(f'none of the {len(source.image_names)} image files in {source.path} could be read')
+    min_size = resolution // 4 if min_size is None else min_size
+    for name, (w, h) in sizes.items():
+        if min(w, h) < min_size:  # Upscaled more than 4x (by default) it would only be a blur.
+            bad[name] = f'too small: {w}x{h}, shorter side under --min-size {min_size}'
     return bad, gray, check_resolution(resolution)
 
 
@@ -321,13 +377,16 @@ def _encode_png(img: PIL.Image.Image) -> bytes:
 
 
 def convert_dataset(source, dest, transform=None, resolution=None, resize_filter='lanczos',
-                    max_images=None, labels=None, channels='auto', log=print, progress=False) -> ConversionReport:
+                    max_images=None, labels=None, channels='auto', log=print, progress=False,
+                    min_size=None) -> ConversionReport:
     """Convert `source` (image folder or zip) to `dest` (`.zip` or folder) in NVIDIA's layout.
 
     transform: None (square sources only), 'center-crop', 'center-crop-wide' or 'ffhq-align'.
     resolution: output size (power of two); None keeps the size of square, equally sized sources.
     labels: a NVIDIA-style dataset.json for the source (default: `dataset.json` inside the source).
     channels: 'auto', 1 or 3 (see the module docstring). Corrupt images are skipped and reported.
+    min_size: images whose shorter side is smaller are skipped and reported (default: resolution // 4; 0 keeps all).
+    The output is written under a temporary name beside `dest` and renamed when complete.
     """
     if transform not in TRANSFORMS:
         raise ValueError(f'unknown transform {transform!r}; choose one of center-crop, center-crop-wide, ffhq-align')
@@ -335,6 +394,8 @@ def convert_dataset(source, dest, transform=None, resolution=None, resize_filter
         raise ValueError(f'unknown resize filter {resize_filter!r}; choose box or lanczos')
     if channels not in ('auto', 1, 3, '1', '3'):
         raise ValueError(f'channels must be auto, 1 or 3; got {channels!r}')
+    if min_size is not None and min_size < 0:
+        raise ValueError(f'--min-size must be >= 0; got {min_size}')
     if max_images is not None and max_images < 1:
         raise ValueError(f'--max-images must be >= 1; got {max_images}')
     if resolution is not None:
@@ -343,14 +404,16 @@ def convert_dataset(source, dest, transform=None, resolution=None, resize_filter
         _load_aligner()  # fail on a missing dlib before scanning anything
     src = _Source(source)
     try:
-        return _convert(src, dest, transform, resolution, resize_filter, max_images, labels, channels, log, progress)
+        return _convert(src, dest, transform, resolution, resize_filter, max_images, labels, channels, log, progress,
+                        min_size)
     finally:
         src.close()
 
 
-def _convert(src, dest, transform, resolution, resize_filter, max_images, labels_path, channels, log, progress):
+def _convert(src, dest, transform, resolution, resize_filter, max_images, labels_path, channels, log, progress,
+             min_size=None):
     src_labels = _read_labels(src, labels_path)
-    bad, gray, resolution = _prescan(src, transform, resolution)
+    bad, gray, resolution = _prescan(src, transform, resolution, min_size)
     if src_labels is not None:
         missing = [n for n in src.image_names if n not in src_labels and n not in bad]
         if missing:
@@ -361,7 +424,8 @@ def _convert(src, dest, transform, resolution, resize_filter, max_images, labels
             log('all source images are grayscale: writing a 1-channel dataset (--channels 3 for RGB)')
     channels = int(channels)
     fn = _get_transform(transform)
-    report = ConversionReport(dest=str(dest), resolution=resolution, channels=channels, num_ignored=src.num_ignored)
+    report = ConversionReport(dest=str(dest), resolution=resolution, channels=channels, num_ignored=src.num_ignored,
+                              duplicates=src.duplicates)
     out = _Dest(dest)
     out_labels = []
     names = src.image_names
@@ -399,7 +463,7 @@ def _convert(src, dest, transform, resolution, resize_filter, max_images, labels
 
 
 def _load_one(src, name, fn, resolution, resize_filter, channels):
-    with src.open(name) as f, PIL.Image.open(f) as img:
+    with open_image(io.BytesIO(src.read(name)), name) as img:
         img.load()  # decode now, so a truncated file fails here with its own error
         img = PIL.ImageOps.exif_transpose(img)
         img = fn(_to_channels(img, channels), resolution, resize_filter)
@@ -421,5 +485,6 @@ def _metadata(src, report, transform, resize_filter, labels):
             'exif_transpose': True,
             'alpha': 'composited over white',
             'skipped': [{'file': n, 'reason': r} for n, r in report.skipped],
+            'duplicates': [{'file': n, 'count': c} for n, c in report.duplicates],
         },
     }

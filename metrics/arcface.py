@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pstyle.metrics.weights import load_checked_state_dict
+from pstyle.metrics.weights import ARCFACE_IRSE50, load_checked_state_dict, load_tensors
 
 # IR-50 stages: (in_channels, depth, units); the first unit of each stage has stride 2.
 IR50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
@@ -70,9 +70,7 @@ class IRSE50(nn.Module):
 
 def load_arcface(path, device='cpu') -> IRSE50:
     """Load `model_ir_se50.pth` (a plain state_dict; loaded with weights_only, no pickle code runs)."""
-    sd = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict):
-        sd = sd['state_dict']
+    sd = load_tensors(path, ARCFACE_IRSE50)
     sd = {k.removeprefix('module.'): v for k, v in sd.items()}  # saved from nn.DataParallel
     model = load_checked_state_dict(IRSE50(), sd, 'IR-SE50', source=path)
     return model.eval().requires_grad_(False).to(device)

@@ -7,7 +7,6 @@
 
 import copy
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -67,9 +66,7 @@ class TorchScriptInceptionExtractor(FeatureExtractor):
         device = _device(device)
         super().__init__('inception_v3_fid_torchscript', W.file_sha256(path), check_protocol(protocol), device,
                          ('pool3', 'probs'))
-        with warnings.catch_warnings():  # torch>=2.9 deprecates jit.load, but NVIDIA's file is TorchScript
-            warnings.simplefilter('ignore', FutureWarning)
-            self.net = torch.jit.load(str(path), map_location=device).eval()  # TorchScript: no pickle code runs
+        self.net = W.load_torchscript(path, W.INCEPTION_TS, map_location=device).eval()  # Published files only.
 
     @torch.inference_mode()
     def __call__(self, images, features=('pool3',)):
@@ -135,8 +132,8 @@ def build_vgg16(weights=None, protocol=DEFAULT_PROTOCOL, device=None, download=N
     """VGG16 for precision/recall from torchvision's `vgg16-397923af.pth` (or a compatible state_dict)."""
     import torchvision
     path = W.resolve_weights(W.VGG16_TV, path=weights, download=download)
-    net = torchvision.models.vgg16(weights=None)
-    net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    net = torchvision.models.vgg16(weights=None)  # Built here, never through torch.hub's unpickling.
+    W.load_checked_state_dict(net, W.load_tensors(path, W.VGG16_TV), 'torchvision VGG16', source=path)
     return VGG16Extractor(net, W.file_sha256(path), protocol, device)
 
 

@@ -56,9 +56,12 @@ class DlibEmbedder:
 
     def __init__(self, upsample: int = 1, min_score: float = None):
         dlib, files = _dlib(), dlib_model_files()
+        # dlib parses these files in C++: only the published ones are handed to it.
+        landmarks = W.trusted_path(files['shape_predictor_5_face_landmarks.dat'], W.DLIB_LANDMARKS_5)
+        descriptor = W.trusted_path(files['dlib_face_recognition_resnet_model_v1.dat'], W.DLIB_FACE_RESNET)
         kwargs = {} if min_score is None else dict(min_score=min_score)
-        self.face_check = DlibFaceCheck(files['shape_predictor_5_face_landmarks.dat'], upsample, **kwargs)
-        self.model = dlib.face_recognition_model_v1(files['dlib_face_recognition_resnet_model_v1.dat'])
+        self.face_check = DlibFaceCheck(landmarks, upsample, **kwargs)
+        self.model = dlib.face_recognition_model_v1(str(descriptor))
         self.info = dict(identity_model=self.name,
                          identity_model_sha256=W.file_sha256(files['dlib_face_recognition_resnet_model_v1.dat']),
                          identity_face_check=self.face_check.rule)

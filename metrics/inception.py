@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pstyle.metrics.weights import load_checked_state_dict
+from pstyle.metrics.weights import INCEPTION_PTH, load_checked_state_dict, load_tensors
 
 
 class ConvBN(nn.Module):
@@ -243,8 +243,8 @@ def load_inception_state_dict(model: InceptionV3FID, state_dict: dict) -> Incept
 
 def load_inception_pth(path, device='cpu') -> InceptionV3FID:
     """Build the network from a `pt_inception-2015-12-05-*.pth` file (a plain state_dict; no pickle code runs)."""
-    state_dict = torch.load(path, map_location='cpu', weights_only=True)
-    model = load_inception_state_dict(InceptionV3FID(), state_dict)
+    state_dict = load_tensors(path, INCEPTION_PTH)
+    model = load_checked_state_dict(InceptionV3FID(), state_dict, 'FID Inception', source=path)
     return model.eval().requires_grad_(False).to(device)
 
 

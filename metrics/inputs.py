@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from pstyle.torch_utils.image_open import ImageTooLargeError, open_image
+from pstyle.torch_utils.zip_open import MEMBER_ERRORS, open_zip
 from pstyle.models.checkpoint import load_network
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
@@ -38,10 +39,12 @@ class InputError(ValueError):
 def decode_image(fp, name: str):
     """Decode one image file (path or file object) -> (uint8 [H,W,3], note kind or None)."""
     try:
-        img = Image.open(fp)
+        img = open_image(fp, name)
         # 48-bit RGB PNGs decode to 8-bit RGB with raw mode 'RGB;16B'; the tile list is gone after load().
         wide = any(';16' in str(t[3]) for t in (img.tile or []) if len(t) > 3)
         img.load()
+    except ImageTooLargeError as e:
+        raise InputError(str(e)) from None
     except Exception as e:  # PIL raises many types for truncated or foreign files
         raise InputError(f'{name}: cannot decode image ({type(e).__name__}: {e})') from None
     mode = img.mode
@@ -140,7 +143,7 @@ class ZipSource(FileSource):
     def __init__(self, path):
         if not zipfile.is_zipfile(path):
             raise InputError(f'{path}: not a zip file')
-        with zipfile.ZipFile(path) as z:
+        with open_zip(path) as z:
             self._infos = {i.filename: i for i in z.infolist() if not i.is_dir()}
         names = sorted(n for n in self._infos if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
         self._zip, self._zip_pid = None, None
@@ -148,13 +151,13 @@ class ZipSource(FileSource):
 
     def _file(self):
         if self._zip is None or self._zip_pid != os.getpid():  # one handle per data-loader worker
-            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
+            self._zip, self._zip_pid = open_zip(self.path), os.getpid()
         return self._zip
 
     def decode(self, i):
         try:
             data = self._file().read(self.names[i])
-        except (zipfile.BadZipFile, OSError) as e:  # includes CRC mismatches
+        except MEMBER_ERRORS as e:  # includes CRC mismatches and broken deflate streams
             raise InputError(f'{self.path}:{self.names[i]}: cannot read ({e})') from None
         return decode_image(io.BytesIO(data), f'{self.path}:{self.names[i]}')
 

@@ -1,26 +1,24 @@
-"""LPIPS (Zhang et al. 2018) through the `lpips` package, for metrics and as a loss for projection/stylization.
+"""LPIPS (Zhang et al. 2018) on the `lpips` package's networks, for metrics and as a loss for projection/stylization.
 
-The package ships its linear calibration layers; its VGG/AlexNet/SqueezeNet backbones come from
-torchvision's ImageNet weights, which torchvision downloads into `$TORCH_HOME/hub/checkpoints/`.
-Without them (offline), `load_lpips` raises an error naming the file instead of failing in urllib,
-unless `allow_random_backbone=True` (tests: a random backbone gives a meaningless distance).
+The weights are loaded here, never by the package or torch.hub (whose `torch.load` unpickles with
+weights_only=False): the network is built with random weights (`pnet_rand=True`, `pretrained=False`), then
+torchvision's ImageNet backbone (`vgg16-397923af.pth`, `alexnet-owt-7be5be79.pth`,
+`squeezenet1_1-b8a52dc0.pth`) and the package's linear heads are read by `metrics.weights.load_tensors`,
+digest-checked and as tensors only. Without the backbone (offline), `load_lpips` raises an error naming
+the file, unless `allow_random_backbone=True` (tests: a random backbone gives a meaningless distance).
 """
 
 import contextlib
 import importlib.metadata
+import importlib.util
 import io
 import os
+import warnings
+from pathlib import Path
 
 import torch
 
 from . import weights as W
-
-# torchvision backbone file per LPIPS net (torchvision's IMAGENET1K_V1 weights).
-BACKBONE_FILES = {
-    'vgg': ('vgg16-397923af.pth', 'https://download.pytorch.org/models/vgg16-397923af.pth'),
-    'alex': ('alexnet-owt-7be5be79.pth', 'https://download.pytorch.org/models/alexnet-owt-7be5be79.pth'),
-    'squeeze': ('squeezenet1_1-b8a52dc0.pth', 'https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth'),
-}
 
 
 class LPIPSWeightsError(W.WeightsNotFoundError):
@@ -28,34 +26,76 @@ class LPIPSWeightsError(W.WeightsNotFoundError):
 
 
 def backbone_path(net: str):
-    filename, _ = BACKBONE_FILES[net]
-    return W.hub_checkpoints_dir() / filename
+    return W.hub_checkpoints_dir() / W.LPIPS_BACKBONES[net].filename
 
 
-def load_lpips(net: str = 'vgg', device='cpu', allow_random_backbone: bool = False, version: str = '0.1'):
-    """An eval-mode, frozen `lpips.LPIPS`; `model.pstyle_info` records net, version and backbone state."""
-    import lpips
-    if net not in BACKBONE_FILES:
-        raise ValueError(f'unknown LPIPS net {net!r}; choose one of {", ".join(BACKBONE_FILES)}')
-    path = backbone_path(net)
-    have_backbone = path.is_file()
-    if not have_backbone and not allow_random_backbone:
-        filename, url = BACKBONE_FILES[net]
+def heads_path(net: str, version: str = '0.1') -> Path:
+    """The linear heads file inside the installed `lpips` package (found without importing it)."""
+    spec = importlib.util.find_spec('lpips')
+    if spec is None or spec.origin is None:
+        raise ImportError('LPIPS needs the lpips package (pip install lpips)')
+    return Path(spec.origin).parent / 'weights' / f'v{version}' / f'{net}.pth'
+
+
+def _find_backbone(net, path):
+    spec = W.LPIPS_BACKBONES[net]
+    try:
+        return W.resolve_weights(spec, path=path, download=False)
+    except W.WeightsNotFoundError:
+        hub = backbone_path(net)
         raise LPIPSWeightsError(
-            f'LPIPS-{net} needs torchvision\'s ImageNet backbone {filename}, not found at {path}. Download it from '
-            f'{url} and put it in {path.parent}/ (that is $TORCH_HOME/hub/checkpoints/; TORCH_HOME defaults to '
-            f'~/.cache/torch).')
-    with contextlib.redirect_stdout(io.StringIO()):  # lpips prints its setup and torchvision warns on `pretrained`
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            model = lpips.LPIPS(net=net, version=version, pretrained=True, pnet_rand=not have_backbone,
-                                verbose=False)
+            f'LPIPS-{net} needs torchvision\'s ImageNet backbone {spec.filename}, not found at {hub}. Download it '
+            f'from {spec.url} and put it in {hub.parent}/ (that is $TORCH_HOME/hub/checkpoints/; TORCH_HOME '
+            f'defaults to ~/.cache/torch), or set ${spec.env_var}.') from None
+
+
+def load_backbone(pnet: torch.nn.Module, state_dict: dict, name: str, source=None):
+    """torchvision's `features.<i>.*` tensors into lpips' `slice<k>.<i>.*` modules (same layer indices)."""
+    features = {k.removeprefix('features.'): v for k, v in state_dict.items() if k.startswith('features.')}
+    mapped = {k: features[k.split('.', 1)[1]] for k in pnet.state_dict() if k.split('.', 1)[1] in features}
+    W.load_checked_state_dict(pnet, mapped, name, source=source)
+
+
+def load_heads(model, net: str, version: str):
+    """The calibrated linear layers `lin<k>.model.1.weight`, digest-checked against the published file."""
+    key = (version, net)
+    if key not in W.LPIPS_HEADS:
+        raise ValueError(f'LPIPS version {version!r} has no published linear heads here; use 0.1')
+    path = heads_path(net, version)
+    heads = torch.nn.Module()
+    for i, lin in enumerate(model.lins):  # The same modules as model.lin<i>: loading here fills the model.
+        heads.add_module(f'lin{i}', lin)
+    W.load_checked_state_dict(heads, W.load_tensors(path, W.LPIPS_HEADS[key]), f'LPIPS-{net} heads', source=path)
+
+
+def load_lpips(net: str = 'vgg', device='cpu', allow_random_backbone: bool = False, version: str = '0.1',
+               backbone=None):
+    """An eval-mode, frozen `lpips.LPIPS`; `model.pstyle_info` records net, version and backbone state.
+
+    backbone: an explicit path to the torchvision file (else ${PSTYLE_VGG16,ALEXNET,SQUEEZENET}_WEIGHTS,
+    the cache, then `$TORCH_HOME/hub/checkpoints`).
+    """
+    import lpips
+    if net not in W.LPIPS_BACKBONES:
+        raise ValueError(f'unknown LPIPS net {net!r}; choose one of {", ".join(W.LPIPS_BACKBONES)}')
+    try:
+        path = _find_backbone(net, backbone)
+    except LPIPSWeightsError:
+        if not allow_random_backbone:
+            raise
+        path = None
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # lpips prints, torchvision warns
+        warnings.simplefilter('ignore')
+        # Random weights everywhere: nothing is read by the package (pretrained=False skips its heads file).
+        model = lpips.LPIPS(net=net, version=version, pretrained=False, pnet_rand=True, verbose=False)
+    if path is not None:
+        load_backbone(model.net, W.load_tensors(path, W.LPIPS_BACKBONES[net]), f'torchvision {net}', source=path)
+    load_heads(model, net, version)
     model = model.eval().requires_grad_(False).to(device)
     model.pstyle_info = dict(lpips_net=net, lpips_version=version,
                              lpips_package=importlib.metadata.version('lpips'),
-                             lpips_backbone=os.path.basename(path) if have_backbone else 'random (no weights)',
-                             lpips_backbone_sha256=W.file_sha256(path) if have_backbone else None)
+                             lpips_backbone=os.path.basename(path) if path else 'random (no weights)',
+                             lpips_backbone_sha256=W.file_sha256(path) if path else None)
     return model
 
 

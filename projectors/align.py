@@ -23,6 +23,7 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
+from pstyle.metrics.weights import DLIB_LANDMARKS_5, DLIB_LANDMARKS_68, WeightsHashError, trusted_path
 from pstyle.projectors.image_io import ImageLoadError, list_images, load_image, to_rgb
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
@@ -92,6 +93,10 @@ def find_landmarks_model(path=None) -> Path:
 @functools.lru_cache(maxsize=4)
 def _load_predictor(path: str):
     dlib = _import_dlib()
+    try:
+        trusted_path(path, DLIB_LANDMARKS_68, DLIB_LANDMARKS_5)  # dlib parses it in C++: published files only.
+    except WeightsHashError as e:
+        raise AlignDependencyError(str(e)) from None
     try:
         return dlib.shape_predictor(path)  # ~100 MB; cached because a folder run reuses it per file
     except RuntimeError as e:

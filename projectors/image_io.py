@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from pstyle.torch_utils.image_open import ImageTooLargeError, open_image
+
 # File name endings `align_folder` treats as images (anything else in the folder is ignored).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
 
@@ -34,9 +36,11 @@ def load_image(path) -> Image.Image:
     if not path.is_file():
         raise ImageLoadError(f'{path}: no such image file')
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()  # decode now: a truncated file fails here, not later inside alignment
             return to_rgb(img)
+    except ImageTooLargeError as e:
+        raise ImageLoadError(str(e)) from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise ImageLoadError(f'{path}: cannot read image ({type(e).__name__}: {e})') from e
 

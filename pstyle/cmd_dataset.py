@@ -22,8 +22,11 @@ from pstyle.datasets.synthetic import make_shapes_dataset
               help='NVIDIA-style dataset.json with labels for the source (default: dataset.json in the source).')
 @click.option('--channels', type=click.Choice(['auto', '1', '3']), default='auto', show_default=True,
               help='Output channels; auto = 1 if every source image is grayscale, else 3.')
+@click.option('--min-size', type=click.IntRange(min=0), default=None, metavar='PX',
+              help='Skip (and report) images whose shorter side is under PX (default: a quarter of --resolution; 0 keeps all).')
 @click.option('--progress/--no-progress', default=True, show_default=True, help='Show a progress bar.')
-def dataset(source, synthetic, dest, transform, resolution, resize_filter, max_images, labels, channels, progress):
+def dataset(source, synthetic, dest, transform, resolution, resize_filter, max_images, labels, channels, min_size,
+            progress):
     """Convert an image folder or zip into a training dataset (zip or folder of PNGs + dataset.json).
 
     \b
@@ -39,7 +42,7 @@ def dataset(source, synthetic, dest, transform, resolution, resize_filter, max_i
             return _synthetic(dest, resolution or 32, max_images or 1000, resize_filter, progress)
         dataset_tool.convert_dataset(source, dest, transform=transform, resolution=resolution,
                                      resize_filter=resize_filter, max_images=max_images, labels=labels,
-                                     channels=channels, log=click.echo, progress=progress)
+                                     channels=channels, log=click.echo, progress=progress, min_size=min_size)
     except (ValueError, OSError, ImportError) as e:
         raise click.ClickException(str(e)) from e
 

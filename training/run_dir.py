@@ -17,9 +17,7 @@ kimg replaces the earlier one.
 """
 
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from pstyle.torch_utils.fileio import atomic_torch_save
+from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save
 
 from pstyle.models import checkpoint
 
@@ -44,11 +42,8 @@ def next_run_dir(outdir, desc):
 
 def write_json(path, data):
     """Atomic JSON write (tmp file + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    with os.fdopen(fd, 'w') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w') as f:
         json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def snapshot_paths(run_dir, kimg):

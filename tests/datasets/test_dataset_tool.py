@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import pstyle.projectors as projectors
+from pstyle.datasets import dataset_tool
 from pstyle.datasets.dataset_tool import check_resolution, convert_dataset, nvidia_image_name
 
 NAME_RE = re.compile(r'^\d{5}/img\d{8}\.png$')
@@ -289,8 +289,7 @@ def test_ffhq_align_with_fake_aligner(mixed_src, tmp_path, monkeypatch):
         return [types.SimpleNamespace(image=face)]
 
     fake = types.SimpleNamespace(align_face=align_face, NoFaceError=NoFaceError, find_landmarks_model=lambda: 'x')
-    monkeypatch.setitem(sys.modules, 'pstyle.projectors.align', fake)
-    monkeypatch.setattr(projectors, 'align', fake, raising=False)
+    monkeypatch.setattr(dataset_tool, 'align', fake)
     rep = convert_dataset(mixed_src, tmp_path / 'o.zip', transform='ffhq-align', resolution=8, log=_quiet)
     assert rep.num_written == 3 and ('a.png', 'no face detected') in rep.skipped
     assert all(c == ('RGB', 1024) for c in calls)

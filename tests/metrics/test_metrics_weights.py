@@ -48,6 +48,17 @@ def test_verified_download_into_cache(tmp_path):
     assert not [p for p in W.cache_dir().iterdir() if p.name.startswith('.')]   # no temporary left behind
 
 
+def test_downloaded_files_get_the_mode_of_the_umask(tmp_path):
+    import os
+    import stat
+    old = os.umask(0o022)
+    try:
+        path = W.resolve_weights(_spec(tmp_path), download=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
 def test_download_with_wrong_digest_is_discarded(tmp_path):
     spec = _spec(tmp_path, sha256='0' * 64)
     with pytest.raises(ValueError, match='does not match'):

@@ -3,6 +3,7 @@
 Needs dlib-bin and face-recognition-models (the `dev` extra installs both).
 """
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -168,9 +169,13 @@ def test_explicit_and_env_model_paths_must_exist(monkeypatch, tmp_path):
         A.find_landmarks_model()
 
 
-def test_garbage_model_file(tmp_path):
+def test_unknown_model_file_is_refused_before_dlib_reads_it(tmp_path, monkeypatch):
     path = tmp_path / 'garbage.dat'
     path.write_bytes(b'\x00' * 100)
+    with pytest.raises(A.AlignDependencyError, match=r'refusing to load .*garbage\.dat: its sha256 [0-9a-f]{64} is not '
+                       r'the published sha256 of shape_predictor_68_face_landmarks\.dat.*expected fbdc2cb80eb9'):
+        A._load_predictor(str(path))
+    monkeypatch.setenv('PSTYLE_TRUSTED_SHA256', hashlib.sha256(b'\x00' * 100).hexdigest())   # the user vouches
     with pytest.raises(A.AlignDependencyError, match=r'garbage\.dat: not a dlib shape predictor model'):
         A._load_predictor(str(path))
 
