@@ -72,7 +72,8 @@ def _mat_sqrt(x):
 
 def coral(source, target):
     """Recolour `source` [3,H,W] so its RGB mean and covariance match `target` [3,H',W'] (function.py's
-    CORAL, with the +I on both covariances as in the original)."""
+    CORAL). As in the original, the "covariances" are sums over pixels plus I (no 1/n), so the spread is
+    matched only when both images have the same number of pixels; kept for parity."""
     def flat_stats(img):
         f = img.reshape(3, -1)
         mean, std = f.mean(dim=-1, keepdim=True), f.std(dim=-1, keepdim=True)

@@ -116,7 +116,10 @@ def vgg19_weights_path(path=None, download=None):
         if path.name == VGG19_TV.filename:
             verify_file(path, VGG19_TV)
         return path
-    return resolve_weights(VGG19_TV, download=download)
+    try:
+        return resolve_weights(VGG19_TV, download=download)
+    except WeightsNotFoundError as e:
+        raise WeightsNotFoundError(f'{e} On the command line: --vgg-weights FILE.') from None
 
 
 def load_vgg19(path=None, pooling='max', device='cpu', download=None):
