@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     'train':       ('pstyle.cmd_train', 'train'),
     'nst':         ('pstyle.cmd_baselines', 'nst'),
     'adain':       ('pstyle.cmd_baselines', 'adain'),
+    'adain-train': ('pstyle.cmd_baselines', 'adain_train'),
     'cyclegan':    ('pstyle.cmd_baselines', 'cyclegan'),
 }
 

@@ -1,8 +1,10 @@
-"""`pstyle nst`, `pstyle adain`, `pstyle cyclegan`: thin click shells over `baselines/`."""
+"""`pstyle nst`, `pstyle adain`, `pstyle adain-train`, `pstyle cyclegan`: thin click shells over `baselines/`."""
 
 import click
 
 from baselines.adain import AdainOptions, adain_folder
+from baselines.adain_train import AdainTrainConfig
+from baselines.adain_train import adain_train as train_decoder
 from baselines.cyclegan import CycleganOptions, cyclegan_folder
 from baselines.nst import COLOR_MODES, INITS, OPTIMIZERS, NSTOptions, nst_folder
 from baselines.published import PUBLISHED
@@ -115,3 +117,37 @@ def cyclegan(checkpoint, inputs, outdir, **kwargs):
       pstyle cyclegan --checkpoint style_monet --input photos/ --outdir out/monet
     """
     _run(cyclegan_folder, checkpoint, inputs, outdir=outdir, opts=CycleganOptions(**kwargs))
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--content-dir', required=True, type=click.Path(exists=True, file_okay=False), help='Content images (e.g. MS-COCO)')
+@click.option('--style-dir', required=True, type=click.Path(exists=True, file_okay=False), help='Style images (e.g. WikiArt)')
+@click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Run directory; an existing one is resumed')
+@click.option('--vgg', default='adain_vgg', help='vgg_normalised.pth: a file, URL or short name (frozen encoder)')
+@click.option('--decoder-init', default=None, help='Start from this decoder.pth instead of a random one')
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=1e-4)
+@click.option('--lr-decay', type=click.FloatRange(min=0), default=5e-5, help='lr / (1 + decay * iteration)')
+@click.option('--max-iter', type=click.IntRange(min=1), default=160000)
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=8)
+@click.option('--content-weight', type=click.FloatRange(min=0), default=1.0)
+@click.option('--style-weight', type=click.FloatRange(min=0), default=10.0)
+@click.option('--load-size', type=click.IntRange(min=16), default=512, help='Images are resized to this square')
+@click.option('--crop-size', type=click.IntRange(min=16), default=256, help='then randomly cropped to this')
+@click.option('--snapshot-every', type=click.IntRange(min=1), default=10000)
+@click.option('--log-every', type=click.IntRange(min=1), default=100)
+@click.option('--seed', type=int, default=0)
+@_device
+def adain_train(outdir, device, **kwargs):
+    """Train an AdaIN decoder (train.py of pytorch-AdaIN); resumable, exact.
+
+    \b
+    Example:
+      pstyle adain-train --content-dir coco/ --style-dir wikiart/ --outdir runs/adain
+    """
+    try:
+        result = train_decoder(AdainTrainConfig(**kwargs), outdir, device=device, log=click.echo)
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f'iteration {result["iteration"]}; decoder: {result["decoder"]}')
+    for path in result['skipped']:
+        click.echo(f'  skipped unreadable image: {path}')
