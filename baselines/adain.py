@@ -102,17 +102,25 @@ def style_transfer(encoder, dec, content, styles, alpha=1.0, interpolation_weigh
     return dec(feats)
 
 
+def load_encoder(vgg):
+    """vgg[:31] (up to relu4_1) of `vgg_normalised.pth` (a path, URL or short name), frozen, and its path."""
+    path = resolve_published(vgg)
+    full = load_checked_state_dict(normalised_vgg(), read_state_dict(path, 'AdaIN vgg_normalised.pth'),
+                                   'AdaIN vgg_normalised.pth', source=path)
+    return full[:ENCODER_DEPTH].eval().requires_grad_(False), path
+
+
+def load_decoder(dec):
+    """The decoder of `decoder.pth` (a path, URL or short name) and its path."""
+    path = resolve_published(dec)
+    return load_checked_state_dict(decoder(), read_state_dict(path, 'AdaIN decoder.pth'), 'AdaIN decoder.pth', source=path), path
+
+
 def load_adain(vgg, dec, device='cpu'):
-    """(encoder = vgg[:31], decoder) from the two published files (paths, URLs or short names)."""
-    vgg_path, dec_path = resolve_published(vgg), resolve_published(dec)
-    full = load_checked_state_dict(normalised_vgg(), read_state_dict(vgg_path, 'AdaIN vgg_normalised.pth'),
-                                   'AdaIN vgg_normalised.pth', source=vgg_path)
-    decoder_net = load_checked_state_dict(decoder(), read_state_dict(dec_path, 'AdaIN decoder.pth'),
-                                          'AdaIN decoder.pth', source=dec_path)
-    encoder = full[:ENCODER_DEPTH]
-    for net in (encoder, decoder_net):
-        net.eval().requires_grad_(False).to(device)
-    return encoder, decoder_net, dict(vgg=runs.file_info(vgg_path), decoder=runs.file_info(dec_path))
+    """(encoder = vgg[:31], decoder, provenance) from the two published files, in eval mode."""
+    (encoder, vgg_path), (decoder_net, dec_path) = load_encoder(vgg), load_decoder(dec)
+    decoder_net.eval().requires_grad_(False)
+    return encoder.to(device), decoder_net.to(device), dict(vgg=runs.file_info(vgg_path), decoder=runs.file_info(dec_path))
 
 
 def normalise_weights(weights, num_styles):

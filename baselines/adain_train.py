@@ -24,9 +24,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from baselines import adain, runs
-from baselines.published import resolve_published
-from baselines.vgg import read_state_dict
-from metrics.weights import load_checked_state_dict
 from projectors.image_io import list_images
 from torch_utils.fileio import atomic_path, atomic_torch_save
 from training.generate import pick_device
@@ -132,15 +129,15 @@ class Batches:
 
 def _new_decoder(cfg):
     if cfg.decoder_init is not None:
-        path = resolve_published(cfg.decoder_init)
-        return load_checked_state_dict(adain.decoder(), read_state_dict(path, 'AdaIN decoder.pth'), 'AdaIN decoder.pth', source=path)
+        return adain.load_decoder(cfg.decoder_init)[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return adain.decoder()                        # PyTorch's default init, as train.py
 
 
 def latest_snapshot(run_dir):
-    found = sorted(int(m.group(1)) for p in Path(run_dir).glob('snapshot-*.pt') if (m := _SNAPSHOT_RE.fullmatch(p.name)))
+    found = sorted(int(m.group(1)) for p in Path(run_dir).glob('snapshot-*.pt')
+                   if (m := _SNAPSHOT_RE.fullmatch(p.name)))
     return (Path(run_dir) / f'snapshot-{found[-1]:07d}.pt') if found else None
 
 
@@ -149,7 +146,8 @@ def _check_resume(run_dir, cfg):
     ours = dataclasses.asdict(cfg)
     changed = [k for k in ours if k != 'max_iter' and stored.get(k) != ours[k]]
     if changed:
-        raise ValueError(f'{run_dir} was started with other options ({", ".join(f"{k}: {stored.get(k)!r} -> {ours[k]!r}" for k in changed)}); '
+        diffs = ', '.join(f'{k}: {stored.get(k)!r} -> {ours[k]!r}' for k in changed)
+        raise ValueError(f'{run_dir} was started with other options ({diffs}); '
                          f'use a new --outdir or the same options (only --max-iter may change)')
 
 
@@ -183,10 +181,7 @@ def adain_train(cfg, outdir, device=None, log=print, fault_hook=None):
     device = pick_device(device)
     run_dir = Path(outdir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    vgg_path = resolve_published(cfg.vgg)
-    vgg = load_checked_state_dict(adain.normalised_vgg(), read_state_dict(vgg_path, 'AdaIN vgg_normalised.pth'),
-                                  'AdaIN vgg_normalised.pth', source=vgg_path)
-    encoder = vgg[:adain.ENCODER_DEPTH].to(device).eval().requires_grad_(False)
+    encoder = adain.load_encoder(cfg.vgg)[0].to(device)
     batches = Batches(cfg, device)
     dec = _new_decoder(cfg).to(device).train()
     optimizer = torch.optim.Adam(dec.parameters(), lr=cfg.lr)

@@ -61,7 +61,7 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-def generator_tensors(state, source):
+def generator_tensors(state):
     """The checkpoint's tensors minus the stale InstanceNorm statistics of old versions."""
     return {k: v for k, v in state.items() if k.rsplit('.', 1)[-1] not in _STALE_NORM_KEYS}
 
@@ -70,7 +70,7 @@ def load_cyclegan(checkpoint, device='cpu', cache_dir=None):
     """(generator, provenance) for a `latest_net_G.pth`-style file, a URL or a short name (`style_monet`)."""
     path = resolve_published(checkpoint, cache_dir)
     what = 'CycleGAN ResnetGenerator (resnet_9blocks, ngf 64)'
-    state = generator_tensors(read_state_dict(path, what), path)
+    state = generator_tensors(read_state_dict(path, what))
     G = load_checked_state_dict(ResnetGenerator(), state, what, source=path)
     return G.eval().requires_grad_(False).to(device), runs.file_info(path)
 

@@ -168,7 +168,8 @@ def _prepare_styles(style_imgs, contents, size, opts, device):
     """Styles as [N,3,h,w] tensors for a batch of contents [N,3,H,W], recoloured per photo when asked."""
     out = []
     for img in style_imgs:
-        s = runs.to_tensor(_fit(img, max(1, round(size * opts.style_scale))), device).to(contents.dtype).expand(contents.shape[0], -1, -1, -1)
+        s = runs.to_tensor(_fit(img, max(1, round(size * opts.style_scale))), device).to(contents.dtype)
+        s = s.expand(contents.shape[0], -1, -1, -1)
         if opts.original_colors == 'histogram':
             s = color.match_histogram(s, contents).clamp(0, 1)
         elif opts.original_colors == 'luminance':
@@ -188,7 +189,8 @@ def transfer(vgg, photos, style_imgs, opts, device='cpu', callback=None):
     for k in range(opts.scales):
         factor = 2 ** (opts.scales - 1 - k)
         h, w = max(1, round(H / factor)), max(1, round(W / factor))
-        contents = full if factor == 1 else F.interpolate(full, size=(h, w), mode='bilinear', align_corners=False, antialias=True)
+        contents = full if factor == 1 else \
+            F.interpolate(full, size=(h, w), mode='bilinear', align_corners=False, antialias=True)
         if min(h, w) < 16:
             raise ValueError(f'{W}x{H} pixels at scale 1/{factor} is too small for VGG19 (>= 16 needed)')
         targets = color.luminance(contents).expand(-1, 3, -1, -1) if opts.original_colors == 'luminance' else contents

@@ -31,7 +31,8 @@ def _run(fn, *args, **kwargs):
         manifest = fn(*args, **kwargs, log=click.echo)
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f'{manifest["num_done"]} done, {manifest["num_failed"]} failed; manifest.json in {kwargs["outdir"]}')
+    click.echo(f'{manifest["num_done"]} done, {manifest["num_failed"]} failed; '
+               f'manifest.json in {kwargs["outdir"]}')
     for failure in manifest['failures']:
         click.echo(f'  failed: {failure["photo"]}: {failure["error"]}')
 
@@ -104,7 +105,8 @@ def adain(content, styles, outdir, vgg, decoder_file, style_weights, **kwargs):
 
 
 @click.command(context_settings=dict(show_default=True))
-@click.option('--checkpoint', required=True, help=f'latest_net_G.pth: a file, URL or one of {", ".join(n for n in PUBLISHED if n.startswith("style_"))}')
+@click.option('--checkpoint', required=True,
+              help=f'latest_net_G.pth: a file, URL or one of {", ".join(n for n in PUBLISHED if n.startswith("style_"))}')
 @click.option('--input', 'inputs', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')
 @_outdir
 @click.option('--size', type=click.IntRange(min=0), default=0, help='Resize the shorter side first (bicubic); 0 keeps the size')

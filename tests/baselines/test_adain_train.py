@@ -7,9 +7,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from baselines import adain
 from baselines.adain_train import AdainTrainConfig, adain_train, content_style_loss
@@ -20,14 +22,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope='module')
 def folders(tmp_path_factory):
-    from PIL import Image
-    import numpy as np
     root = tmp_path_factory.mktemp('data')
     for name, seeds in (('content', range(3)), ('style', range(10, 13))):
         (root / name).mkdir()
         for s in seeds:
             rng = np.random.RandomState(s)
-            Image.fromarray(rng.randint(0, 256, (10, 12, 3), dtype=np.uint8)).resize((48, 40), Image.BILINEAR).save(root / name / f'{s}.png')
+            small = rng.randint(0, 256, (10, 12, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((48, 40), Image.BILINEAR).save(root / name / f'{s}.png')
     return root
 
 

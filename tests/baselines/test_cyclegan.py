@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from baselines import cyclegan, published as published_weights
+from baselines import cyclegan
+from baselines import published as published_weights
 from baselines.cyclegan import CycleganOptions, ResnetGenerator, cyclegan_folder
 from baselines.runs import to_tensor
 from training.checkpoint import CheckpointError

@@ -50,7 +50,7 @@ def test_tv_loss_is_per_image():
 def test_the_loss_decreases(vgg, image, optimizer, lr):
     losses = []
     nst.transfer(vgg, [image(0, 16, 20)], [image(1, 20, 20)], _opts(optimizer=optimizer, learning_rate=lr, steps=6, tv_weight=1.0),
-                 callback=lambda step, l: losses.append(float(l[0])))
+                 callback=lambda step, batch: losses.append(float(batch[0])))
     assert len(losses) == 6 and losses[-1] < 0.5 * losses[0]
 
 
@@ -116,7 +116,7 @@ def test_bf16_autocast_gives_nearly_the_fp32_loss(vgg, image):
     args = ([image(0, 16, 16)], [image(1, 16, 16)])
     losses = {}
     for precision in ('fp32', 'bf16'):
-        nst.transfer(vgg, *args, _opts(precision=precision, steps=1), callback=lambda s, l: losses.update({precision: float(l[0])}))
+        nst.transfer(vgg, *args, _opts(precision=precision, steps=1), callback=lambda s, batch: losses.update({precision: float(batch[0])}))
     assert losses['bf16'] == pytest.approx(losses['fp32'], rel=0.1)
 
 
