@@ -82,3 +82,10 @@ def test_nst_without_weights_says_which_file_to_get(published, tmp_path, monkeyp
     result = _invoke('nst', '--content', published['content'], '--style', published['style'], '--outdir', tmp_path / 'out')
     assert result.exit_code == 1
     assert 'vgg19-dcbb9e9d.pth not found' in result.output and '--vgg-weights' in result.output
+
+
+def test_an_unreadable_style_image_stops_the_run_with_its_name(published, tmp_path):
+    (tmp_path / 'style.jpg').write_bytes(b'not a jpeg')
+    result = _invoke('adain', '--content', published['content'], '--style', tmp_path / 'style.jpg',
+                     '--vgg', published['vgg'], '--decoder', published['decoder'], '--outdir', tmp_path / 'out')
+    assert result.exit_code == 1 and 'style.jpg: cannot read image' in result.output
