@@ -28,6 +28,10 @@ SUBCOMMANDS = {
     'stylize-grid': ('pstyle.cmd_stylize', 'stylize_grid'),
     'dataset':     ('pstyle.cmd_dataset', 'dataset'),
     'train':       ('pstyle.cmd_train', 'train'),
+    'nst':         ('pstyle.cmd_baselines', 'nst'),
+    'adain':       ('pstyle.cmd_baselines', 'adain'),
+    'adain-train': ('pstyle.cmd_baselines', 'adain_train'),
+    'cyclegan':    ('pstyle.cmd_baselines', 'cyclegan'),
 }
 
 

@@ -1,0 +1,155 @@
+"""`pstyle nst`, `pstyle adain`, `pstyle adain-train`, `pstyle cyclegan`: thin click shells over `baselines/`."""
+
+import click
+
+from pstyle.baselines.adain import AdainOptions, adain_folder
+from pstyle.baselines.adain_train import AdainTrainConfig
+from pstyle.baselines.adain_train import adain_train as train_decoder
+from pstyle.baselines.cyclegan import CycleganOptions, cyclegan_folder
+from pstyle.baselines.nst import COLOR_MODES, INITS, OPTIMIZERS, NSTOptions, nst_folder
+from pstyle.baselines.published import PUBLISHED
+
+# What a user can get wrong (files, weights, options): one line, exit code 1. Anything else is a bug.
+USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def _floats(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(',') if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f'expected comma-separated numbers, got {value!r}') from None
+
+
+def _names(ctx, param, value):
+    return tuple(v.strip() for v in value.split(',') if v.strip())
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        manifest = fn(*args, **kwargs, log=click.echo)
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f'{manifest["num_done"]} done, {manifest["num_failed"]} failed; '
+               f'manifest.json in {kwargs["outdir"]}')
+    for failure in manifest['failures']:
+        click.echo(f'  failed: {failure["photo"]}: {failure["error"]}')
+
+
+_content = click.option('--content', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')
+_outdir = click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where to write images and manifest.json')
+_device = click.option('--device', type=str, default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
+
+
+@click.command(context_settings=dict(show_default=True))
+@_content
+@click.option('--style', 'styles', multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help='Style image (repeat for several)')
+@click.option('--style-blend-weights', callback=_floats, help='One weight per --style: blend their Gram targets')
+@_outdir
+@click.option('--vgg-weights', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='torchvision vgg19-dcbb9e9d.pth (default: $PSTYLE_VGG19_WEIGHTS, the cache, or a download)')
+@click.option('--content-layers', default='relu4_2', callback=_names, help='VGG19 layers of the content loss')
+@click.option('--style-layers', default='relu1_1,relu2_1,relu3_1,relu4_1,relu5_1', callback=_names)
+@click.option('--content-weight', type=click.FloatRange(min=0), default=1.0)
+@click.option('--style-weight', type=click.FloatRange(min=0), default=1e6)
+@click.option('--tv-weight', type=click.FloatRange(min=0), default=0.0, help='Total-variation smoothing')
+@click.option('--optimizer', type=click.Choice(OPTIMIZERS), default='lbfgs')
+@click.option('--lr', 'learning_rate', type=click.FloatRange(min=0, min_open=True), default=1.0,
+              help='L-BFGS step or Adam learning rate (Adam: try 0.02)')
+@click.option('--steps', type=click.IntRange(min=1), default=500, help='Iterations per scale')
+@click.option('--init', type=click.Choice(INITS), default='content')
+@click.option('--seed', type=int, default=0, help='Noise for --init noise')
+@click.option('--size', type=click.IntRange(min=0), default=512, help='Longest side of the output; 0 keeps the photo size')
+@click.option('--style-scale', type=click.FloatRange(min=0, min_open=True), default=1.0)
+@click.option('--scales', type=click.IntRange(min=1), default=1, help='Coarse-to-fine: 2 = half size first')
+@click.option('--original-colors', type=click.Choice(COLOR_MODES), default='none',
+              help="Keep the photo's colours: luminance-only transfer (YIQ) or style histogram matching")
+@click.option('--pooling', type=click.Choice(['max', 'avg']), default='max')
+@click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', help='bf16 autocast of the VGG passes')
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=4, help='Photos of one size optimised together')
+@_device
+def nst(content, styles, outdir, vgg_weights, **kwargs):
+    """Gatys et al. neural style transfer by optimisation (VGG19, L-BFGS).
+
+    \b
+    Example:
+      pstyle nst --content photos/ --style starry.jpg --outdir out/nst --size 512 --scales 2
+    """
+    _run(nst_folder, content, list(styles), outdir=outdir, opts=NSTOptions(**kwargs), vgg_weights=vgg_weights)
+
+
+@click.command(context_settings=dict(show_default=True))
+@_content
+@click.option('--style', 'styles', multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help='Style image (repeat: one output per style, or one interpolated image with --style-weights)')
+@click.option('--style-weights', callback=_floats, help='Interpolation weights, one per --style (e.g. 3,7)')
+@click.option('--vgg', default='adain_vgg', help='vgg_normalised.pth: a file, URL or short name')
+@click.option('--decoder', 'decoder_file', default='adain_decoder', help='decoder.pth: a file, URL or short name')
+@click.option('--alpha', type=click.FloatRange(0, 1), default=1.0, help='Style strength')
+@click.option('--preserve-color', is_flag=True, help="Recolour each style to the photo's colours first")
+@click.option('--content-size', type=click.IntRange(min=0), default=512, help='Shorter side; 0 keeps the size')
+@click.option('--style-size', type=click.IntRange(min=0), default=512, help='Shorter side; 0 keeps the size')
+@_outdir
+@_device
+def adain(content, styles, outdir, vgg, decoder_file, style_weights, **kwargs):
+    """AdaIN arbitrary style transfer with the published weights (naoto0804/pytorch-AdaIN).
+
+    \b
+    Example:
+      pstyle adain --content photos/ --style a.jpg --style b.jpg --style-weights 3,7 --outdir out/adain
+    """
+    opts = AdainOptions(style_weights=style_weights, **kwargs)
+    _run(adain_folder, content, list(styles), outdir=outdir, vgg=vgg, decoder_file=decoder_file, opts=opts)
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--checkpoint', required=True,
+              help=f'latest_net_G.pth: a file, URL or one of {", ".join(n for n in PUBLISHED if n.startswith("style_"))}')
+@click.option('--input', 'inputs', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')
+@_outdir
+@click.option('--size', type=click.IntRange(min=0), default=0, help='Resize the shorter side first (bicubic); 0 keeps the size')
+@_device
+def cyclegan(checkpoint, inputs, outdir, **kwargs):
+    """CycleGAN photo -> painting generators (junyanz/pytorch-CycleGAN-and-pix2pix weights).
+
+    \b
+    Example:
+      pstyle cyclegan --checkpoint style_monet --input photos/ --outdir out/monet
+    """
+    _run(cyclegan_folder, checkpoint, inputs, outdir=outdir, opts=CycleganOptions(**kwargs))
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--content-dir', required=True, type=click.Path(exists=True, file_okay=False), help='Content images (e.g. MS-COCO)')
+@click.option('--style-dir', required=True, type=click.Path(exists=True, file_okay=False), help='Style images (e.g. WikiArt)')
+@click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Run directory; an existing one is resumed')
+@click.option('--vgg', default='adain_vgg', help='vgg_normalised.pth: a file, URL or short name (frozen encoder)')
+@click.option('--decoder-init', default=None, help='Start from this decoder.pth instead of a random one')
+@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=1e-4)
+@click.option('--lr-decay', type=click.FloatRange(min=0), default=5e-5, help='lr / (1 + decay * iteration)')
+@click.option('--max-iter', type=click.IntRange(min=1), default=160000)
+@click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=8)
+@click.option('--content-weight', type=click.FloatRange(min=0), default=1.0)
+@click.option('--style-weight', type=click.FloatRange(min=0), default=10.0)
+@click.option('--load-size', type=click.IntRange(min=16), default=512, help='Images are resized to this square')
+@click.option('--crop-size', type=click.IntRange(min=16), default=256, help='then randomly cropped to this')
+@click.option('--snapshot-every', type=click.IntRange(min=1), default=10000)
+@click.option('--log-every', type=click.IntRange(min=1), default=100)
+@click.option('--seed', type=int, default=0)
+@_device
+def adain_train(outdir, device, **kwargs):
+    """Train an AdaIN decoder (train.py of pytorch-AdaIN); resumable, exact.
+
+    \b
+    Example:
+      pstyle adain-train --content-dir coco/ --style-dir wikiart/ --outdir runs/adain
+    """
+    try:
+        result = train_decoder(AdainTrainConfig(**kwargs), outdir, device=device, log=click.echo)
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f'iteration {result["iteration"]}; decoder: {result["decoder"]}')
+    for path in result['skipped']:
+        click.echo(f'  skipped unreadable image: {path}')

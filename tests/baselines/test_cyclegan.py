@@ -1,0 +1,118 @@
+"""CycleGAN ResnetGenerator on the published-format checkpoint: parity, old checkpoints, sizes, errors."""
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pstyle.baselines import cyclegan
+from pstyle.baselines import published as published_weights
+from pstyle.baselines.cyclegan import CycleganOptions, ResnetGenerator, cyclegan_folder
+from pstyle.baselines.runs import to_tensor
+from pstyle.models.checkpoint import CheckpointError
+
+
+@pytest.fixture(scope='module')
+def G(published):
+    return cyclegan.load_cyclegan(published['cyclegan'])[0]
+
+
+def test_state_dict_names_and_shapes_are_the_reference_ones(recipe):
+    ours = {k: list(v.shape) for k, v in ResnetGenerator().state_dict().items()}
+    assert ours == {k: shape for k, (shape, _) in recipe['cyclegan_G_recipe'].items()}
+
+
+def test_output_matches_the_original_tensor2im(published, ref, tmp_path, assert_parity):
+    manifest = cyclegan_folder(published['cyclegan'], published['content'], tmp_path, log=lambda _: None)
+    assert manifest['num_done'] == 1 and manifest['inputs']['checkpoint']['sha256']
+    diff = assert_parity(np.asarray(Image.open(tmp_path / 'content.png')), ref['cyclegan_out'][0])
+    print(f'cyclegan_out: max {diff.max()}, mean {diff.mean():.5f}')
+
+
+def test_tensor2im_truncates_instead_of_rounding():
+    y = torch.tensor([-1.0, 0.0, 0.999, 1.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    assert cyclegan.tensor2im(y)[0, 0, :, 0].tolist() == [0, 127, 254, 255]   # 127.5 -> 127, 254.87 -> 254
+
+
+def test_old_checkpoints_with_instancenorm_statistics_load_and_give_the_same_output(published, G, tmp_path):
+    state = torch.load(published['cyclegan'], weights_only=True)
+    for key in ('model.2', 'model.10.conv_block.2', 'model.23'):
+        state[f'{key}.running_mean'] = torch.randn(state['model.1.bias'].shape if key == 'model.2' else [256 if '10' in key else 64])
+        state[f'{key}.running_var'] = torch.rand_like(state[f'{key}.running_mean']) + 5
+        state[f'{key}.num_batches_tracked'] = torch.tensor(7)
+    torch.save(state, tmp_path / 'old.pth')
+    old = cyclegan.load_cyclegan(tmp_path / 'old.pth')[0]
+    x = to_tensor(Image.open(published['content']))
+    assert torch.equal(cyclegan.translate(old, x), cyclegan.translate(G, x))
+
+
+@pytest.mark.parametrize('h, w', [(30, 45), (33, 32), (5, 7)])
+def test_any_input_size_comes_back_at_its_size(G, h, w):
+    x = torch.rand(1, 3, h, w)
+    assert cyclegan.translate(G, x).shape == (1, 3, h, w)
+
+
+def test_sizes_divisible_by_four_are_not_padded(G, published):
+    x = to_tensor(Image.open(published['content']))
+    with torch.no_grad():
+        assert torch.equal(cyclegan.translate(G, x), G(x * 2 - 1))
+
+
+def test_size_option_resizes_the_shorter_side(published, tmp_path):
+    Image.open(published['content']).resize((64, 48)).save(tmp_path / 'wide.png')
+    cyclegan_folder(published['cyclegan'], tmp_path / 'wide.png', tmp_path / 'out', CycleganOptions(size=24), log=lambda _: None)
+    assert Image.open(tmp_path / 'out' / 'wide.png').size == (32, 24)
+
+
+def test_an_unreadable_image_in_a_folder_is_reported_and_the_others_go_on(published, tmp_path):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    Image.open(published['content']).save(folder / 'a.png')
+    (folder / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+    Image.open(published['content']).resize((3, 3)).save(folder / 'c.png')
+    manifest = cyclegan_folder(published['cyclegan'], folder, tmp_path / 'out', log=lambda _: None)
+    assert [p['status'] for p in manifest['photos']] == ['done', 'failed', 'failed']
+    assert 'b.png: cannot read image' in manifest['failures'][0]['error']
+    assert 'too small' in manifest['failures'][1]['error']
+    assert (tmp_path / 'out' / 'a.png').is_file() and not (tmp_path / 'out' / 'b.png').exists()
+
+
+def test_a_missing_tensor_is_named(published, tmp_path):
+    state = torch.load(published['cyclegan'], weights_only=True)
+    del state['model.19.bias']
+    torch.save(state, tmp_path / 'latest_net_G.pth')
+    with pytest.raises(ValueError, match=r"latest_net_G.pth: not an CycleGAN ResnetGenerator .*'model.19.bias'"):
+        cyclegan.load_cyclegan(tmp_path / 'latest_net_G.pth')
+
+
+def test_a_generator_of_another_width_is_refused_with_the_tensor_named(tmp_path):
+    torch.save(ResnetGenerator(ngf=32).state_dict(), tmp_path / 'ngf32.pth')
+    with pytest.raises(ValueError, match=r'weight model.1.weight: shape \[32, 3, 7, 7\], expected \[64, 3, 7, 7\]'):
+        cyclegan.load_cyclegan(tmp_path / 'ngf32.pth')
+
+
+def test_short_names_offline_name_the_url_the_path_and_the_override(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('no network')
+    monkeypatch.setattr('urllib.request.urlopen', offline)
+    with pytest.raises(CheckpointError) as err:
+        cyclegan.load_cyclegan('style_monet', cache_dir=tmp_path)
+    msg = str(err.value)
+    assert 'http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/style_monet.pth' in msg
+    assert str(tmp_path) in msg and '$PSTYLE_NETWORK_STYLE_MONET' in msg
+    assert not list(tmp_path.iterdir())   # no partial download left behind
+
+
+def test_short_names_follow_their_environment_override(published, monkeypatch):
+    monkeypatch.setenv('PSTYLE_NETWORK_STYLE_VANGOGH', str(published['cyclegan']))
+    assert published_weights.resolve_published('style_vangogh') == published['cyclegan']
+    monkeypatch.setenv('PSTYLE_NETWORK_STYLE_VANGOGH', '/nowhere/x.pth')
+    with pytest.raises(CheckpointError, match=r'PSTYLE_NETWORK_STYLE_VANGOGH points to /nowhere/x.pth, which is not a file'):
+        published_weights.resolve_published('style_vangogh')
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(CheckpointError, match=r'no such file: style_picasso .*style_monet, style_cezanne'):
+        published_weights.resolve_published('style_picasso')
