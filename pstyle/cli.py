@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     'stylize-grid': ('pstyle.cmd_stylize', 'stylize_grid'),
     'dataset':     ('pstyle.cmd_dataset', 'dataset'),
     'train':       ('pstyle.cmd_train', 'train'),
+    'serve':       ('pstyle.cmd_serve', 'serve'),
 }
 
 
@@ -50,7 +51,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name='portrait-stylegan')
 def main():
     """portrait-stylegan: StyleGAN2 portrait stylization (generate, convert, align, project,
-    swap/mix, stylize, train, metrics)."""
+    swap/mix, stylize, train, metrics, serve)."""
 
 
 if __name__ == '__main__':
