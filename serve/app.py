@@ -157,7 +157,7 @@ def _add_routes(app, state):
     @app.post('/v1/stylize')
     async def stylize(request: Request):
         state.require_ready()
-        body = await inputs.read_body(request, int(cfg.max_upload_mb * 2**20) + inputs.FORM_SLACK)
+        body = await inputs.read_body(request, int(cfg.max_upload_mb * 2**20), inputs.FORM_SLACK)
         fields = inputs.parse_multipart(body, request.headers.get('content-type'))
         job = _stylize_job(state, fields)
         if state.store.inversion_error is not None:

@@ -16,15 +16,15 @@ SPEC_FIELDS = ('weights', 'swap_res', 'blend_width', 'preset', 'style_strength',
 FORM_SLACK = 64 * 1024  # Bytes of form fields and multipart framing allowed on top of the image.
 
 
-async def read_body(request, limit):
-    """The request body, refusing (413) anything over `limit` bytes before and while reading it."""
+async def read_body(request, limit, slack=0):
+    """The request body, refusing (413) anything over `limit` + `slack` bytes before and while reading it."""
     declared = request.headers.get('content-length')
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > limit + slack:
         raise too_large(int(declared), limit)
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total > limit:
+        if total > limit + slack:
             raise too_large(total, limit)
         chunks.append(chunk)
     return b''.join(chunks)
@@ -32,7 +32,7 @@ async def read_body(request, limit):
 
 def too_large(size, limit):
     return ApiError(413, 'too_large', f'the upload is larger than this server\'s limit of {limit / 2**20:g} MiB '
-                                      f'(--max-upload-mb); got at least {size / 2**20:.2f} MiB')
+                                      f'(--max-upload-mb); got at least {size / 2**20:.3g} MiB')
 
 
 def parse_multipart(body, content_type):
