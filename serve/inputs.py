@@ -31,7 +31,7 @@ async def read_body(request, limit, slack=0):
 
 
 def too_large(size, limit):
-    return ApiError(413, 'too_large', f'the upload is larger than this server\'s limit of {limit / 2**20:g} MiB '
+    return ApiError(413, 'too_large', f'the upload is larger than this server\'s limit of {limit / 2**20:.3g} MiB '
                                       f'(--max-upload-mb); got at least {size / 2**20:.3g} MiB')
 
 
