@@ -1,15 +1,23 @@
 """Helpers for the server tests: tiny networks, a server config over them, image bytes."""
 
+import contextlib
 import copy
 import io
+import os
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import httpx
 from PIL import Image
 
 from training.networks import Generator
 
+REPO = Path(__file__).resolve().parents[2]
 TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
             synthesis_kwargs=dict(channel_base=512, channel_max=32))
 
@@ -71,3 +79,43 @@ def decode_png(data):
     img = Image.open(io.BytesIO(data))
     assert img.format == 'PNG'
     return np.array(img)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(nets, tmp_path, args=(), env=None, timeout=120):
+    """A real `pstyle serve --base A --styled B` subprocess on a free loopback port: yields (url, process)
+    once /healthz answers 200, and terminates it afterwards."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', **(env or {}))
+    cmd = [sys.executable, '-m', 'pstyle', 'serve', '--base', nets[0], '--styled', nets[1], '--port', str(port),
+           '--device', 'cpu', '--log-level', 'warning', *args]
+    log_path = Path(tmp_path) / f'server-{port}.log'
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        url = f'http://127.0.0.1:{port}'
+        try:
+            deadline = time.time() + timeout
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    if httpx.get(url + '/healthz', timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.time() < deadline, f'the server did not become healthy in {timeout} s'
+                time.sleep(0.2)
+            yield url, proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

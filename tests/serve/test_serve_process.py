@@ -1,63 +1,25 @@
 """A real `pstyle serve` process on a free loopback port: startup, requests, a bounded mixed load, shutdown."""
 
 import concurrent.futures
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from pstyle.cli import main
-from pstyle_tests_serve_helpers import decode_png, photo_bytes
+from pstyle_tests_serve_helpers import decode_png, photo_bytes, running_server
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = 'test-key'
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(nets, tmp_path):
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', PSTYLE_API_KEY=KEY,
-               TORCH_HOME=str(tmp_path / 'torch_home'))
-    cmd = [sys.executable, '-m', 'pstyle', 'serve', '--base', nets[0], '--styled', nets[1], '--port', str(port),
-           '--lpips-weight', '0', '--mse-weight', '1', '--steps', '2', '--max-steps', '4', '--max-batch', '4',
-           '--max-upload-mb', '0.05', '--device', 'cpu', '--log-level', 'warning']
-    log = open(tmp_path / 'server.log', 'wb')
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / 'server.log').read_text()
-            try:
-                if httpx.get(url + '/healthz', timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, 'the server did not become healthy in 120 s'
-            time.sleep(0.2)
+    env = dict(PSTYLE_API_KEY=KEY, TORCH_HOME=str(tmp_path / 'torch_home'))
+    args = ['--lpips-weight', '0', '--mse-weight', '1', '--steps', '2', '--max-steps', '4', '--max-batch', '4',
+            '--max-upload-mb', '0.05']
+    with running_server(nets, tmp_path, args, env) as (url, proc):
         yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
 
 
 def test_a_real_server_answers_and_shuts_down_cleanly(server):
