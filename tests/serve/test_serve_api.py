@@ -343,3 +343,17 @@ def test_styles_file_lists_named_styles_default_first(tmp_path, nets):
     path.write_text('{"styles": {"a": {"base": "x", "colour": 1}}}')
     with pytest.raises(ValueError, match=r"style 'a' has unknown keys \['colour'\]"):
         C.load_styles_file(path)
+
+
+def test_uploads_never_touch_the_filesystem(client_for, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('a temporary file was created for the upload')
+    client = client_for(max_upload_mb=8)
+    for name in ('SpooledTemporaryFile', 'NamedTemporaryFile', 'TemporaryFile', 'mkstemp'):
+        monkeypatch.setattr(tempfile, name, refuse)
+    monkeypatch.setattr('starlette.formparsers.SpooledTemporaryFile', refuse)  # What UploadFile would spool to.
+    big = photo_bytes(size=900)  # ~2.4 MB: over Starlette's 1 MB in-memory spool for form files
+    assert len(big) > 2 * 2**20
+    assert stylize(client, image=big).status_code == 200
