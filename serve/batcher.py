@@ -78,7 +78,7 @@ class Batcher:
                 log.exception('batch failed')
                 results = [e] * len(batch)
             for job, result in zip(batch, results):
-                if job.future.done():
+                if job.future.done() or job.gone:  # Its request was answered already (504) or left.
                     continue
                 if isinstance(result, BaseException):
                     job.future.set_exception(result)
