@@ -23,10 +23,6 @@ from training import wplus
 from serve import config as C
 
 
-class InversionUnavailable(RuntimeError):
-    """The configured inversion lacks its weights (LPIPS-VGG, say); the message says what to install."""
-
-
 class Style:
     """A loaded style: A, B (or None), provenance, and the default spec."""
 
@@ -123,9 +119,6 @@ class ModelStore:
             while len(self._blended) > self._blend_cache:
                 self._blended.popitem(last=False)
         return G
-
-    def pass_size(self):
-        return self.cfg.max_batch
 
     def render(self, G, ws, noise=None):
         """W+ [N, num_ws, w_dim] (+ noise {layer: [N, 1, r, r]}) -> uint8 [N, H, W, C], in passes of
