@@ -32,6 +32,7 @@ SUBCOMMANDS = {
     'adain':       ('pstyle.cmd_baselines', 'adain'),
     'adain-train': ('pstyle.cmd_baselines', 'adain_train'),
     'cyclegan':    ('pstyle.cmd_baselines', 'cyclegan'),
+    'serve':       ('pstyle.cmd_serve', 'serve'),
 }
 
 
@@ -54,7 +55,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name='portrait-stylegan')
 def main():
     """portrait-stylegan: StyleGAN2 portrait stylization (generate, convert, align, project,
-    swap/mix, stylize, train, metrics)."""
+    swap/mix, stylize, train, metrics, serve)."""
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FOLDERS = ('torch_utils', 'models', 'projectors', 'datasets', 'metrics', 'stylize', 'baselines', 'training', 'pstyle')
+FOLDERS = ('torch_utils', 'models', 'projectors', 'datasets', 'metrics', 'stylize', 'baselines', 'training', 'serve', 'pstyle')
 MAX_IN_FUNCTION = 15
 
 
@@ -112,9 +112,9 @@ def test_in_function_imports_are_few_and_give_a_reason():
 
 
 def test_layers_point_downward():
-    """torch_utils < models < metrics < projectors < datasets < stylize < baselines < training < pstyle (CLI)."""
+    """torch_utils < models < metrics < projectors < datasets < stylize < baselines < training < serve < pstyle."""
     rank = {'torch_utils': 0, 'models': 1, 'metrics': 2, 'projectors': 3, 'datasets': 4, 'stylize': 5,
-            'baselines': 6, 'training': 7, 'pstyle': 8}
+            'baselines': 6, 'training': 7, 'serve': 8, 'pstyle': 9}
     edges, _ = import_graph(source_modules())
     upward = [f'{a} -> {b}' for a, targets in edges.items() for b in targets
               if rank[b.split('.')[0]] > rank[a.split('.')[0]]]

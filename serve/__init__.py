@@ -1,0 +1,1 @@
+"""`pstyle serve`: an HTTP API (FastAPI) with dynamic batching and a web page over `stylize/`."""

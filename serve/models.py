@@ -1,0 +1,148 @@
+"""The models one server holds: generators per style, blended generators per spec (cached), projection
+statistics, LPIPS, and fixed-shape rendering.
+
+Batch invariance on the CPU: oneDNN's convolutions and GEMMs round differently at different batch
+sizes (measured: up to 4e-6 between a batch of 5 and images alone), so a pass's batch size would leak
+into the pixels. With `pad_batch` every pass renders exactly `max_batch` images (the tail padded with
+w_avg), and an image comes out bit for bit the same alone or batched. Mapping runs one seed at a time
+(GEMMs round by batch size too; the mapping is cheap next to synthesis).
+"""
+
+import collections
+import threading
+import time
+
+import numpy as np
+import torch
+
+from pstyle.projectors import projector as P
+from pstyle.stylize import blend, files, layer_weights
+from pstyle.models import render as gen
+from pstyle.models import wplus
+
+from pstyle.serve import config as C
+
+
+class Style:
+    """A loaded style: A, B (or None), provenance, and the default spec."""
+
+    def __init__(self, cfg, G_a, info_a, G_b, info_b):
+        self.cfg, self.name = cfg, cfg.name
+        self.G_a, self.info_a, self.G_b, self.info_b = G_a, info_a, G_b, info_b
+        self.runtime_differences = blend.check_compatible(G_a, G_b) if G_b is not None else []
+        self.default_spec = cfg.default_spec()
+
+    def weights(self, spec):
+        """WeightSpec -> [num_ws] float64 (LayerWeightError with the CLI's message)."""
+        return layer_weights.resolve(self.G_a, spec)
+
+    def describe(self):
+        """JSON-ready: networks, licences, the W+ table (for the web page's sliders)."""
+        rows = [dict(index=r.index, resolution=r.resolution) for r in wplus.layer_table(self.G_a)]
+        nets = dict(base=_net_info(self.cfg.base, self.info_a))
+        if self.G_b is not None:
+            nets['styled'] = _net_info(self.cfg.styled, self.info_b)
+        return dict(name=self.name, networks=nets, mapping=self.cfg.mapping, img_resolution=int(self.G_a.img_resolution),
+                    num_ws=int(self.G_a.num_ws), rows=rows, default_spec=self.default_spec.as_dict(),
+                    presets=list(layer_weights.PRESETS), styled=self.G_b is not None)
+
+
+def _net_info(network, info):
+    return dict(network=str(network), sha256=info.get('sha256'), format=info.get('format'), licence=C.licence_of(network))
+
+
+class ModelStore:
+    """Everything the worker thread needs. Only the worker renders and projects; request handlers
+    read structure (W+ tables, num_ws) only."""
+
+    def __init__(self, cfg, blend_cache=8):
+        self.cfg = cfg
+        self.device = None
+        self.styles = {}                  # name -> Style, default first.
+        self.w_stats = {}                 # id(G_a) -> (w_avg, w_std).
+        self.lpips = None
+        self.inversion_error = None       # Why /v1/stylize cannot run (missing weights), or None.
+        self.project_cfg = None
+        self._blended = collections.OrderedDict()
+        self._blend_cache = blend_cache
+        self._lock = threading.Lock()
+        self.seconds = {}
+
+    # -- loading ----------------------------------------------------------------------------------
+    def load(self):
+        t0 = time.perf_counter()
+        self.device = gen.pick_device(self.cfg.device)
+        loaded = {}
+        for style_cfg in self.cfg.styles:
+            G_a, info_a = self._load(loaded, style_cfg.base)
+            G_b, info_b = self._load(loaded, style_cfg.styled) if style_cfg.styled else (None, None)
+            self.styles[style_cfg.name] = Style(style_cfg, G_a, info_a, G_b, info_b)
+        self.seconds['load'] = time.perf_counter() - t0
+        self.project_cfg = P.preset_config(self.cfg.project_preset, **self.cfg.project_overrides())
+        self._load_inversion()
+        return self
+
+    def _load(self, loaded, network):
+        if network not in loaded:
+            loaded[network] = files.load_generator(network, self.device)
+        return loaded[network]
+
+    def _load_inversion(self):
+        """LPIPS and the w statistics; a missing weight file disables /v1/stylize with its message."""
+        t0 = time.perf_counter()
+        if self.project_cfg.lpips_weight > 0:
+            try:
+                self.lpips = P.default_lpips(self.device)
+            except FileNotFoundError as e:
+                self.inversion_error = (f'{e} Or serve without LPIPS: --lpips-weight 0 --mse-weight 1.')
+                return
+        for style in self.styles.values():
+            key = id(style.G_a)
+            if key not in self.w_stats:
+                self.w_stats[key] = P.compute_w_stats(style.G_a, self.project_cfg.w_avg_samples, device=self.device)
+        self.seconds['inversion'] = time.perf_counter() - t0
+
+    # -- generators -------------------------------------------------------------------------------
+    def generator(self, style, weights):
+        """The render generator of `style` at these row weights: A alone without B, else the blend
+        (tensors shared with A and B, never copied; the last few are cached)."""
+        if style.G_b is None:
+            return style.G_a
+        key = (style.name, np.asarray(weights, dtype=np.float64).tobytes())
+        with self._lock:
+            if key in self._blended:
+                self._blended.move_to_end(key)
+                return self._blended[key]
+        G = blend.blend_generators(style.G_a, style.G_b, weights, mapping=style.cfg.mapping, copy_tensors=False)
+        with self._lock:
+            self._blended[key] = G
+            while len(self._blended) > self._blend_cache:
+                self._blended.popitem(last=False)
+        return G
+
+    def render(self, G, ws, noise=None):
+        """W+ [N, num_ws, w_dim] (+ noise {layer: [N, 1, r, r]}) -> uint8 [N, H, W, C], in passes of
+        exactly max_batch images when pad_batch (see the module docstring)."""
+        size = self.cfg.max_batch
+        out = []
+        for start in range(0, ws.shape[0], size):
+            chunk = ws[start:start + size]
+            sub = {k: v[start:start + size] for k, v in noise.items()} if noise else None
+            n = chunk.shape[0]
+            if self.cfg.pad_batch and n < size:
+                chunk, sub = _pad(G, chunk, sub, size)
+            out.append(gen.to_uint8(gen.render(G, chunk, sub, noise_mode='const'))[:n])
+        return np.concatenate(out)
+
+    def seeds_to_ws(self, G, seeds, truncation_psi):
+        """One mapping pass per seed: batch-independent (see the module docstring)."""
+        return torch.cat([gen.seeds_to_ws(G, [seed], truncation_psi) for seed in seeds]).cpu()
+
+
+def _pad(G, ws, noise, size):
+    extra = size - ws.shape[0]
+    pad_w = G.mapping.w_avg.detach().float().cpu().reshape(1, 1, -1).expand(extra, G.num_ws, -1)
+    ws = torch.cat([ws, pad_w])
+    if noise:
+        noise = {k: torch.cat([v, v.new_zeros([extra, *v.shape[1:]])]) for k, v in noise.items()}
+    return ws, noise

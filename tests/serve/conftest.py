@@ -1,0 +1,55 @@
+"""Shared set-up for the server tests: tiny networks saved to files and a TestClient that waits for the models."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# pytest's importlib mode puts no test folder on sys.path: register serve_helpers.py under a unique name.
+_NAME = 'pstyle_tests_serve_helpers'
+if _NAME not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(_NAME, Path(__file__).with_name('serve_helpers.py'))
+    sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules[_NAME])
+H = sys.modules[_NAME]
+
+
+@pytest.fixture(scope='session')
+def nets(tmp_path_factory):
+    """(base path, styled path) of a tiny pair saved in our format."""
+    from pstyle.models.checkpoint import save_network
+    root = tmp_path_factory.mktemp('nets')
+    G_a = H.tiny_G()
+    save_network(root / 'a.pt', G_ema=G_a)
+    save_network(root / 'b.pt', G_ema=H.finetuned(G_a))
+    return str(root / 'a.pt'), str(root / 'b.pt')
+
+
+@pytest.fixture(autouse=True)
+def _no_vgg(tmp_path, monkeypatch):
+    """No LPIPS-VGG weights where the tests look (the machine may have them), and one torch thread."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def client_for(nets):
+    """client_for(expect=200, **config overrides) -> a started TestClient with loaded models."""
+    from fastapi.testclient import TestClient
+    from pstyle.serve.app import create_app
+    opened = []
+
+    def make(expect=200, **overrides):
+        client = TestClient(create_app(H.make_config(nets, **overrides)))
+        client.__enter__()
+        opened.append(client)
+        H.wait_ready(client, expect=expect)
+        return client
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
