@@ -51,7 +51,7 @@ class Encoder(nn.Module):
     `source`, `precision` ('fp32' | 'bf16' | 'fp16', the default for forward).
     """
 
-    def __init__(self, net, latent_avg, *, encoder_type, num_ws, input_size=256, input_nc=3, add_latent_avg=True,
+    def __init__(self, net, latent_avg, *, encoder_type, input_size=256, input_nc=3, add_latent_avg=True,
                  generator_hint=None, source=None, channels_last=False):
         super().__init__()
         self.net = net
@@ -59,7 +59,6 @@ class Encoder(nn.Module):
         self.encoder_type = encoder_type
         self.kind = 'e4e' if encoder_type == 'Encoder4Editing' else 'psp'
         self.num_ws, self.w_dim = int(latent_avg.shape[0]), int(latent_avg.shape[1])
-        assert self.num_ws == num_ws
         self.input_size, self.input_nc = input_size, input_nc
         self.add_latent_avg = add_latent_avg
         self.generator_hint, self.source = generator_hint, source
@@ -160,7 +159,8 @@ def _check_layout(path, payload):
         raise CheckpointError(f'{path} holds a {type(payload).__name__}, not an e4e/pSp checkpoint dict')
     sd = payload.get('state_dict')
     if not isinstance(sd, dict) or not any(isinstance(k, str) and k.startswith('encoder.') for k in sd):
-        generator = any(k in payload for k in ('g_ema', 'g', 'format', 'style.1.weight')) or isinstance(sd, dict)
+        generator = (any(k in payload for k in ('g_ema', 'g', 'format', 'style.1.weight')) or
+                     isinstance(sd, dict) and any(str(k).startswith('decoder.') for k in sd))
         hint = ' (it holds a generator only)' if generator else ''
         raise CheckpointError(f'{path} is not an e4e/pSp encoder checkpoint: no state_dict with encoder.* tensors{hint}; '
                               f'found keys {list(payload)[:8]}')
@@ -232,7 +232,7 @@ def load_encoder(path_or_url_or_name, device='cpu', *, precision='fp32', optimiz
     if optimize:
         encoder_nets.fuse_for_inference(net)
     net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
-    encoder = Encoder(net, latent_avg, encoder_type=encoder_type, num_ws=n_styles, input_nc=input_nc,
+    encoder = Encoder(net, latent_avg, encoder_type=encoder_type, input_nc=input_nc,
                       add_latent_avg=add, generator_hint=hint, source=str(path), channels_last=channels_last)
     compute_dtype(precision, device)                         # Fail now on fp16 without CUDA.
     encoder.precision = precision
