@@ -86,7 +86,7 @@ class Encoder(nn.Module):
             codes = self.net(x).float()
         if codes.ndim == 2:                                                    # W encoder: one w for every row.
             codes = codes[:, None, :].expand(-1, self.num_ws, -1)
-        return codes + self.latent_avg if self.add_latent_avg else codes       # [N, num_ws, w_dim]
+        return codes + self.latent_avg if self.add_latent_avg else codes.contiguous()  # [N, num_ws, w_dim]
 
 
 def check_encoder_matches(encoder, G):
