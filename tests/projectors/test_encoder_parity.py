@@ -50,3 +50,19 @@ def test_generator_hint_is_the_decoder_hash_or_the_file_name(enc256, tmp_path):
     torch.save(payload, tmp_path / 'other_decoder.pt')
     assert load_encoder(tmp_path / 'other_decoder.pt').generator_hint != hint
 
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize('precision, tol', [('fp32', TOL), ('fp16', 0.05), ('bf16', 0.05)])
+def test_cuda_matches_the_original_code(enc256, precision, tol, monkeypatch):
+    """On a GPU: fp32 (TF32 off) to the fixture's tolerance; fp16/bf16 autocast within 5% of the output's norm."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    ref = enc256['ref']
+    encoder = load_encoder(enc256['e4e'], 'cuda', precision=precision)
+    with torch.no_grad():
+        ws = encoder(torch.from_numpy(ref['x']).cuda()).cpu()
+    expected = torch.from_numpy(ref['e4e_ws'])
+    if precision == 'fp32':
+        torch.testing.assert_close(ws, expected, atol=tol, rtol=0)
+    else:
+        assert (ws - expected).norm() / (expected - encoder.latent_avg.cpu()).norm() < tol
