@@ -1,0 +1,251 @@
+"""Fast inversion with e4e / pSp encoders: images [N, 3, H, W] in [-1, 1] -> W+ [N, num_ws, w_dim].
+
+`load_encoder` reads the checkpoints the original e4e (Tov et al. 2021) and pSp (Richardson et al. 2021)
+training code saves: `torch.save({'state_dict': {'encoder.*', 'decoder.*' (optional)}, 'latent_avg',
+'opts': dict})`. The architecture comes from `opts` (`encoder_type`, `input_nc`, `stylegan_size` /
+`output_size`) and every tensor is checked by name and shape. Nothing in a file is executed:
+`torch.load(weights_only=True)` only, and plain pickles (NVIDIA snapshots) are refused unread.
+
+The returned `Encoder` adds `latent_avg` as the original does, so its output goes straight into
+`G.synthesis`. By default it runs with BatchNorm folded into the convolutions and, on the CPU, in
+channels_last memory format; `optimize=False` keeps the original's exact sequence of operations.
+"""
+
+import argparse
+import contextlib
+import hashlib
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pstyle.projectors import encoder_nets
+from pstyle.models.checkpoint import (CheckpointError, Pretrained, cached_path, copy_state, default_cache_dir, download,
+                                 env_var_for)
+from pstyle.models.render import compute_dtype
+
+_TORCH_MAGIC = (b'PK\x03\x04', b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.')  # zip torch.save; pre-1.6 torch.save
+
+# Published FFHQ encoders (1024x1024 generators, 18 W+ rows), on Google Drive; sha256 not published, so unchecked.
+_DRIVE = 'https://drive.usercontent.google.com/download?export=download&confirm=t&id='
+PRETRAINED_ENCODERS = {
+    'e4e_ffhq_encode':  Pretrained(_DRIVE + '1cUv_reLE6k3604or78EranS7XzuVMWeO', 1024, 'e4e FFHQ inversion (Tov et al. 2021)'),
+    'psp_ffhq_encode':  Pretrained(_DRIVE + '1bMTNWkh5LArlaWSc_wa8VKyq2V42T2z0', 1024, 'pSp FFHQ inversion (Richardson et al. 2021)'),
+    'psp_ffhq_toonify': Pretrained(_DRIVE + '1YKoiVuFaqdvzDP5CZaqa3k5phL-VDmyz', 1024, 'pSp FFHQ -> Toonify generator'),
+}
+
+
+# ----------------------------------------------------------------------------
+# The encoder module.
+
+class Encoder(nn.Module):
+    """An e4e / pSp encoder: `forward(images [N, C, H, W] in [-1, 1])` -> W+ [N, num_ws, w_dim], ready for G.synthesis.
+
+    Attributes: `num_ws`, `w_dim`, `input_size` (256), `input_nc`, `kind` ('e4e' | 'psp'), `encoder_type`,
+    `generator_hint` ('sha256:<hex>' of the decoder's tensors when the file holds one, else the file name),
+    `source`, `precision` ('fp32' | 'bf16' | 'fp16', the default for forward).
+    """
+
+    def __init__(self, net, latent_avg, *, encoder_type, input_size=256, input_nc=3, add_latent_avg=True,
+                 generator_hint=None, source=None, channels_last=False):
+        super().__init__()
+        self.net = net
+        self.register_buffer('latent_avg', latent_avg.float())               # [num_ws, w_dim]
+        self.encoder_type = encoder_type
+        self.kind = 'e4e' if encoder_type == 'Encoder4Editing' else 'psp'
+        self.num_ws, self.w_dim = int(latent_avg.shape[0]), int(latent_avg.shape[1])
+        self.input_size, self.input_nc = input_size, input_nc
+        self.add_latent_avg = add_latent_avg
+        self.generator_hint, self.source = generator_hint, source
+        self.channels_last = channels_last
+        self.precision = 'fp32'
+
+    def resize(self, images):
+        """To input_size x input_size. The original feeds 256x256 images as they are; other sizes are resampled
+        bilinearly with antialiasing (torch's equivalent of the PIL bilinear `transforms.Resize` of its
+        inference scripts). Non-square images are stretched, as `Resize((256, 256))` does."""
+        if tuple(images.shape[-2:]) == (self.input_size, self.input_size):
+            return images
+        return F.interpolate(images, size=(self.input_size, self.input_size), mode='bilinear', align_corners=False,
+                             antialias=True)
+
+    def forward(self, images, precision=None):
+        if images.ndim != 4 or images.shape[1] != self.input_nc:
+            raise ValueError(f'{self.kind} encoder ({self.source}) expects images [N, {self.input_nc}, H, W] in [-1, 1], '
+                             f'got {list(images.shape)}')
+        x = self.resize(images.to(self.latent_avg.device, torch.float32))
+        dtype = compute_dtype(precision or self.precision, x.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            codes = self.net(x).float()
+        if codes.ndim == 2:                                                    # W encoder: one w for every row.
+            codes = codes[:, None, :].expand(-1, self.num_ws, -1)
+        return codes + self.latent_avg if self.add_latent_avg else codes.contiguous()  # [N, num_ws, w_dim]
+
+
+def check_encoder_matches(encoder, G):
+    """Raise CheckpointError unless `G.synthesis` takes the W+ shape `encoder` produces."""
+    want = (int(G.num_ws), int(G.w_dim))
+    if (encoder.num_ws, encoder.w_dim) != want:
+        raise CheckpointError(
+            f'encoder {encoder.source} predicts W+ [{encoder.num_ws}, {encoder.w_dim}] but the generator takes '
+            f'[{want[0]}, {want[1]}] (num_ws {want[0]}, w_dim {want[1]}): use the generator the encoder was trained '
+            f'with (generator_hint: {encoder.generator_hint})')
+
+
+# ----------------------------------------------------------------------------
+# Reading files.
+
+def resolve_encoder(name_or_url_or_path, cache_dir=None):
+    """A local Path for a file, a short name of PRETRAINED_ENCODERS ($PSTYLE_NETWORK_<NAME> overrides it) or a URL."""
+    text = str(name_or_url_or_path)
+    if Path(text).expanduser().is_file():
+        return Path(text).expanduser()
+    entry = PRETRAINED_ENCODERS.get(text)
+    if entry is not None:
+        override = os.environ.get(env_var_for(text))
+        if override:
+            if not Path(override).expanduser().is_file():
+                raise CheckpointError(f'${env_var_for(text)} points to {override}, which is not a file')
+            return Path(override).expanduser()
+        dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        dest = dest / f'{text}.pt'
+        return dest if dest.is_file() else download(entry.url, dest, sha256=entry.sha256, name=text)
+    if re.match(r'^https?://', text):
+        dest = cached_path(text, cache_dir)
+        return dest if dest.is_file() else download(text, dest)
+    raise CheckpointError(f'no such encoder file: {text} (not a URL, and not one of the short names '
+                          f'{", ".join(PRETRAINED_ENCODERS)})')
+
+
+def _read_checkpoint(path):
+    """The dict inside an e4e/pSp checkpoint, via torch.load(weights_only=True); anything else is refused."""
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f'{path} is empty')
+    if not head.startswith(_TORCH_MAGIC):
+        if head.lstrip(b'\xef\xbb\xbf \t\r\n').startswith(b'<'):
+            what = 'an HTML/XML page (a failed or blocked download?); delete it and download the file again'
+        elif head[8:9] == b'{':
+            what = 'a safetensors file (a generator saved by save_network?)'
+        elif head[:1] == b'\x80':
+            what = 'a plain pickle (an NVIDIA/TensorFlow network snapshot?); it was not unpickled'
+        else:
+            what = 'not a torch file'
+        raise CheckpointError(f'{path} is {what}, not an e4e/pSp encoder checkpoint (a torch.save file)')
+    allow = getattr(torch.serialization, 'safe_globals', lambda _: contextlib.nullcontext())
+    try:
+        with allow([argparse.Namespace]):                  # Some scripts store opts as a Namespace.
+            payload = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'GLOBAL ([\w.]+)', str(e))
+        what = f'it references the global {found[1]}, which is not a tensor/data type' if found else str(e)
+        raise CheckpointError(f'refusing to load {path}: torch.load(weights_only=True) rejected it: {what} '
+                              f'(nothing from the file was executed)') from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f'{path} is truncated or not a valid torch file ({type(e).__name__}: {e})') from None
+    return _check_layout(path, payload)
+
+
+def _check_layout(path, payload):
+    if not isinstance(payload, dict):
+        raise CheckpointError(f'{path} holds a {type(payload).__name__}, not an e4e/pSp checkpoint dict')
+    sd = payload.get('state_dict')
+    if not isinstance(sd, dict) or not any(isinstance(k, str) and k.startswith('encoder.') for k in sd):
+        generator = (any(k in payload for k in ('g_ema', 'g', 'format', 'style.1.weight')) or
+                     isinstance(sd, dict) and any(str(k).startswith('decoder.') for k in sd))
+        hint = ' (it holds a generator only)' if generator else ''
+        raise CheckpointError(f'{path} is not an e4e/pSp encoder checkpoint: no state_dict with encoder.* tensors{hint}; '
+                              f'found keys {list(payload)[:8]}')
+    opts = payload.get('opts')
+    opts = vars(opts) if isinstance(opts, argparse.Namespace) else opts
+    if not isinstance(opts, dict):
+        raise CheckpointError(f'{path}: the checkpoint has no opts dict (it names the encoder_type and output size)')
+    return sd, opts, payload.get('latent_avg')
+
+
+def _architecture(path, opts, encoder_sd):
+    """(encoder_type, n_styles, input_nc, se) from `opts`, as the original's pSp/e4e classes read them."""
+    encoder_type = opts.get('encoder_type', 'GradualStyleEncoder')
+    if encoder_type not in encoder_nets.ENCODER_TYPES:
+        raise CheckpointError(f'{path}: encoder_type {encoder_type!r} is not supported '
+                              f'(supported: {", ".join(encoder_nets.ENCODER_TYPES)})')
+    key = 'stylegan_size' if encoder_type == 'Encoder4Editing' else 'output_size'
+    size = opts.get(key, 1024)                              # Both projects default to a 1024x1024 generator.
+    if not isinstance(size, int) or size < 4 or size & (size - 1):
+        raise CheckpointError(f'{path}: opts[{key!r}] = {size!r} is not a power-of-two image size')
+    input_nc = opts.get('input_nc', 3)
+    se = 'body.0.res_layer.5.fc1.weight' in encoder_sd       # 'ir_se' (all published files) or plain 'ir' units.
+    return encoder_type, encoder_nets.num_styles(size), input_nc, se
+
+
+def _latent_avg(path, latent_avg, num_ws, w_dim):
+    """[w_dim], [1, w_dim] or [num_ws, w_dim] -> [num_ws, w_dim]."""
+    if not isinstance(latent_avg, torch.Tensor):
+        raise CheckpointError(f'{path}: latent_avg is missing, but the encoder starts from it (start_from_latent_avg)')
+    t = latent_avg.detach().float()
+    t = t[None] if t.ndim == 1 else t
+    if t.ndim != 2 or t.shape[1] != w_dim or t.shape[0] not in (1, num_ws):
+        raise CheckpointError(f'{path}: latent_avg has shape {list(latent_avg.shape)}; expected [{w_dim}], '
+                              f'[1, {w_dim}] or [{num_ws}, {w_dim}]')
+    return t.expand(num_ws, w_dim).clone()
+
+
+def tensors_sha256(tensors):
+    """sha256 of {name: tensor} (names, dtypes, shapes and bytes, in name order): identifies a generator's weights."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f'{name}|{t.dtype}|{list(t.shape)}|'.encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_encoder(path_or_url_or_name, device='cpu', *, precision='fp32', optimize=True, cache_dir=None):
+    """An `Encoder` in eval mode, requires_grad False, on `device`, from a file, URL or short name.
+
+    `optimize`: fold BatchNorm into the preceding convolutions and use channels_last on the CPU (same results
+    to ~1e-5); False runs the original's modules as they are (the reference for parity and benchmarks).
+    """
+    path = resolve_encoder(path_or_url_or_name, cache_dir=cache_dir)
+    sd, opts, latent_avg = _read_checkpoint(path)
+    tensors = {k[len('encoder.'):]: v for k, v in sd.items() if k.startswith('encoder.')}
+    encoder_type, n_styles, input_nc, se = _architecture(path, opts, tensors)
+    net = encoder_nets.build_encoder(encoder_type, n_styles, input_nc, se)
+    what = f'the encoder.* tensors of {path} ({encoder_type}, opts: {n_styles} W+ rows, input_nc {input_nc})'
+    copy_state(net, tensors, what=what, keep_missing=['*num_batches_tracked'])
+    w_dim = 512
+    # pSp adds latent_avg only with start_from_latent_avg (its published files set it); e4e always trains so.
+    add = encoder_type == 'Encoder4Editing' or bool(opts.get('start_from_latent_avg', False))
+    latent_avg = _latent_avg(path, latent_avg, n_styles, w_dim) if add else torch.zeros(n_styles, w_dim)
+    decoder = {k: v for k, v in sd.items() if k.startswith('decoder.')}
+    hint = f'sha256:{tensors_sha256(decoder)}' if decoder else path.name
+    device = torch.device(device)
+    channels_last = optimize and device.type == 'cpu'
+    if optimize:
+        encoder_nets.fuse_for_inference(net)
+    net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
+    encoder = Encoder(net, latent_avg, encoder_type=encoder_type, input_nc=input_nc,
+                      add_latent_avg=add, generator_hint=hint, source=str(path), channels_last=channels_last)
+    compute_dtype(precision, device)                         # Fail now on fp16 without CUDA.
+    encoder.precision = precision
+    return encoder.to(device).eval().requires_grad_(False)
+
+
+def save_encoder(path, net, latent_avg, opts, decoder=None):
+    """Write `net` as the original e4e/pSp training code does: {'state_dict', 'latent_avg', 'opts'}.
+
+    `opts` must be a plain dict naming `encoder_type` and `stylegan_size` (e4e) or `output_size` (pSp).
+    `decoder`: an optional rosinality generator state dict stored as `decoder.*`.
+    """
+    state = {f'encoder.{k}': v.detach().cpu() for k, v in net.state_dict().items()}
+    state.update({f'decoder.{k}': v.detach().cpu() for k, v in (decoder or {}).items()})
+    torch.save(dict(state_dict=state, latent_avg=latent_avg.detach().cpu(), opts=dict(opts)), path)
+    return Path(path)

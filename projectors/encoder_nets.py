@@ -1,0 +1,250 @@
+"""e4e and pSp encoder architectures (image -> W+), with the module names of their checkpoints.
+
+pSp: Richardson et al. 2021, "Encoding in Style: a StyleGAN Encoder for Image-to-Image Translation"
+(GradualStyleEncoder, Section 3, and the two single-layer baselines of its ablation).
+e4e: Tov et al. 2021, "Designing an Encoder for StyleGAN Image Manipulation" (Encoder4Editing, Section 4).
+Both sit on the IR-SE-50 backbone of ArcFace (Deng et al. 2019; Hu et al. 2018 for squeeze-excitation).
+
+Module and parameter names (`input_layer`, `body.<i>.res_layer.<k>`, `styles.<i>.convs.<k>`, `latlayer1`,
+...) equal those the original training code saves under `encoder.*`, so a checkpoint's tensors load
+with a name and shape check each. `fuse_for_inference` then rewrites a loaded network for speed
+(BatchNorm folded into the convolutions before it, equalized-linear scales applied once); the
+unfused network runs exactly the original's sequence of operations.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# IR-50 stages: (in_channels, depth, units); the first unit of each stage has stride 2.
+IR50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
+TAPS = (6, 20, 23)      # Body units whose outputs are c1 (128 ch, 1/4 size), c2 (256 ch, 1/8), c3 (512 ch, 1/16).
+COARSE, MIDDLE = 3, 7   # W+ rows [0, 3) read c3, rows [3, 7) the FPN's p2, rows [7, num_ws) p1 (pSp Section 3).
+ENCODER_TYPES = ('GradualStyleEncoder', 'Encoder4Editing',
+                 'BackboneEncoderUsingLastLayerIntoW', 'BackboneEncoderUsingLastLayerIntoWPlus')
+
+
+def num_styles(size):
+    """W+ rows of a StyleGAN2 generator of `size` x `size` pixels, as pSp/e4e compute them."""
+    return int(math.log2(size)) * 2 - 2
+
+
+# ----------------------------------------------------------------------------
+# Layers.
+
+class EqualLinear(nn.Module):
+    """rosinality's equalized linear layer with lr_mul 1 and no activation: x @ (W / sqrt(in)).T + b."""
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = 1 / math.sqrt(in_features)
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class SEModule(nn.Module):
+    """Squeeze-excitation with bias-free 1x1 convolutions: x * sigmoid(fc2(relu(fc1(avgpool(x)))))."""
+
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)                              # [N, C, 1, 1]
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class Subsample(nn.Module):
+    """x[:, :, ::stride, ::stride]: what the original's MaxPool2d(1, stride) identity shortcut computes."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+
+
+class BottleneckIR(nn.Module):
+    """IR unit: BN -> conv3x3 -> PReLU -> conv3x3(stride) -> BN (-> SE), plus a (projected) shortcut."""
+
+    def __init__(self, in_channels, depth, stride, se=True):
+        super().__init__()
+        if in_channels == depth:
+            self.shortcut_layer = nn.MaxPool2d(1, stride)
+        else:
+            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_channels, depth, 1, stride, bias=False),
+                                                nn.BatchNorm2d(depth))
+        layers = [nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
+                  nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth)]
+        self.res_layer = nn.Sequential(*layers, *([SEModule(depth, 16)] if se else []))
+
+    def forward(self, x):
+        return self.shortcut_layer(x) + self.res_layer(x)
+
+    def fuse(self):
+        if isinstance(self.shortcut_layer, nn.MaxPool2d):
+            self.shortcut_layer = Subsample(self.shortcut_layer.stride)
+        else:
+            self.shortcut_layer = fold_batchnorm(*self.shortcut_layer)
+        # res_layer[0] normalizes the conv's zero-padded input, so it cannot be folded into the conv exactly.
+        self.res_layer[3] = fold_batchnorm(self.res_layer[3], self.res_layer[4])
+        self.res_layer[4] = nn.Identity()
+
+
+class GradualStyleBlock(nn.Module):
+    """log2(spatial) stride-2 conv3x3 + LeakyReLU(0.01) down to 1x1, then an EqualLinear: one W+ row."""
+
+    def __init__(self, in_channels, out_channels, spatial):
+        super().__init__()
+        layers = []
+        for i in range(int(math.log2(spatial))):
+            layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, 2, 1), nn.LeakyReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.linear = EqualLinear(out_channels, out_channels)
+        self.out_channels = out_channels
+
+    def forward(self, x):
+        return self.linear(self.convs(x).reshape(-1, self.out_channels))   # [N, C, 1, 1] -> [N, C]
+
+
+def fold_batchnorm(conv, bn):
+    """conv followed by an eval-mode BatchNorm -> one conv with bias (same output up to rounding)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fuse_for_inference(net):
+    """Fold every BatchNorm that follows a conv into it and pre-scale the EqualLinear weights (in place)."""
+    for module in list(net.modules()):
+        if isinstance(module, BottleneckIR):
+            module.fuse()
+        elif isinstance(module, EqualLinear) and module.scale != 1:
+            with torch.no_grad():
+                module.weight.mul_(module.scale)
+            module.scale = 1
+    net.input_layer[0] = fold_batchnorm(net.input_layer[0], net.input_layer[1])
+    net.input_layer[1] = nn.Identity()
+    return net
+
+
+# ----------------------------------------------------------------------------
+# Encoders.
+
+class IRBackbone(nn.Module):
+    """The IR(-SE)-50 trunk shared by every encoder: input layer and 24 units at names `input_layer`, `body`."""
+
+    def __init__(self, input_nc=3, se=True):
+        super().__init__()
+        self.input_layer = nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        units = []
+        for in_channels, depth, count in IR50_STAGES:
+            units.append(BottleneckIR(in_channels, depth, 2, se))
+            units += [BottleneckIR(depth, depth, 1, se) for _ in range(count - 1)]
+        self.body = nn.Sequential(*units)
+
+    def pyramid_taps(self, x):
+        """(c1, c2, c3): the body's features after units 6, 20 and 23."""
+        x = self.input_layer(x)
+        taps = []
+        for i, unit in enumerate(self.body):
+            x = unit(x)
+            if i in TAPS:
+                taps.append(x)
+        return taps
+
+
+def _upsample_add(x, y):
+    """FPN top-down step: x upsampled bilinearly (align_corners=True, as pSp) to y's size, plus y."""
+    return F.interpolate(x, size=y.shape[-2:], mode='bilinear', align_corners=True) + y
+
+
+def _style_blocks(n_styles):
+    return nn.ModuleList([GradualStyleBlock(512, 512, 16 if i < COARSE else 32 if i < MIDDLE else 64)
+                          for i in range(n_styles)])
+
+
+class GradualStyleEncoder(IRBackbone):
+    """pSp: one style block per W+ row, on c3 (coarse), p2 (middle) or p1 (fine) of a feature pyramid."""
+
+    def __init__(self, n_styles, input_nc=3, se=True):
+        super().__init__(input_nc, se)
+        self.styles = _style_blocks(n_styles)
+        self.latlayer1 = nn.Conv2d(256, 512, 1)
+        self.latlayer2 = nn.Conv2d(128, 512, 1)
+
+    def forward(self, x):
+        c1, c2, c3 = self.pyramid_taps(x)
+        p2 = _upsample_add(c3, self.latlayer1(c2))
+        p1 = _upsample_add(p2, self.latlayer2(c1))
+        rows = [style(c3 if i < COARSE else p2 if i < MIDDLE else p1) for i, style in enumerate(self.styles)]
+        return torch.stack(rows, dim=1)                                       # [N, n_styles, 512]
+
+
+class Encoder4Editing(GradualStyleEncoder):
+    """e4e: w0 from c3 repeated on every row, plus one predicted offset per row (Tov et al. Section 4.2).
+
+    At inference every offset is used (e4e's progressive stage is `Inference`, beyond the last row).
+    """
+
+    def forward(self, x):
+        c1, c2, c3 = self.pyramid_taps(x)
+        w0 = self.styles[0](c3)
+        rows = [w0]
+        features = c3
+        for i in range(1, len(self.styles)):
+            if i == COARSE:
+                p2 = features = _upsample_add(c3, self.latlayer1(c2))
+            elif i == MIDDLE:
+                features = _upsample_add(p2, self.latlayer2(c1))
+            rows.append(w0 + self.styles[i](features))
+        return torch.stack(rows, dim=1)                                       # [N, n_styles, 512]
+
+
+class BackboneEncoderUsingLastLayerIntoW(IRBackbone):
+    """pSp's W baseline: global average of the last features -> EqualLinear -> one w [N, 512]."""
+
+    def __init__(self, n_styles, input_nc=3, se=True):
+        super().__init__(input_nc, se)
+        self.output_pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.linear = EqualLinear(512, 512)
+
+    def forward(self, x):
+        x = self.body(self.input_layer(x))
+        return self.linear(self.output_pool(x).reshape(-1, 512))
+
+
+class BackboneEncoderUsingLastLayerIntoWPlus(IRBackbone):
+    """pSp's naive W+ baseline: BN -> 7x7 average pool -> Linear -> EqualLinear to all rows at once."""
+
+    def __init__(self, n_styles, input_nc=3, se=True):
+        super().__init__(input_nc, se)
+        self.n_styles = n_styles
+        self.output_layer_2 = nn.Sequential(nn.BatchNorm2d(512), nn.AdaptiveAvgPool2d((7, 7)), nn.Flatten(),
+                                            nn.Linear(512 * 7 * 7, 512))
+        self.linear = EqualLinear(512, 512 * n_styles)
+
+    def forward(self, x):
+        x = self.output_layer_2(self.body(self.input_layer(x)))
+        return self.linear(x).reshape(-1, self.n_styles, 512)
+
+
+def build_encoder(encoder_type, n_styles, input_nc=3, se=True):
+    """A freshly initialised encoder of one of ENCODER_TYPES (random weights; BatchNorm in eval mode)."""
+    classes = {cls.__name__: cls for cls in (GradualStyleEncoder, Encoder4Editing, BackboneEncoderUsingLastLayerIntoW,
+                                             BackboneEncoderUsingLastLayerIntoWPlus)}
+    if encoder_type not in classes:
+        raise ValueError(f'unknown encoder_type {encoder_type!r}; expected one of {", ".join(ENCODER_TYPES)}')
+    return classes[encoder_type](n_styles, input_nc, se).eval()
