@@ -24,12 +24,11 @@ from .features import build_inception, build_vgg16
 from .fid_kid import fid_from_features, kid_from_features
 from .inception_score import inception_score
 from .inputs import NetworkSource, iter_batches, open_images
+from .lpips_utils import load_lpips
+from .pairwise import pairwise_metrics
+from .ppl import compute_ppl
 from .precision_recall import precision_recall
 from .resize import DEFAULT_PROTOCOL, check_protocol
-from .lpips_utils import load_lpips
-from .ppl import compute_ppl
-from .pairwise import pairwise_metrics
-
 
 METRICS = ('fid', 'kid', 'pr', 'is', 'ppl', 'lpips', 'id')
 PAIRWISE = ('lpips', 'id')

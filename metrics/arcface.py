@@ -8,7 +8,6 @@ output: L2-normalized 512-d embeddings.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from pstyle.metrics.weights import ARCFACE_IRSE50, load_checked_state_dict, load_tensors
 
 # IR-50 stages: (in_channels, depth, units); the first unit of each stage has stride 2.

@@ -2,7 +2,6 @@
 
 import torch
 import torch.distributed as dist
-
 from pstyle.torch_utils import distributed as D
 
 

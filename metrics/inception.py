@@ -12,7 +12,6 @@ read the same input into one; the result differs from the unfused network by flo
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from pstyle.metrics.weights import INCEPTION_PTH, load_checked_state_dict, load_tensors
 
 

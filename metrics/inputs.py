@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
+from pstyle.models.checkpoint import load_network
 from pstyle.torch_utils.image_open import ImageTooLargeError, open_image
 from pstyle.torch_utils.zip_open import MEMBER_ERRORS, open_zip
-from pstyle.models.checkpoint import load_network
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 NOTE_TEXT = {

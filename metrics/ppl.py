@@ -15,6 +15,7 @@ import copy
 
 import numpy as np
 import torch
+
 from .distributed import gather_rows
 
 

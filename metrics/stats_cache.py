@@ -10,11 +10,11 @@ written to a temporary name and renamed (atomic on POSIX), in `$PSTYLE_CACHE_DIR
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from pstyle.torch_utils.fileio import atomic_path
 
 CACHE_FORMAT = 1
 
@@ -46,12 +46,6 @@ def load(key: str):
 def save(key: str, arrays: dict) -> Path:
     folder = stats_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{key}.', suffix='.npz')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, folder / f'{key}.npz')       # readers see the old file or the complete new one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(folder / f'{key}.npz') as tmp, open(tmp, 'wb') as f:
+        np.savez(f, **arrays)                         # readers see the old file or the complete new one
     return folder / f'{key}.npz'

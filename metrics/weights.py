@@ -22,14 +22,12 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import torch
-
-from pstyle.torch_utils.fileio import current_umask
+from pstyle.torch_utils.fileio import atomic_path
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -174,17 +172,10 @@ def verify_file(path, spec: WeightSpec) -> str:
 
 def _download(spec: WeightSpec, dst: Path, timeout: float = 30.0) -> None:
     """Download into a temporary file beside `dst`, verify it, then rename atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix='.' + spec.filename + '.')
-    os.fchmod(fd, 0o666 & ~current_umask())  # A cache file like any other, not mkstemp's private 0600.
-    try:
-        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(spec.url, timeout=timeout) as r:
+    with atomic_path(dst) as tmp:
+        with open(tmp, 'wb') as f, urllib.request.urlopen(spec.url, timeout=timeout) as r:
             shutil.copyfileobj(r, f)
         verify_file(tmp, spec)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def resolve_weights(spec: WeightSpec, path=None, download: bool | None = None) -> Path:

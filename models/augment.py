@@ -13,7 +13,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from pstyle.torch_utils.grid_sample_gradfix import grid_sample
 from pstyle.torch_utils.ops import conv2d_resample, upfirdn2d
 

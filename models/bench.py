@@ -12,9 +12,8 @@ import os
 import time
 
 import torch
-
-from pstyle.torch_utils import cpu_features
 from pstyle.models.networks import Generator
+from pstyle.torch_utils import cpu_features
 
 # Official configurations: 256² is NVIDIA's paper256 (channel_base 16384), 1024² their stylegan2/FFHQ.
 CONFIGS = {

@@ -19,7 +19,6 @@ import pickle
 import pickletools
 import re
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -27,16 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from pstyle.models.formats import CheckpointError, _listing, build_network, channel_kwargs, copy_state, network_classes  # noqa: F401 (re-exported API)
-from pstyle.torch_utils.fileio import atomic_path
-from pstyle.models.convert_nvidia import NVIDIA_GLOBALS
-from pstyle.models.convert_rosinality import is_rosinality
-from pstyle.models.convert_nvidia import load_nvidia_pickle
+from pstyle.models.convert_nvidia import NVIDIA_GLOBALS, load_nvidia_pickle
+from pstyle.models.convert_rosinality import (
+    export_rosinality,
+    is_rosinality,
+    load_rosinality,
+)
 from pstyle.models.convert_tf import load_tf_pickle
-from pstyle.models.convert_rosinality import load_rosinality
-from pstyle.models.convert_rosinality import export_rosinality
 from pstyle.models.export_nvidia import export_nvidia
+from pstyle.models.formats import (  # noqa: F401 (re-exported API)
+    CheckpointError,
+    _listing,
+    build_network,
+    channel_kwargs,
+    copy_state,
+    network_classes,
+)
+from pstyle.torch_utils.fileio import atomic_path
 
 NATIVE_FORMAT = 'portrait-stylegan'
 NATIVE_VERSION = 1
@@ -322,24 +328,18 @@ def _offline_help(url, dest, name):
 def download(url, dest, sha256=None, name=None, timeout=30):
     """Fetch `url` to `dest` through a temp file + rename; check sha256 when known."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent)
     digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with atomic_path(dest) as tmp, open(tmp, 'wb') as out, urllib.request.urlopen(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 20), b''):
                 out.write(chunk)
                 digest.update(chunk)
-        if sha256 is not None and digest.hexdigest() != sha256.lower():
-            raise CheckpointError(f'{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; '
-                                  f'the download is corrupt or the file changed. {_offline_help(url, dest, name)}')
-        os.replace(tmp, dest)
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise CheckpointError(f'{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; '
+                                      f'the download is corrupt or the file changed. {_offline_help(url, dest, name)}')
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = f'HTTP {e.code} {e.reason}' if isinstance(e, urllib.error.HTTPError) else getattr(e, 'reason', None) or e
         raise CheckpointError(f'cannot download {url} ({reason}). {_offline_help(url, dest, name)}') from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return dest
 
 

@@ -16,9 +16,8 @@ import warnings
 
 import numpy as np
 import torch
-
-from pstyle.models.formats import CheckpointError, build_network, copy_state
 from pstyle.models.augment import AugmentPipe
+from pstyle.models.formats import CheckpointError, build_network, copy_state
 
 # ----------------------------------------------------------------------------
 # Safe stand-ins for the globals a snapshot references.

@@ -32,10 +32,13 @@ import argparse
 import re
 
 import torch
-
+from pstyle.models.formats import (
+    CheckpointError,
+    build_network,
+    channel_kwargs,
+    copy_state,
+)
 from pstyle.torch_utils.fileio import atomic_torch_save
-
-from pstyle.models.formats import CheckpointError, build_network, channel_kwargs, copy_state
 
 DEFAULT_BLUR = [1, 3, 3, 1]
 

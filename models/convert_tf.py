@@ -16,9 +16,13 @@ import re
 
 import numpy as np
 import torch
-
-from pstyle.models.formats import CheckpointError, build_network, channel_kwargs, copy_state
 from pstyle.models.convert_nvidia import BASE_GLOBALS, plain, restricted_load
+from pstyle.models.formats import (
+    CheckpointError,
+    build_network,
+    channel_kwargs,
+    copy_state,
+)
 
 
 class NetworkStub:

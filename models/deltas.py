@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import torch
+from pstyle.torch_utils.fileio import atomic_path
 from safetensors import safe_open
 from safetensors.torch import save_file
-
 
 DELTA_FORMAT = 'pstyle-pti-delta'
 
@@ -56,14 +56,12 @@ def apply_delta(G, delta, base_sha256=None):
 def save_delta(path, delta, base_sha256, meta=None):
     """Write a delta as `.safetensors` (default) or `.pt` (a plain dict, loadable with weights_only)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = dict(format=DELTA_FORMAT, version=DELTA_VERSION, base_weights_sha256=base_sha256, meta=meta or {})
-    tmp = path.with_name(path.name + '.tmp')
-    if path.suffix == '.pt':
-        torch.save(dict(info=json.dumps(info), delta=delta), tmp)
-    else:
-        save_file(delta, str(tmp), metadata=dict(pstyle=json.dumps(info)))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == '.pt':
+            torch.save(dict(info=json.dumps(info), delta=delta), tmp)
+        else:
+            save_file(delta, str(tmp), metadata=dict(pstyle=json.dumps(info)))
     return path
 
 

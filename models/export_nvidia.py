@@ -17,10 +17,9 @@ import types
 from pathlib import Path
 
 import torch
-
-from pstyle.torch_utils.fileio import atomic_path
 from pstyle.models import nvidia_module_src as NV
 from pstyle.models.formats import CheckpointError
+from pstyle.torch_utils.fileio import atomic_path
 
 PERSISTENCE_VERSION = 6  # `torch_utils.persistence._version` in stylegan2-ada-pytorch and stylegan3.
 MODULE_SRC = Path(NV.__file__).read_text(encoding='utf-8')

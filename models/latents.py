@@ -10,29 +10,16 @@ Foreign latents also read here: NVIDIA's projector `.npz` (key `w`), `.npy`, and
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-
+from pstyle.torch_utils.fileio import atomic_path
 
 LATENTS_FORMAT = 'pstyle-latents'
 
 
 LATENTS_VERSION = 1
-
-
-def _atomic(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_latents(path, names, ws, noise=None, space='w+', alignment=None, meta=None):
@@ -49,10 +36,8 @@ def save_latents(path, names, ws, noise=None, space='w+', alignment=None, meta=N
     for name, maps in (noise or {}).items():
         arrays[NOISE_PREFIX + name] = np.asarray(maps, dtype=np.float32).reshape(len(ws), *np.shape(maps)[-2:])
 
-    def write(tmp):
-        with open(tmp, 'wb') as f:
-            np.savez(f, **arrays)
-    _atomic(path, write)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        np.savez(f, **arrays)
 
 
 def load_latents(path):

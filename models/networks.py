@@ -11,7 +11,6 @@ import inspect
 
 import numpy as np
 import torch
-
 from pstyle.torch_utils import misc
 from pstyle.torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 from pstyle.torch_utils.ops.modulated_conv2d import modulated_conv2d

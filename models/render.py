@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import torch
-
 from pstyle.models import deltas, latents
 from pstyle.torch_utils import cpu_features, misc
 

@@ -22,8 +22,12 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 from PIL import Image
-
-from pstyle.metrics.weights import DLIB_LANDMARKS_5, DLIB_LANDMARKS_68, WeightsHashError, trusted_path
+from pstyle.metrics.weights import (
+    DLIB_LANDMARKS_5,
+    DLIB_LANDMARKS_68,
+    WeightsHashError,
+    trusted_path,
+)
 from pstyle.projectors.image_io import ImageLoadError, list_images, load_image, to_rgb
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'

@@ -23,11 +23,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from pstyle.projectors import encoder_nets
-from pstyle.models.checkpoint import (CheckpointError, Pretrained, cached_path, copy_state, default_cache_dir, download,
-                                 env_var_for)
+from pstyle.models.checkpoint import (
+    CheckpointError,
+    Pretrained,
+    cached_path,
+    copy_state,
+    default_cache_dir,
+    download,
+    env_var_for,
+)
 from pstyle.models.render import compute_dtype
+from pstyle.projectors import encoder_nets
 
 _TORCH_MAGIC = (b'PK\x03\x04', b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.')  # zip torch.save; pre-1.6 torch.save
 

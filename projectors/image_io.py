@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
-
 from pstyle.torch_utils.image_open import ImageTooLargeError, open_image
 
 # File name endings `align_folder` treats as images (anything else in the folder is ignored).

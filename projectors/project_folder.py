@@ -19,16 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from pstyle.projectors import projector as P
 from pstyle.models import deltas, latents
-from pstyle.torch_utils import misc
-from pstyle.projectors.image_io import list_images
-from pstyle.projectors.align import load_image
-from pstyle.projectors.align import align_face
-from pstyle.projectors.align import load_transform
-from pstyle.projectors import pti
 from pstyle.models.render import to_uint8
+from pstyle.projectors import projector as P
+from pstyle.projectors import pti
+from pstyle.projectors.align import align_face, load_image, load_transform
+from pstyle.projectors.image_io import list_images
+from pstyle.torch_utils import misc
+from pstyle.torch_utils.fileio import atomic_write_json
 
 METRICS_FORMAT = 'pstyle-projection-metrics'
 CROPS = ('none', 'center')
@@ -132,7 +130,7 @@ def sidecar_transform(path):
 # latents.npz
 
 def _write_json(path, obj):
-    latents._atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, sort_keys=False) + '\n'))
+    atomic_write_json(path, obj)
 
 
 # ----------------------------------------------------------------------------

@@ -20,13 +20,12 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from pstyle.models.latents import noise_layers
-from pstyle.models.render import noise_inputs, render
-from pstyle.torch_utils import cpu_features, misc
-from pstyle.metrics import arcface, weights as W
+from pstyle.metrics import arcface
+from pstyle.metrics import weights as W
 from pstyle.metrics.lpips_utils import load_lpips
-from pstyle.models.render import to_uint8
+from pstyle.models.latents import noise_layers
+from pstyle.models.render import noise_inputs, render, to_uint8
+from pstyle.torch_utils import cpu_features, misc
 
 SPACES = ('w', 'w+')
 PRECISIONS = ('fp32', 'bf16', 'fp16')

@@ -19,11 +19,11 @@ import time
 
 import numpy as np
 import torch
-
-from pstyle.projectors import projector as P
 from pstyle.models import deltas as D
 from pstyle.models import render as R
+from pstyle.projectors import projector as P
 from pstyle.torch_utils import misc
+
 
 @dataclasses.dataclass
 class PTIConfig:

@@ -22,7 +22,6 @@ import re
 
 import numpy as np
 import torch
-
 from pstyle.models import wplus
 
 MAPPING_MODES = ('from-a', 'from-b', 'blend')

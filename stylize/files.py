@@ -1,18 +1,13 @@
 """Loading generators with provenance, swapping two network files, and JSON records."""
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-
-from pstyle.stylize import blend, layer_weights
-from pstyle.torch_utils.fileio import sha256_file
-from pstyle.models.checkpoint import load_network
-from pstyle.models.checkpoint import save_network
+from pstyle.models.checkpoint import load_network, save_network
 from pstyle.models.networks import Generator
-
-
+from pstyle.stylize import blend, layer_weights
+from pstyle.torch_utils.fileio import atomic_write_json, sha256_file
 
 
 def load_generator(network, device='cpu'):
@@ -44,11 +39,7 @@ def jsonable(value):
 
 
 def write_json(path, data):
-    path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(jsonable(data), indent=1) + '\n')
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, jsonable(data))
 
 
 def swap_networks(base, styled, spec, out, mapping='from-a', device='cpu'):

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
+from pstyle.models import render as gen
 from pstyle.stylize import blend, files, layer_weights, pipeline
 from pstyle.stylize import mix as mixing
-from pstyle.models import render as gen
 
 COLUMN_KINDS = ('swap-res', 'strength')
 

@@ -17,7 +17,6 @@ import dataclasses
 import math
 
 import numpy as np
-
 from pstyle.models import wplus
 
 # Presets: B (1) on a band of resolution levels, A (0) elsewhere. A row's relative level is

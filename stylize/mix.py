@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from pstyle.torch_utils import misc
 from pstyle.models import latents
 from pstyle.models import render as gen
+from pstyle.torch_utils import misc
 
 
 class StyleSourceError(ValueError):

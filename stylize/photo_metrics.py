@@ -8,11 +8,8 @@ reported as unavailable with the reason, never as a made-up number.
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from pstyle.metrics.lpips_utils import load_lpips
-from pstyle.metrics.identity import build_embedder
-from pstyle.metrics.lpips_utils import lpips_distance
-from pstyle.metrics.identity import ArcFaceEmbedder, pair_identity
+from pstyle.metrics.identity import ArcFaceEmbedder, build_embedder, pair_identity
+from pstyle.metrics.lpips_utils import load_lpips, lpips_distance
 
 LPIPS_NET = 'alex'          # The LPIPS paper's default for measuring (the projector's loss uses VGG).
 LPIPS_RESOLUTION = 256      # Larger images are area-downsampled first, as the projector does.

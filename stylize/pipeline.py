@@ -14,19 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from pstyle.stylize import blend, files, layer_weights, photo_metrics
-from pstyle.stylize import mix as mixing
 from pstyle.models import deltas
-from pstyle.models.latents import save_latents
 from pstyle.models import render as gen
-from pstyle.projectors.image_io import list_images
+from pstyle.models.latents import save_latents
 from pstyle.projectors import align as A
-from pstyle.projectors.image_io import load_image
 from pstyle.projectors import projector as P
 from pstyle.projectors import pti as T
-from pstyle.projectors.align import AlignDependencyError
-from pstyle.projectors.align import paste_back
+from pstyle.projectors.align import AlignDependencyError, paste_back
+from pstyle.projectors.image_io import list_images, load_image
+from pstyle.stylize import blend, files, layer_weights, photo_metrics
+from pstyle.stylize import mix as mixing
 
 MANIFEST_VERSION = 1
 STAGES = ('load', 'align', 'project', 'pti', 'render', 'paste', 'metrics')

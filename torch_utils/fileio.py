@@ -50,6 +50,14 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def atomic_write_json(path, obj, indent=1):
+    """JSON through `atomic_path` (readers see the old file or the complete new one)."""
+    import json
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent) + '\n', encoding='utf-8')
+    return Path(path)
+
+
 def atomic_torch_save(obj, path):
     """`torch.save` through `atomic_path`."""
     import torch

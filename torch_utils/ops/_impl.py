@@ -30,7 +30,7 @@ def use_cuda(impl, x):
 
 def get_plugin(name):
     """Compiled extension `name` (built and cached on first use), or None after one warning."""
-    from pstyle.torch_utils import custom_ops  # Deferred: nothing about building happens at import.
+    from pstyle.torch_utils import custom_ops  # noqa: I001  Deferred: nothing about building happens at import.
     spec = PLUGIN_SOURCES[name]
     return custom_ops.get_plugin(
         module_name=f'pstyle_{name}_plugin',

@@ -9,7 +9,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from pstyle.torch_utils.ops import _impl
 
 

@@ -7,7 +7,6 @@ with w, then filter with f and keep every `down`-th pixel. The fast paths below 
 
 import torch
 import torch.nn.functional as F
-
 from pstyle.torch_utils.ops import upfirdn2d as _up
 
 

@@ -3,7 +3,6 @@ of StyleGAN", Sec. 2.2, Eq. 1-3), as NVIDIA stylegan2-ada-pytorch `training/netw
 
 import numpy as np
 import torch
-
 from pstyle.torch_utils.ops import conv2d_resample as _cr
 from pstyle.torch_utils.ops import fma as _fma
 

@@ -8,7 +8,6 @@ Same signatures and semantics as NVIDIA stylegan2-ada-pytorch `torch_utils/ops/u
 
 import torch
 import torch.nn.functional as F
-
 from pstyle.torch_utils.ops import _impl
 
 
