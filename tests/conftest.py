@@ -1,4 +1,4 @@
-"""Shared test helpers: the reference fixtures and a tiny network factory."""
+"""Shared test helpers: the reference fixtures, the one tiny-network factory, the cuda marker rule."""
 
 import os
 from pathlib import Path
@@ -37,6 +37,33 @@ def fixtures():
     if missing:
         pytest.fail(f'reference fixtures missing from {FIXTURES}: {", ".join(missing)}')
     return FIXTURES
+
+
+TINY_G = dict(z_dim=16, w_dim=16, c_dim=0, img_channels=3, mapping_kwargs=dict(num_layers=2),
+              synthesis_kwargs=dict(channel_base=256, channel_max=32))
+
+
+def tiny_generator(seed=1, resolution=16, perturb=0.1, **overrides):
+    """The tiny Generator every test folder builds on: eval mode, no gradients, and every tensor but the
+    resample filters moved by `perturb` * N(0, 1) (a fresh network has zero biases, noise strengths and
+    w_avg, which hides bugs). Dict overrides merge into the defaults (`synthesis_kwargs=dict(...)`)."""
+    from pstyle.models.networks import Generator
+    torch.manual_seed(seed)
+    kwargs = dict(TINY_G, img_resolution=resolution)
+    for key, value in overrides.items():
+        kwargs[key] = {**kwargs.get(key, {}), **value} if isinstance(value, dict) else value
+    G = Generator(**kwargs).eval().requires_grad_(False)
+    with torch.no_grad():
+        for name, tensor in G.state_dict().items():
+            if 'resample_filter' not in name:
+                tensor.add_(perturb * torch.randn_like(tensor))
+    return G
+
+
+@pytest.fixture(scope='session')
+def tiny_network_factory():
+    """`tiny_generator` above, for the folder conftests and tests that need other configurations."""
+    return tiny_generator
 
 
 @pytest.fixture

@@ -9,19 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from pstyle.models.networks import Generator
-
-
-def tiny_generator(seed=1, resolution=16):
-    """A 16x16 Generator whose biases, noise strengths and w_avg are non-zero (random init leaves them 0)."""
-    torch.manual_seed(seed)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=resolution, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
-    with torch.no_grad():
-        for name, t in G.state_dict().items():
-            if 'resample_filter' not in name:
-                t.add_(0.1 * torch.randn_like(t))
-    return G.eval().requires_grad_(False)
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -34,13 +21,14 @@ def one_thread():
 
 
 @pytest.fixture(scope='module')
-def make_G():
-    return tiny_generator
+def make_G(tiny_network_factory):
+    """make_G(seed=1, resolution=16): the root factory's 16x16 generator (channel_base 256, moved by 0.1)."""
+    return tiny_network_factory
 
 
 @pytest.fixture(scope='module')
-def G():
-    return tiny_generator()
+def G(make_G):
+    return make_G()
 
 
 @pytest.fixture(scope='module')

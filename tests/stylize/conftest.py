@@ -5,26 +5,8 @@ import copy
 import pytest
 import torch
 
-from pstyle.models.networks import Generator
 
-TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
-            synthesis_kwargs=dict(channel_base=512, channel_max=32))
-
-
-def tiny_G(seed=1, **overrides):
-    torch.manual_seed(seed)
-    kwargs = copy.deepcopy(TINY)
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            kwargs[key] = {**kwargs.get(key, {}), **value}
-        else:
-            kwargs[key] = value
-    G = Generator(**kwargs).eval().requires_grad_(False)
-    with torch.no_grad():
-        for name, tensor in G.state_dict().items():
-            if 'resample_filter' not in name:
-                tensor.add_(0.05 * torch.randn_like(tensor))  # Non-zero biases, noise strengths, w_avg.
-    return G
+STYLIZE_G = dict(resolution=32, perturb=0.05, synthesis_kwargs=dict(channel_base=512))
 
 
 @torch.no_grad()
@@ -39,14 +21,21 @@ def finetuned(G, seed=2, scale=0.3):
     return G_b
 
 
-@pytest.fixture(scope='module')
-def pair():
-    G_a = tiny_G()
-    return G_a, finetuned(G_a)
-
-
 @pytest.fixture(scope='session')
-def make_G():
-    """The factories, for tests that need other configurations: make_G(seed, **overrides), make_G.finetuned(G)."""
-    tiny_G.finetuned = finetuned
-    return tiny_G
+def make_G(tiny_network_factory):
+    """The root factory at the stylization tests' size (32x32, channel_base 512, moved by 0.05):
+    make_G(seed, **overrides), and make_G.finetuned(G) for a stand-in fine-tune."""
+    def make(seed=1, **overrides):
+        kwargs = {**STYLIZE_G, **overrides}
+        kwargs['synthesis_kwargs'] = {**STYLIZE_G['synthesis_kwargs'], **overrides.get('synthesis_kwargs', {})}
+        if 'img_resolution' in kwargs:
+            kwargs['resolution'] = kwargs.pop('img_resolution')
+        return tiny_network_factory(seed, **kwargs)
+    make.finetuned = finetuned
+    return make
+
+
+@pytest.fixture(scope='module')
+def pair(make_G):
+    G_a = make_G()
+    return G_a, finetuned(G_a)
