@@ -7,8 +7,10 @@ from pstyle.metrics.distributed import init_from_env, rank_world
 from pstyle.metrics.inputs import InputError
 from pstyle.metrics.weights import WeightsNotFoundError
 
+
 def _csv(ctx, param, value):
     return [v.strip() for v in value.split(',') if v.strip()]
+
 
 @click.command(context_settings=dict(show_default=True))
 @click.option('--metrics', 'metric_names', default='fid', callback=_csv,
