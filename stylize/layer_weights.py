@@ -2,7 +2,7 @@
 
 A layer-weight vector holds one float per W+ row (`num_ws` values in [0, 1]): 0 takes the row from
 A (the base generator / the content latent), 1 from B (the styled generator / the style latent).
-Rows are addressed through the W+ table of `training/wplus.py`, where each row's `resolution` is the
+Rows are addressed through the W+ table of `models/wplus.py`, where each row's `resolution` is the
 resolution of the convolution that reads it. The vector can be given
 
 - per index:        `--weights 0,0,0,0,0,0,0,1,1,...`   (exactly num_ws floats)
