@@ -51,8 +51,9 @@ def freezeg_modules(G, resolution, mapping=False):
         if resolution not in valid:
             raise ValueError(f'--freezeg must be one of the generator resolutions {valid} (or 0 for none), '
                              f'got {resolution}')
-        rows = wplus.select_rows(G, f'res:{valid[0]}-{resolution}')  # the W+ table's partition into blocks
-        names = [f'synthesis.b{block}' for block in sorted({wplus.layer_table(G)[i].block for i in rows})]
+        table = wplus.layer_table(G)   # the blocks of the rows res:4-R, which own exactly those blocks' tensors
+        rows = wplus.select_rows(G, f'res:{valid[0]}-{resolution}')
+        names = [f'synthesis.b{block}' for block in sorted({table[i].block for i in rows})]
     if mapping:
         names.append('mapping')
     return names
