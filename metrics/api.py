@@ -1,7 +1,10 @@
-"""Python API of the metrics; `pstyle metrics` is a thin shell over `compute_metrics`.
+"""Python API of the metrics; `pstyle metrics` and the training loop are thin shells over `run_metrics`.
 
-    out = compute_metrics(['fid', 'kid'], real='data/style', fake='out/stylized')
+    out = run_metrics(['fid', 'kid'], real='data/style', fake='out/stylized', options=MetricOptions(seed=1))
     out['fid'], out['kid_mean'], out['kid_std'], out['meta']['protocol']
+
+Metrics are looked up by name in `metrics.registry` (`register` adds one); `compute_metrics` takes the
+`MetricOptions` fields as keyword arguments.
 
 Distribution metrics compare a real set with a generated one: fid, kid, pr (precision/recall), is
 (generated set only), ppl (network only). Pairwise metrics compare each photo (--real) with its
@@ -9,29 +12,26 @@ stylized output (--fake) matched by file name: lpips, id. Every result carries t
 extractor and the sha256 of its weights, image counts, seeds and library versions.
 """
 
+import dataclasses
 import datetime
 import importlib.metadata
 import json
 import os
+import re
 import time
 
 import numpy as np
 import torch
 
+from . import builtin  # noqa: F401 -- registers fid, kid, pr, is, ppl, lpips, id
 from . import stats_cache
 from .distributed import gather_rows, rank_world
 from .features import build_inception, build_vgg16
-from .fid_kid import fid_from_features, kid_from_features
-from .inception_score import inception_score
 from .inputs import NetworkSource, iter_batches, open_images
 from .lpips_utils import load_lpips
 from .pairwise import pairwise_metrics
-from .ppl import compute_ppl
-from .precision_recall import precision_recall
-from .resize import DEFAULT_PROTOCOL, check_protocol
-
-METRICS = ('fid', 'kid', 'pr', 'is', 'ppl', 'lpips', 'id')
-PAIRWISE = ('lpips', 'id')
+from .registry import NEEDS, REGISTRY, MetricOptions, lookup, register  # noqa: F401 -- register: the API
+from .resize import check_protocol
 
 
 def versions() -> dict:
@@ -81,138 +81,183 @@ def source_features(source, extractor, features, batch_size=64, num_workers=None
 
 
 
+@dataclasses.dataclass
+class Prebuilt:
+    """Models built by the caller (tests, notebooks, the training loop); built from files otherwise."""
+    inception: object = None
+    vgg: object = None
+    lpips_model: object = None
+    embedder: object = None
+
+
+class MetricContext:
+    """What the metrics of one request share: inputs, extractors built once, features computed once."""
+
+    def __init__(self, metrics, real_src, gen_src, opts, prebuilt, meta):
+        self.metrics, self.real_src, self.gen_src, self.opts, self.meta = metrics, real_src, gen_src, opts, meta
+        self.device = torch.device(opts.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        self.rank, self.world = rank_world()
+        self._models = {'inception': prebuilt.inception, 'vgg16': prebuilt.vgg}
+        self._lpips, self._embedder = prebuilt.lpips_model, prebuilt.embedder
+        self._features, self._pairwise = {}, None
+
+    def extractor(self, name):
+        """'inception' or 'vgg16', built once from the options' weight files unless given prebuilt."""
+        if self._models[name] is None:
+            o = self.opts
+            self._models[name] = (build_inception(o.inception_weights, o.protocol, self.device, exact=o.exact)
+                                  if name == 'inception' else build_vgg16(o.vgg_weights, o.protocol, self.device))
+        return self._models[name]
+
+    def check_inception(self):
+        """The Inception's protocol must be the request's; its stamp goes into every record."""
+        inception = self.extractor('inception')
+        if inception.protocol != self.opts.protocol:
+            raise ValueError(f'the Inception extractor was built for protocol {inception.protocol}, '
+                             f'not {self.opts.protocol}')
+        self.meta.update(inception.info())
+
+    def features(self, extractor, which):
+        """{feature: float32 [N,D]} of the 'real' or 'generated' set: every feature the request's metrics
+        declared for this extractor and set, in one pass."""
+        key = (extractor, which)
+        if key not in self._features:
+            ext = self.extractor(extractor)
+            wanted = []
+            for m in self.metrics:
+                for e, w, f in m.features:
+                    f = f(ext) if callable(f) else f
+                    if (e, w) == key and f not in wanted:
+                        wanted.append(f)
+            src, max_items = (self.real_src, self.opts.max_real) if which == 'real' else (self.gen_src, None)
+            self._features[key] = source_features(
+                src, ext, tuple(wanted), batch_size=self.opts.batch_size, num_workers=self.opts.num_workers,
+                max_items=max_items, use_cache=self.opts.use_cache, progress=self.opts.progress,
+                desc=f'{which} {extractor}')
+        return self._features[key]
+
+    def lpips(self):
+        if self._lpips is None:
+            self._lpips = load_lpips('vgg', self.device)
+        return self._lpips
+
+    def pairwise(self):
+        """Every pairwise value the request wants, from one pass over the matched pairs."""
+        if self._pairwise is None:
+            o = self.opts
+            pair = [m.name for m in self.metrics if 'pairs' in m.needs]
+            self._pairwise = pairwise_metrics(
+                self.real_src, self.gen_src, pair, lpips_net=o.lpips_net, identity_model=o.identity_model,
+                arcface_weights=o.arcface_weights, device=self.device, lpips_model=self._lpips,
+                embedder=self._embedder, progress=o.progress)
+        return self._pairwise
+
+    def progress_bar(self, total, desc):
+        return _progress(total, desc, self.opts.progress and self.rank == 0)
+
+
+NEED_MESSAGES = dict(
+    network='{} needs a network (--network)',
+    pairs='lpips and id compare photos (--real) with their stylized outputs (--fake) by file name',
+    generated='{} need generated images: --fake PATH or --network FILE',
+    real='{} need real images: --real PATH')
+
+
 def _check_request(metrics, real, fake, network):
-    metrics = [m.strip().lower() for m in metrics if m.strip()]
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise ValueError(f'unknown metric(s) {", ".join(unknown) or "(none given)"}; choose from {", ".join(METRICS)}')
     if fake is not None and network is not None:
         raise ValueError('give either a generated image set (fake) or a network, not both')
-    if 'ppl' in metrics and network is None:
-        raise ValueError('ppl needs a network (--network)')
-    if any(m in metrics for m in PAIRWISE) and (real is None or fake is None):
-        raise ValueError('lpips and id compare photos (--real) with their stylized outputs (--fake) by file name')
-    needs_gen = [m for m in metrics if m in ('fid', 'kid', 'pr', 'is')]
-    if needs_gen and fake is None and network is None:
-        raise ValueError(f'{", ".join(needs_gen)} need generated images: --fake PATH or --network FILE')
-    needs_real = [m for m in metrics if m in ('fid', 'kid', 'pr')]
-    if needs_real and real is None:
-        raise ValueError(f'{", ".join(needs_real)} need real images: --real PATH')
-    return metrics
+    given = dict(network=network is not None, pairs=real is not None and fake is not None,
+                 generated=fake is not None or network is not None, real=real is not None)
+    for need in NEEDS:
+        missing = [m.name for m in metrics if need in m.needs and not given[need]]
+        if missing:
+            raise ValueError(NEED_MESSAGES[need].format(', '.join(missing)))
 
 
-def compute_metrics(metrics, real=None, fake=None, network=None, num_gen=50000, protocol=DEFAULT_PROTOCOL,
-                    inception_weights=None, vgg_weights=None, seed=2020, gen_seeds=None, truncation_psi=1.0,
-                    truncation_cutoff=None, class_idx=None, noise_mode='const', max_real=None,
-                    kid_subsets=100, kid_subset_size=1000, is_splits=10, is_shuffle=True, pr_k=3,
-                    ppl_samples=50000, ppl_epsilon=1e-4, ppl_space='w', ppl_sampling='end', ppl_crop=True,
-                    ppl_batch_size=2, lpips_net='vgg', identity_model='dlib', arcface_weights=None,
-                    batch_size=64, num_workers=None, device=None, use_cache=True, progress=False,
-                    results_file=None, exact=False, inception=None, vgg=None, lpips_model=None, embedder=None):
-    """Compute `metrics` and return a flat dict of values plus `meta` (the stamp); see the module docstring.
-
-    inception / vgg / lpips_model / embedder: prebuilt models (tests, notebooks); built from files otherwise.
-    """
-    if isinstance(metrics, str):
-        metrics = metrics.split(',')
-    metrics = _check_request(metrics, real, fake, network)
-    check_protocol(protocol)
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+def run_metrics(metrics, real=None, fake=None, network=None, options: MetricOptions = None,
+                prebuilt: Prebuilt = None) -> dict:
+    """Compute the registered metrics named in `metrics` ('fid,kid' or a list; run in registry order) on
+    real images (folder or zip), generated ones (`fake`) or a `network` (file or module); returns a flat
+    dict of values plus `meta` (the stamp) and `records` (one per metric, also appended to
+    `options.results_file`)."""
+    opts = options or MetricOptions()
+    selected = lookup(metrics)
+    _check_request(selected, real, fake, network)
+    check_protocol(opts.protocol)
     t0 = time.time()
-    out, records = {}, []
-    meta = dict(protocol=protocol, seed=seed, versions=versions(),
+    meta = dict(protocol=opts.protocol, seed=opts.seed, versions=versions(),
                 timestamp=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
     real_src = open_images(real) if real is not None else None
+    ctx = MetricContext(selected, real_src, None, opts, prebuilt or Prebuilt(), meta)
     if network is not None:
-        seeds = list(gen_seeds) if gen_seeds is not None else list(range(int(num_gen)))
-        gen_src = NetworkSource(network, seeds, truncation_psi, truncation_cutoff, class_idx, noise_mode, device)
+        seeds = list(opts.gen_seeds) if opts.gen_seeds is not None else list(range(int(opts.num_gen)))
+        ctx.gen_src = NetworkSource(network, seeds, opts.truncation_psi, opts.truncation_cutoff, opts.class_idx,
+                                    opts.noise_mode, ctx.device)
     else:
-        gen_src = open_images(fake) if fake is not None else None
-    common = dict(batch_size=batch_size, num_workers=num_workers, use_cache=use_cache, progress=progress)
-
-    dist_metrics = [m for m in metrics if m in ('fid', 'kid', 'is')]
-    if dist_metrics:
-        inception = inception or build_inception(inception_weights, protocol, device, exact=exact)
-        if inception.protocol != protocol:
-            raise ValueError(f'the Inception extractor was built for protocol {inception.protocol}, not {protocol}')
-        meta.update(inception.info())
-        vals = _inception_metrics(dist_metrics, inception, real_src, gen_src, max_real, common, seed,
-                                  kid_subsets, kid_subset_size, is_splits, is_shuffle)
-        for m, (v, extra) in vals.items():
-            out.update(v)
-            records.append(_record(m, v, meta, extra))
-    if 'pr' in metrics:
-        vgg = vgg or build_vgg16(vgg_weights, protocol, device)
-        n_real = _count(real_src, max_real)
-        fr = source_features(real_src, vgg, ('fc2',), max_items=max_real, desc='real vgg16', **common)['fc2']
-        fg = source_features(gen_src, vgg, ('fc2',), desc='generated vgg16', **common)['fc2']
-        p, r = precision_recall(fr, fg, k=pr_k, device=device)
-        v = dict(precision=p, recall=r)
-        out.update(v)
-        records.append(_record('pr', v, dict(meta, **vgg.info()), dict(num_real=n_real, num_gen=len(fg), pr_k=pr_k)))
-    if 'ppl' in metrics:
-        lp = lpips_model or load_lpips('vgg', device)
-        rank, world = rank_world()
-        with _progress(ppl_samples, 'ppl', progress and rank == 0) as bar:
-            ppl, _ = compute_ppl(gen_src.G, lp, ppl_samples, ppl_epsilon, ppl_space, ppl_sampling, ppl_crop,
-                                 ppl_batch_size, seed, device, rank, world, bar)
-        v = dict(ppl=ppl)
-        out.update(v)
-        extra = dict(num_gen=ppl_samples, ppl_epsilon=ppl_epsilon, ppl_space=ppl_space, ppl_sampling=ppl_sampling,
-                     ppl_crop=ppl_crop, ppl_batch_size=ppl_batch_size, **getattr(lp, 'pstyle_info', {}))
-        records.append(_record('ppl', v, meta, extra))
-    pair = [m for m in metrics if m in PAIRWISE]
-    if pair:
-        res = pairwise_metrics(real_src, gen_src, pair, lpips_net=lpips_net, identity_model=identity_model,
-                               arcface_weights=arcface_weights, device=device, lpips_model=lpips_model,
-                               embedder=embedder, progress=progress)
-        for m in pair:
-            prefix = 'identity_' if m == 'id' else m + '_'  # The identity keys name their embedder.
-            v = {k: res[k] for k in res if k.startswith(prefix)}
-            out.update(v)
-            records.append(_record(m, v, meta, dict(res['info'], **{k: res[k] for k in res if k.startswith('pairs_')})))
-    for name, src in (('real', real_src), ('generated', gen_src)):
+        ctx.gen_src = open_images(fake) if fake is not None else None
+    if any(e == 'inception' for m in selected for e, _, _ in m.features):
+        ctx.check_inception()
+    out, records = {}, []
+    for m in selected:
+        values, extra = m.fn(ctx, opts)
+        out.update(values)
+        records.append(_record(m.name, values, meta, extra))
+    for name, src in (('real', real_src), ('generated', ctx.gen_src)):
         if src is not None:
             meta[name] = dict(src.describe(), notes=src.notes_summary())
     meta['total_time_s'] = round(time.time() - t0, 3)
-    if results_file is not None and rank_world()[0] == 0:
-        append_results(results_file, records, meta)
+    if opts.results_file is not None and ctx.rank == 0:
+        append_results(opts.results_file, records, meta)
     out['meta'] = meta
     out['records'] = records
     return out
 
 
-def _count(src, max_items):
-    return len(src) if max_items is None else min(len(src), int(max_items))
+def compute_metrics(metrics, real=None, fake=None, network=None, inception=None, vgg=None, lpips_model=None,
+                    embedder=None, **options):
+    """`run_metrics` with the `MetricOptions` fields as keyword arguments (an unknown one is a TypeError)."""
+    return run_metrics(metrics, real, fake, network, MetricOptions(**options),
+                       Prebuilt(inception, vgg, lpips_model, embedder))
 
 
-def _inception_metrics(names, inception, real_src, gen_src, max_real, common, seed, kid_subsets,
-                       kid_subset_size, is_splits, is_shuffle):
-    cls_feat = 'probs' if 'probs' in inception.features else 'logits_unbiased'
-    gen_feats = ['pool3'] if ('fid' in names or 'kid' in names) else []
-    if 'is' in names:
-        gen_feats.append(cls_feat)
-    fg = source_features(gen_src, inception, tuple(gen_feats), desc='generated inception', **common)
-    vals, num_gen = {}, len(gen_src)
-    if 'fid' in names or 'kid' in names:
-        fr = source_features(real_src, inception, ('pool3',), max_items=max_real, desc='real inception',
-                             **common)['pool3']
-        extra = dict(num_real=len(fr), num_gen=num_gen)
-        if 'fid' in names:
-            vals['fid'] = (dict(fid=fid_from_features(fg['pool3'], fr)), extra)
-        if 'kid' in names:
-            mean, std = kid_from_features(fg['pool3'], fr, kid_subsets, kid_subset_size, seed)
-            vals['kid'] = (dict(kid_mean=mean, kid_std=std),
-                           dict(extra, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size))
-    if 'is' in names:
-        arg = {'probs' if cls_feat == 'probs' else 'logits': fg[cls_feat]}
-        mean, std = inception_score(**arg, splits=is_splits, shuffle=is_shuffle, seed=seed)
-        vals['is'] = (dict(is_mean=mean, is_std=std), dict(num_gen=num_gen, is_splits=is_splits, is_shuffle=is_shuffle))
-    return vals
+def summary_lines(out, results_file=None):
+    """The human-readable report of a `run_metrics` result: one line per value, then the protocol."""
+    lines = [f'{k:24s} {v:.6g}' if isinstance(v, float) else f'{k:24s} {v}'
+             for k, v in out.items() if k not in ('meta', 'records')]
+    return lines + [f'protocol {out["meta"]["protocol"]}; results appended to {results_file}']
 
+
+def summary_json(out):
+    """One JSON object: every value and the stamp."""
+    values = {k: v for k, v in out.items() if k not in ('meta', 'records')}
+    return json.dumps(dict(values, meta=out['meta']), default=str)
+
+
+# NVIDIA's counted names: <metric><N>k[3][_full]; `_full` compares with every real image, otherwise with
+# at most N. The `proxy` prefix swaps the Inception for fixed pixel features (training smoke runs).
+COUNTED_RE = re.compile(r'(?P<proxy>proxy)?(?P<base>[a-z_]+?)(?P<n>\d+)k(?P<k>3)?(?P<full>_full)?')
+PROXYABLE = ('fid',)
+
+
+def parse_metric(name: str) -> dict:
+    """'fid50k_full' -> dict(metrics=['fid'], num_gen=50000, max_real=None, proxy=False); which counted
+    form a metric accepts is its registration's `counted`."""
+    m = COUNTED_RE.fullmatch(name)
+    metric = REGISTRY.get(m['base']) if m else None
+    form = metric.counted if metric else None
+    ok = form is not None and (form == 'pr') == bool(m['k']) and not (form == 'gen' and m['full']) \
+        and (not m['proxy'] or m['base'] in PROXYABLE)
+    if not ok:
+        raise ValueError(f'unknown training metric {name!r}: use e.g. fid50k_full, fid50k, kid50k_full, '
+                         f'pr50k3_full, is50k, proxyfid2k_full, or none')
+    n = int(m['n']) * 1000
+    full = form == 'gen' or bool(m['full'])
+    return dict(metrics=[metric.name], num_gen=n, max_real=None if full else n, proxy=bool(m['proxy']))
 
 def _record(metric, value, meta, extra):
-    return dict(metric=metric, results=value, **{k: v for k, v in meta.items() if k != 'total_time_s'}, **extra)
+    record = dict(metric=metric, results=value, **{k: v for k, v in meta.items() if k != 'total_time_s'})
+    record.update(extra)   # an extractor's stamp in `extra` (pr: VGG16's) replaces the Inception's
+    return record
 
 
 def append_results(path, records, meta):

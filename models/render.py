@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import torch
-from pstyle.models import deltas, latents
+from pstyle.models import deltas, latents, wplus
 from pstyle.torch_utils import cpu_features, misc
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
@@ -141,13 +141,12 @@ def _render_ws(G, ws, noise, noise_mode, precision, batch_size):
 
 @torch.no_grad()
 def style_mix_ws(G, row_seeds, col_seeds, col_styles, truncation_psi=1.0, class_idx=None):
-    """W+ for a style-mixing grid: rows take `col_styles` rows of W+ from the column seed.
+    """W+ for a style-mixing grid: rows take the `col_styles` rows of W+ (a `wplus.select_rows` spec) from
+    the column seed.
 
     Returns (ws_rows [R, num_ws, w_dim], ws_cols [C, ...], ws_mixed [R, C, num_ws, w_dim]).
     """
-    bad = [i for i in col_styles if not 0 <= i < G.num_ws]
-    if bad:
-        raise ValueError(f'style indices {bad} out of range: this network has W+ indices 0-{G.num_ws - 1}')
+    col_styles = wplus.select_rows(G, col_styles)  # '0-6', 'coarse', 'res:4-8', ... or a list of indices
     ws_rows = seeds_to_ws(G, row_seeds, truncation_psi, class_idx=class_idx)
     ws_cols = seeds_to_ws(G, col_seeds, truncation_psi, class_idx=class_idx)
     mixed = ws_rows[:, None].repeat(1, len(col_seeds), 1, 1)  # [R, C, num_ws, w_dim]

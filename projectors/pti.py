@@ -14,13 +14,13 @@ of N faces costs N small files rather than N generator copies.
 
 import copy
 import dataclasses
-import fnmatch
 import time
 
 import numpy as np
 import torch
 from pstyle.models import deltas as D
 from pstyle.models import render as R
+from pstyle.models import wplus
 from pstyle.projectors import projector as P
 from pstyle.torch_utils import misc
 
@@ -39,7 +39,7 @@ class PTIConfig:
     regularizer_truncation_psi:         float = 0.5     # w_z = mapping(z, psi=0.5)
     latent_ball_num_of_samples:         int = 1         # w_z samples per regularised step
     early_stop_lpips:                   float = None    # LPIPS_value_threshold (0.06 with LPIPS-Alex in PTI)
-    trainable:                          tuple = ('synthesis.*',)  # Glob patterns over G's parameter names.
+    trainable:                          tuple = ('synthesis.*',)  # W+ row specs or globs of G's parameter names.
     lpips_resolution:                   int = 256
     precision:                          str = 'fp32'
     seed:                               int = 0
@@ -59,7 +59,7 @@ class PTIConfig:
         if isinstance(self.trainable, str):
             self.trainable = tuple(p.strip() for p in self.trainable.split(',') if p.strip())
         if not self.trainable:
-            raise ValueError('trainable: give at least one parameter-name pattern, e.g. "synthesis.*"')
+            raise ValueError('trainable: give at least one W+ row spec or parameter-name pattern, e.g. "synthesis.*"')
         return self
 
     def as_dict(self):
@@ -78,8 +78,9 @@ def pti_config(**overrides):
 
 
 def trainable_names(G, patterns):
-    """Parameter names of G matching any glob pattern; an error when none does."""
-    names = [n for n, _ in G.named_parameters() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    """Parameter names of G selected by W+ row specs ('fine', 'res:64-256', 'b32', '7-12': the tensors the
+    rows own, `wplus.select_params`) or glob patterns of names ('synthesis.*'); an error when none is."""
+    names = wplus.select_params(G, patterns)
     if not names:
         raise ValueError(f'no generator parameter matches {list(patterns)} (names look like '
                          f'"synthesis.b64.conv0.weight", "mapping.fc0.weight")')

@@ -71,12 +71,12 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
 @_common_options
 @click.option('--rows', 'row_seeds', required=True, help='Row seeds (content), e.g. 85,100,75.')
 @click.option('--cols', 'col_seeds', required=True, help='Column seeds (style), e.g. 55,821,1789.')
-@click.option('--styles', 'col_styles', default='0-6', show_default=True, help='W+ indices taken from the column seeds (see `pstyle layers`).')
+@click.option('--styles', 'col_styles', default='0-6', show_default=True, help='W+ rows taken from the column seeds: indices (0-6), res:4-8, b16, coarse, middle, fine or layer names (see `pstyle layers`).')
 def style_mix(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, row_seeds, col_seeds, col_styles):
     """Style-mixing grid: row seeds x column seeds, chosen W+ indices from the columns."""
     try:
         G = _load_G(network, device)
-        grid = gen.style_mix_grid(G, gen.parse_range(row_seeds), gen.parse_range(col_seeds), gen.parse_range(col_styles),
+        grid = gen.style_mix_grid(G, gen.parse_range(row_seeds), gen.parse_range(col_seeds), col_styles,
                                   truncation_psi, class_idx, noise_mode, precision, batch_size)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -1,10 +1,8 @@
-"""`pstyle metrics`: a thin click shell over `metrics.api.compute_metrics`."""
-
-import json
+"""`pstyle metrics`: a thin click shell over `metrics.api.run_metrics`."""
 
 import click
 
-from pstyle.metrics.api import compute_metrics
+from pstyle.metrics.api import MetricOptions, REGISTRY, run_metrics, summary_json, summary_lines
 from pstyle.metrics.distributed import init_from_env, rank_world
 from pstyle.metrics.inputs import InputError
 from pstyle.metrics.weights import WeightsNotFoundError
@@ -16,7 +14,7 @@ def _csv(ctx, param, value):
 
 @click.command(context_settings=dict(show_default=True))
 @click.option('--metrics', 'metric_names', default='fid', callback=_csv,
-              help='Comma-separated: fid, kid, pr, is, ppl, lpips, id')
+              help=f'Comma-separated: {", ".join(REGISTRY)}')
 @click.option('--real', type=click.Path(exists=True), help='Real images (folder or zip); photos for lpips/id')
 @click.option('--fake', type=click.Path(exists=True), help='Generated images (folder or zip); stylized outputs for lpips/id')
 @click.option('--network', type=str, help='Generator file (G_ema is used) instead of --fake')
@@ -51,7 +49,7 @@ def _csv(ctx, param, value):
 @click.option('--exact', is_flag=True, help='Skip BatchNorm folding in the Inception (bit-exact with torch-fidelity on CPU, slower)')
 @click.option('--cache/--no-cache', 'use_cache', default=True, help='Reuse features of unchanged image sets')
 @click.option('--json', 'as_json', is_flag=True, help='Print one JSON object with all values')
-def metrics(metric_names, as_json, **kwargs):
+def metrics(metric_names, real, fake, network, as_json, **options):
     """Compute FID, KID, precision/recall, IS, PPL, LPIPS and identity similarity.
 
     \b
@@ -61,17 +59,13 @@ def metrics(metric_names, as_json, **kwargs):
       pstyle metrics --metrics lpips,id --real photos/ --fake stylized/ --json
     Run with torchrun --nproc_per_node N -m pstyle.cli metrics ... for several GPUs.
     """
-    device = init_from_env(kwargs.pop('device'))  # joins torchrun's process group when WORLD_SIZE > 1
+    device = init_from_env(options.pop('device'))  # joins torchrun's process group when WORLD_SIZE > 1
+    opts = MetricOptions(device=str(device), progress=not as_json, **options)
     try:
-        out = compute_metrics(metric_names, device=device, progress=not as_json, **kwargs)
+        out = run_metrics(metric_names, real=real, fake=fake, network=network, options=opts)
     except (InputError, WeightsNotFoundError, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from e
     if rank_world()[0] != 0:
         return
-    values = {k: v for k, v in out.items() if k not in ('meta', 'records')}
-    if as_json:
-        click.echo(json.dumps(dict(values, meta=out['meta']), default=str))
-    else:
-        for k, v in values.items():
-            click.echo(f'{k:24s} {v:.6g}' if isinstance(v, float) else f'{k:24s} {v}')
-        click.echo(f'protocol {out["meta"]["protocol"]}; results appended to {kwargs["results_file"]}')
+    for line in [summary_json(out)] if as_json else summary_lines(out, opts.results_file):
+        click.echo(line)

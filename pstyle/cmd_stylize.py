@@ -29,6 +29,7 @@ def _weight_options(f):
         click.option('--swap-res', type=int, default=None, help='Rows read at resolution <= this from A, the rest from B (e.g. 32).'),
         click.option('--blend-width', type=float, default=None, help='Smooth transition around --swap-res, in octaves (0 = hard).'),
         click.option('--preset', type=click.Choice(list(lw.PRESETS)), default=None, help=f'Named band of rows from B (default {lw.DEFAULT_PRESET} when nothing else is given).'),
+        click.option('--rows', default=None, help='W+ rows from B, the rest from A: fine, res:64-1024, b16, 7-17 (see `pstyle layers`).'),
         click.option('--style-strength', type=float, default=1.0, show_default=True, help='Multiplies every weight, in [0, 1].'),
         click.option('--preserve-color', is_flag=True, help='Take the colour rows (the `color` preset) from A / the content.'),
     ]
@@ -38,8 +39,9 @@ def _weight_options(f):
 
 
 def _spec(kw):
-    return lw.make_spec(kw.pop('weights'), kw.pop('swap_res'), kw.pop('blend_width'), kw.pop('preset'),
-                        kw.pop('style_strength'), kw.pop('preserve_color'))
+    return lw.make_spec(weights=kw.pop('weights'), swap_res=kw.pop('swap_res'), blend_width=kw.pop('blend_width'),
+                        preset=kw.pop('preset'), style_strength=kw.pop('style_strength'),
+                        preserve_color=kw.pop('preserve_color'), rows=kw.pop('rows'))
 
 
 def _click_errors(f):

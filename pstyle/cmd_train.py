@@ -5,7 +5,7 @@ import json
 import click
 
 from pstyle.training.train_config import AUG_MODES, DEFAULT_AUGPIPE, PRESETS, ConfigError, TrainOptions
-from pstyle.training.train_metrics import parse_metric
+from pstyle.metrics.api import parse_metric
 from pstyle.training import launch
 from pstyle.training.phases import NonFiniteError
 

@@ -7,7 +7,8 @@ W+ row that owns the tensor (`parameter_weights`); weights exactly 0 or 1 copy A
 
 Ownership (documented in the README, tested in tests/stylize/test_stylize_blend.py):
 - A convolution (`b{r}.conv0`, `b{r}.conv1`) -- weight, bias, affine, noise_strength, noise_const,
-  resample_filter -- follows the W+ row it reads (`training/wplus.layer_table`).
+  resample_filter -- follows the W+ row it reads (`models/wplus.layer_table`, whose `owned` field holds
+  this ownership for every row).
 - ToRGB of block r follows its *own block*: the row of `b{r}.conv1`, not the row it reads (which it
   shares with `b{2r}.conv0`, resolution 2r). Following the row it reads would put `b{r}.torgb` on
   the B side of a swap at r -- an off-by-one between "blocks at <= r" and "rows at <= r". Following
@@ -18,7 +19,6 @@ Ownership (documented in the README, tested in tests/stylize/test_stylize_blend.
 """
 
 import copy
-import re
 
 import numpy as np
 import torch
@@ -88,28 +88,15 @@ def _same(a, b):
 # Ownership: which W+ row's weight each tensor follows.
 
 def parameter_owners(G):
-    """{state_dict name: W+ row index, or 'mapping'} for every parameter and buffer of G."""
-    table = wplus.layer_table(G)
-    owners, conv1_row = {}, {}
-    for row in table:
-        for layer in row.layers:
-            match = re.fullmatch(r'synthesis\.b(\d+)\.conv1', layer)
-            if match:
-                conv1_row[int(match.group(1))] = row.index
-    for row in table:
-        for name in row.params:
-            if '.torgb.' not in name:
-                owners[name] = row.index  # A convolution follows the row it reads.
+    """{state_dict name: W+ row index, or 'mapping'} for every parameter and buffer of G: the W+ table's
+    `owned` names (`models/wplus.py`), the mapping network for the rest."""
+    owners = {name: row.index for row in wplus.layer_table(G) for name in row.owned}
     for name in G.state_dict():
         if name in owners:
             continue
-        if name.startswith('mapping.'):
-            owners[name] = 'mapping'
-            continue
-        match = re.match(r'synthesis\.b(\d+)\.', name)
-        if match is None:
+        if not name.startswith('mapping.'):
             raise KeyError(f'{name}: no owner defined for this tensor (neither mapping nor a synthesis block)')
-        owners[name] = conv1_row[int(match.group(1))]  # ToRGB, const, skip, filters: their own block.
+        owners[name] = 'mapping'
     return owners
 
 

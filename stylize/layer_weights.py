@@ -2,13 +2,15 @@
 
 A layer-weight vector holds one float per W+ row (`num_ws` values in [0, 1]): 0 takes the row from
 A (the base generator / the content latent), 1 from B (the styled generator / the style latent).
-Rows are addressed through the W+ table of `training/wplus.py`, where each row's `resolution` is the
+Rows are addressed through the W+ table of `models/wplus.py`, where each row's `resolution` is the
 resolution of the convolution that reads it. The vector can be given
 
 - per index:        `--weights 0,0,0,0,0,0,0,1,1,...`   (exactly num_ws floats)
 - by resolution:    `--swap-res 32`                     rows with resolution <= 32 -> 0, the rest -> 1
 - smoothly:         `--swap-res 32 --blend-width 0.5`   w(row) = sigmoid((log2 res - log2 swap_res - 1/2) / width)
 - by a preset:      `--preset structure|fine|color`     bands of resolution levels, relative to the network
+- by a row selection: `--rows fine` / `--rows res:64-1024` / `--rows b16,b32`   B on the selected rows, A elsewhere
+                    (any `models/wplus.select_rows` spec)
 
 and then scaled by a style strength (`w * s`) and/or made colour-preserving (the `color` band set to 0).
 """
@@ -40,7 +42,7 @@ class LayerWeightError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class WeightSpec:
-    """How the per-row weights were asked for; exactly one of weights / swap_res / preset is set
+    """How the per-row weights were asked for; at most one of weights / swap_res / preset / rows is set
     (none = DEFAULT_PRESET). JSON-ready through `as_dict` for manifests."""
     weights: tuple = None           # num_ws floats in [0, 1].
     swap_res: int = None            # Rows with resolution <= swap_res from A.
@@ -48,6 +50,7 @@ class WeightSpec:
     preset: str = None              # One of PRESETS.
     style_strength: float = 1.0     # Multiplies every weight.
     preserve_color: bool = False    # The `color` rows come from A whatever the spec says.
+    rows: str = None                # A W+ row selection (wplus.select_rows) taken from B.
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -55,6 +58,8 @@ class WeightSpec:
     def describe(self):
         if self.weights is not None:
             base = 'weights ' + ','.join(f'{v:g}' for v in self.weights)
+        elif self.rows is not None:
+            base = f'rows {self.rows}'
         elif self.swap_res is not None:
             base = f'swap-res {self.swap_res}' + (f' blend-width {self.blend_width:g}' if self.blend_width else '')
         else:
@@ -87,11 +92,13 @@ def parse_weight_list(text, num_ws=None):
     return tuple(values)
 
 
-def make_spec(weights=None, swap_res=None, blend_width=None, preset=None, style_strength=1.0, preserve_color=False):
+def make_spec(weights=None, swap_res=None, blend_width=None, preset=None, style_strength=1.0, preserve_color=False,
+              rows=None):
     """Check that the knobs combine sensibly (network-independent checks) and return a WeightSpec."""
-    given = [name for name, v in [('--weights', weights), ('--swap-res', swap_res), ('--preset', preset)] if v is not None]
+    given = [name for name, v in [('--weights', weights), ('--swap-res', swap_res), ('--preset', preset),
+                                  ('--rows', rows)] if v is not None]
     if len(given) > 1:
-        raise LayerWeightError(f'give only one of --weights, --swap-res and --preset (got {" and ".join(given)})')
+        raise LayerWeightError(f'give only one of --weights, --swap-res and --preset, or --rows (got {" and ".join(given)})')
     if blend_width is not None:
         if swap_res is None:
             raise LayerWeightError('--blend-width needs --swap-res (the centre of the transition)')
@@ -108,7 +115,8 @@ def make_spec(weights=None, swap_res=None, blend_width=None, preset=None, style_
     if weights is not None:
         weights = parse_weight_list(weights)
     return WeightSpec(weights=weights, swap_res=swap_res, blend_width=blend_width, preset=preset,
-                      style_strength=float(style_strength), preserve_color=bool(preserve_color))
+                      style_strength=float(style_strength), preserve_color=bool(preserve_color),
+                      rows=None if rows is None else str(rows))
 
 
 # ----------------------------------------------------------------------------
@@ -154,6 +162,9 @@ def resolve(G, spec):
     """WeightSpec -> [num_ws] float64 weights in [0, 1] for generator G."""
     if spec.weights is not None:
         w = np.array(parse_weight_list(spec.weights, G.num_ws), dtype=np.float64)
+    elif spec.rows is not None:
+        w = np.zeros(G.num_ws)
+        w[wplus.select_rows(G, spec.rows)] = 1.0
     elif spec.swap_res is not None:
         w = smooth_weights(G, spec.swap_res, spec.blend_width)
     else:
@@ -167,9 +178,9 @@ def resolve(G, spec):
 
 
 def resolve_weights(G, weights=None, swap_res=None, blend_width=None, preset=None, style_strength=1.0,
-                    preserve_color=False):
+                    preserve_color=False, rows=None):
     """Convenience: the knobs as keyword arguments -> [num_ws] float64."""
-    return resolve(G, make_spec(weights, swap_res, blend_width, preset, style_strength, preserve_color))
+    return resolve(G, make_spec(weights, swap_res, blend_width, preset, style_strength, preserve_color, rows))
 
 
 def format_weights(G, weights):

@@ -6,13 +6,17 @@ the first k layers of D counted from the top (input) resolution, with the layer 
 freezes the same tensors as NVIDIA's `--freezed k`.
 
 FreezeG (as popularised by the Toonify / FreezeG fine-tuning recipes): the generator blocks
-b4 .. b<res> (the coarse layers that fix pose and face shape), optionally with the mapping network.
+b4 .. b<res> (the coarse layers that fix pose and face shape), optionally with the mapping network;
+the blocks are those of the W+ table's rows `res:4-<res>` (`models/wplus.py`), whose `owned` tensors are
+exactly the blocks' tensors.
 
 Frozen modules get `requires_grad_(False)` and are left out of the optimizers and of the G_ema
 update, so their tensors stay bit-identical in G, D and G_ema.
 """
 
 import torch
+
+from pstyle.models import wplus
 
 # Layer order inside NVIDIA's DiscriminatorBlock; `first_layer_idx` counts in this order.
 D_BLOCK_LAYERS = ('fromrgb', 'conv0', 'conv1', 'skip')
@@ -47,7 +51,9 @@ def freezeg_modules(G, resolution, mapping=False):
         if resolution not in valid:
             raise ValueError(f'--freezeg must be one of the generator resolutions {valid} (or 0 for none), '
                              f'got {resolution}')
-        names = [f'synthesis.b{res}' for res in valid if res <= resolution]
+        table = wplus.layer_table(G)   # the blocks of the rows res:4-R, which own exactly those blocks' tensors
+        rows = wplus.select_rows(G, f'res:{valid[0]}-{resolution}')
+        names = [f'synthesis.b{block}' for block in sorted({table[i].block for i in rows})]
     if mapping:
         names.append('mapping')
     return names

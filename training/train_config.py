@@ -19,7 +19,7 @@ mismatch is then an error naming the tensors (`models.formats.copy_state`).
 import copy
 import dataclasses
 
-from pstyle.training.train_metrics import parse_metric
+from pstyle.metrics.api import parse_metric
 
 # ----------------------------------------------------------------------------
 # Presets.

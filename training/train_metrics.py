@@ -7,33 +7,15 @@ pixel features (`PixelFeatureExtractor`), for CPU smoke runs where the Inception
 available: it tracks distribution match but is NOT comparable with any published FID.
 """
 
-import re
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pstyle.metrics.api import compute_metrics
-from pstyle.metrics.resize import DEFAULT_PROTOCOL
+from pstyle.metrics.api import MetricOptions, Prebuilt, parse_metric, run_metrics
 from pstyle.metrics.features import build_inception
+from pstyle.metrics.resize import DEFAULT_PROTOCOL
 
-METRIC_RE = re.compile(r'(fid|kid|proxyfid)(\d+)k(_full)?|pr(\d+)k3(_full)?|is(\d+)k')
-
-
-def parse_metric(name):
-    """'fid50k_full' -> dict(metrics=['fid'], num_gen=50000, max_real=None, proxy=False)."""
-    m = METRIC_RE.fullmatch(name)
-    if m is None:
-        raise ValueError(f'unknown training metric {name!r}: use e.g. fid50k_full, fid50k, kid50k_full, '
-                         f'pr50k3_full, is50k, proxyfid2k_full, or none')
-    if m.group(1):
-        kind, n, full = m.group(1), int(m.group(2)) * 1000, bool(m.group(3))
-        return dict(metrics=['kid' if kind == 'kid' else 'fid'], num_gen=n, max_real=None if full else n,
-                    proxy=kind == 'proxyfid')
-    if m.group(4):
-        n = int(m.group(4)) * 1000
-        return dict(metrics=['pr'], num_gen=n, max_real=None if m.group(5) else n, proxy=False)
-    return dict(metrics=['is'], num_gen=int(m.group(6)) * 1000, max_real=None, proxy=False)
+__all__ = ['PixelFeatureExtractor', 'make_metrics_fn', 'parse_metric']   # parse_metric: metrics.api's
 
 
 class PixelFeatureExtractor:
@@ -73,9 +55,10 @@ def make_metrics_fn(cfg, inception=None):
     def metrics_fn(G_ema, kimg):
         out = {}
         for name, s in specs.items():
-            res = compute_metrics(s['metrics'], real=data, network=G_ema, num_gen=s['num_gen'], max_real=s['max_real'],
-                                  device=next(G_ema.parameters()).device, inception=proxy if s['proxy'] else inception,
-                                  batch_size=cfg['batch_gpu'] * 4)
+            opts = MetricOptions(num_gen=s['num_gen'], max_real=s['max_real'], batch_size=cfg['batch_gpu'] * 4,
+                                 device=str(next(G_ema.parameters()).device))
+            res = run_metrics(s['metrics'], real=data, network=G_ema, options=opts,
+                              prebuilt=Prebuilt(inception=proxy if s['proxy'] else inception))
             values = {k: (float(v) if isinstance(v, (float, np.floating, int)) else v)
                       for k, v in res.items() if k not in ('meta', 'records')}
             if s['proxy']:  # Never let a proxy number pass for an Inception FID.

@@ -131,3 +131,11 @@ def test_latents_saved_by_e4e_and_psp_scripts(G, tmp_path):
     (tmp_path / 'junk.pt').write_bytes(b'not a torch file')
     with pytest.raises(ValueError, match='not a readable torch latent file'):
         latents.load_projected_ws(tmp_path / 'junk.pt', G)
+
+
+def test_style_mix_rows_resolve_through_the_wplus_table(G):
+    rows, cols, by_index = gen.style_mix_ws(G, [1], [2], [0, 1, 2])
+    _, _, by_spec = gen.style_mix_ws(G, [1], [2], 'res:4-8')
+    assert torch.equal(by_index, by_spec)
+    with pytest.raises(ValueError, match='cannot parse "b8.conv7"'):
+        gen.style_mix_ws(G, [1], [2], 'b8.conv7')

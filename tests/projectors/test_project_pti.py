@@ -141,3 +141,23 @@ def test_pti_config_errors(G, case):
     target, pivot = case
     with pytest.raises(ValueError, match='PTI tunes one image at a time'):
         T.tune(G, target.repeat(2, 1, 1, 1), pivot, None, T.PTIConfig(num_steps=1, lpips_weight=0, regularizer_lpips_weight=0))
+
+
+@pytest.mark.parametrize('patterns', [('synthesis.*',), ('synthesis.b16.*', 'mapping.fc1.*'), ('*affine*',),
+                                      ('synthesis.b8.conv0.weight',)])
+def test_glob_patterns_select_the_same_tensors_as_before(G, patterns):
+    import fnmatch
+    before = [n for n, _ in G.named_parameters() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    assert T.trainable_names(G, patterns) == before
+
+
+def test_row_specs_select_the_tensors_their_rows_own(G):
+    names = [n for n, _ in G.named_parameters()]
+    assert T.trainable_names(G, ('res:16',)) == [n for n in names if n.startswith('synthesis.b16.')]
+    assert T.trainable_names(G, ('fine',)) == [n for n in names if n.startswith(('synthesis.b8.', 'synthesis.b16.'))]
+    assert T.trainable_names(G, T.pti_config(trainable='b8,mapping.fc0.*').trainable) == \
+        [n for n in names if n.startswith(('synthesis.b8.', 'mapping.fc0.'))]
+    with pytest.raises(ValueError, match='no generator parameter matches'):
+        T.trainable_names(G, ('discriminator.*',))
+    with pytest.raises(ValueError, match='W\\+ rows 40 out of range'):
+        T.trainable_names(G, ('40',))

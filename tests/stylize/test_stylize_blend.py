@@ -173,3 +173,28 @@ def test_shared_tensors_mode(pair):
             assert tensor.data_ptr() not in (G_a.state_dict()[name].data_ptr(), G_b.state_dict()[name].data_ptr())
     ws = gen.seeds_to_ws(G_a, [2])
     assert torch.equal(shared.synthesis(ws, noise_mode='const'), copied.synthesis(ws, noise_mode='const'))
+
+
+def owners_by_regex(G):
+    """The ownership rule as blend derived it before the W+ table had `owned` (kept as the reference)."""
+    from pstyle.models import wplus
+    table = wplus.layer_table(G)
+    owners, conv1_row = {}, {}
+    for row in table:
+        for layer in row.layers:
+            match = re.fullmatch(r'synthesis\.b(\d+)\.conv1', layer)
+            if match:
+                conv1_row[int(match.group(1))] = row.index
+    for row in table:
+        owners.update({name: row.index for name in row.params if '.torgb.' not in name})
+    for name in G.state_dict():
+        if name not in owners:
+            owners[name] = 'mapping' if name.startswith('mapping.') else conv1_row[block_of(name)]
+    return owners
+
+
+@pytest.mark.parametrize('architecture', ['skip', 'orig', 'resnet'])
+@pytest.mark.parametrize('resolution', [16, 32])
+def test_owners_from_the_table_equal_the_old_regex_rule(make_G, architecture, resolution):
+    G = make_G(img_resolution=resolution, synthesis_kwargs=dict(architecture=architecture))
+    assert blend.parameter_owners(G) == owners_by_regex(G)

@@ -43,6 +43,10 @@ def test_layers(nets):
     result = invoke('layers', '--network', nets / 'a.pt', '--preset', 'structure', '--json')
     rows = json.loads(result.output)
     assert [r['weight'] for r in rows] == [1, 1, 1, 0, 0, 0, 0, 0] and rows[1]['layers'] == ['synthesis.b8.conv0', 'synthesis.b4.torgb']
+    result = invoke('layers', '--network', nets / 'a.pt', '--rows', 'b16,0', '--json')
+    assert [r['weight'] for r in json.loads(result.output)] == [1, 0, 0, 1, 1, 0, 0, 0]
+    result = CliRunner().invoke(main, ['layers', '--network', str(nets / 'a.pt'), '--rows', 'res:12'])
+    assert result.exit_code == 1 and '"res:12": 12 is not a resolution of this network (4, 8, 16, 32)' in result.output
 
 
 @pytest.mark.parametrize('args, message', [

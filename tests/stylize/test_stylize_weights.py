@@ -1,6 +1,7 @@
 """Layer-weight specifications: swap resolution, smooth transition, presets, parsing and errors."""
 
 import numpy as np
+import torch
 import pytest
 
 from pstyle.stylize import layer_weights as lw
@@ -118,3 +119,24 @@ def test_spec_record():
     assert spec.as_dict()['swap_res'] == 16
     assert spec.describe() == 'swap-res 16 blend-width 0.5, strength 0.5, preserve-color'
     assert lw.make_spec().describe() == 'preset fine'
+
+
+def test_a_row_selection_takes_those_rows_from_B(G1024, pair):
+    w = lw.resolve_weights(G1024, rows='fine')
+    assert np.array_equal(w, lw.resolve_weights(G1024, swap_res=32))   # fine = 64-1024 = a swap at 32
+    assert np.flatnonzero(lw.resolve_weights(G1024, rows='b16,0')).tolist() == [0, 3, 4]
+    assert lw.make_spec(rows='b16').describe() == 'rows b16'
+    with pytest.raises(lw.LayerWeightError, match='give only one of --weights, --swap-res and --preset, or --rows '
+                                                  '\\(got --preset and --rows\\)'):
+        lw.make_spec(preset='fine', rows='b16')
+    with pytest.raises(wplus.SelectionError, match='"b2048": this network has blocks'):
+        lw.resolve_weights(G1024, rows='b2048')
+
+
+def test_blending_a_row_selection_takes_the_blocks_tensors_from_B(pair):
+    from pstyle.stylize import blend
+    G_a, G_b = pair
+    G = blend.blend_generators(G_a, G_b, lw.resolve_weights(G_a, rows='b8'))
+    for name, tensor in G.state_dict().items():
+        ref = G_b if name.startswith('synthesis.b8.') else G_a
+        assert torch.equal(tensor, ref.state_dict()[name]), name

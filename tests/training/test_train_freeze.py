@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pstyle.models import wplus
 from pstyle.training import freeze
 from pstyle.models.networks import Discriminator, Generator
 from pstyle.training.trainer import Trainer
@@ -83,3 +84,15 @@ def test_frozen_tensors_stay_bit_identical():
     assert H.state_diff(dict(G_ema.named_parameters()), dict(t.G_ema.named_parameters())) != []
     with pytest.raises(AssertionError, match='frozen tensors changed'):
         freeze.assert_unchanged(t.G, {'synthesis.b16.conv1.weight': before['G']['synthesis.b16.conv1.weight']})
+
+
+@pytest.mark.parametrize('architecture', ['skip', 'orig', 'resnet'])
+def test_freezeg_through_the_table_freezes_the_same_tensors_as_before(architecture):
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                  synthesis_kwargs=dict(channel_base=256, channel_max=32, architecture=architecture))
+    for res in G.synthesis.block_resolutions:
+        before = [f'synthesis.b{r}' for r in G.synthesis.block_resolutions if r <= res]   # the old derivation
+        assert freeze.freezeg_modules(G, res) == before
+        frozen = freeze.freeze_modules(copy.deepcopy(G), freeze.freezeg_modules(G, res))
+        owned = wplus.select_params(G, f'res:4-{res}')   # the rows' owned tensors: the same parameters
+        assert sorted(frozen) == sorted(owned)
