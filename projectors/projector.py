@@ -25,7 +25,7 @@ from pstyle.models.latents import noise_layers
 from pstyle.models.render import noise_inputs, render
 from pstyle.torch_utils import cpu_features, misc
 from pstyle.metrics import arcface, weights as W
-from pstyle.metrics.lpips_utils import load_lpips
+from pstyle.metrics.lpips_utils import LPIPSWeightsError, load_lpips
 from pstyle.models.render import to_uint8
 
 SPACES = ('w', 'w+')
@@ -296,8 +296,12 @@ def load_identity_model(device, weights=None):
 
 
 def default_lpips(device):
-    """LPIPS-VGG through `metrics.lpips_utils.load_lpips` (a clear error when weights are missing)."""
-    return load_lpips(net='vgg', device=device)
+    """LPIPS-VGG through `metrics.lpips_utils.load_lpips`; a missing backbone's error names the file and
+    how to run without it (every command's `--lpips-weight 0` turns LPIPS off in projection and PTI)."""
+    try:
+        return load_lpips(net='vgg', device=device)
+    except LPIPSWeightsError as e:
+        raise LPIPSWeightsError(f'{e} Or run without LPIPS/VGG: --lpips-weight 0 --mse-weight 1.') from None
 
 
 # ----------------------------------------------------------------------------

@@ -77,6 +77,19 @@ def pti_config(**overrides):
     return PTIConfig(**{k: v for k, v in overrides.items() if v is not None}).check()
 
 
+def following_projection(preset, project_cfg, settings):
+    """PTIConfig for a projection with `project_cfg`, from a preset dict (or None) and explicit settings.
+
+    PTI shares the projection's precision, seed and LPIPS resolution, and uses LPIPS exactly when the
+    projection does: `lpips_weight=0` (offline, no VGG weights) turns LPIPS off in both, in every command.
+    """
+    kwargs = dict(preset or {}, precision=project_cfg.precision, seed=project_cfg.seed,
+                  lpips_resolution=project_cfg.lpips_resolution)
+    if project_cfg.lpips_weight == 0:
+        kwargs.update(lpips_weight=0.0, regularizer_lpips_weight=0.0)
+    return pti_config(**dict(kwargs, **{k: v for k, v in settings.items() if v is not None}))
+
+
 def trainable_names(G, patterns):
     """Parameter names of G matching any glob pattern; an error when none does."""
     names = [n for n, _ in G.named_parameters() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]

@@ -38,9 +38,7 @@ def build_configs(preset, overrides, pti_flag, pti_overrides):
     use_pti = (pti_preset is not None) if pti_flag is None else pti_flag
     if not use_pti:
         return cfg, None
-    kwargs = dict(pti_preset or {}, precision=cfg.precision, seed=cfg.seed, lpips_resolution=cfg.lpips_resolution)
-    kwargs.update({k: v for k, v in pti_overrides.items() if v is not None})
-    return cfg, T.pti_config(**kwargs)
+    return cfg, T.following_projection(pti_preset, cfg, pti_overrides)
 
 
 def _distributed(device):

@@ -158,10 +158,7 @@ class Projector:
         self.pti_cfg = pti_config(cfg, self.cfg)
         self.lpips = None
         if self.cfg.lpips_weight > 0:
-            try:
-                self.lpips = P.default_lpips(device)  # A missing file stops the run here, once.
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f'{e} Or project without LPIPS: --lpips-weight 0 --mse-weight 1.') from e
+            self.lpips = P.default_lpips(device)  # A missing file stops the run here, once.
         self.w_stats = P.compute_w_stats(G, self.cfg.w_avg_samples, device=device)
         self.weights_sha256 = deltas.weights_sha256(G) if self.pti_cfg is not None else None
 
@@ -180,16 +177,11 @@ class Projector:
 
 
 def pti_config(cfg, project_cfg):
-    """PTIConfig for the pipeline, or None. PTI uses LPIPS exactly when the projection does, so
-    `--lpips-weight 0` (offline, no VGG weights) turns both off together."""
+    """PTIConfig for the pipeline, or None; LPIPS follows the projection's (`pti.following_projection`)."""
     preset = P.PRESETS[cfg.project_preset]['pti']
     if not (preset is not None if cfg.pti is None else cfg.pti):
         return None
-    kwargs = dict(preset or {}, precision=project_cfg.precision, seed=project_cfg.seed,
-                  lpips_resolution=project_cfg.lpips_resolution)
-    if project_cfg.lpips_weight == 0:
-        kwargs.update(lpips_weight=0.0, regularizer_lpips_weight=0.0)
-    return T.pti_config(**dict(kwargs, **cfg.pti_settings))
+    return T.following_projection(preset, project_cfg, cfg.pti_settings)
 
 
 def photo_generators(models, G_a, weights, mapping):
