@@ -237,16 +237,20 @@ def load_styles(cfg, models, device):
     if cfg.mix_style is None:
         return None, [None]
     G_style = models.G_b if models.G_b is not None else models.G_a
+    ws, names = mixing.style_ws(G_style, cfg.mix_style, cfg.style_trunc, project_fn=image_projector(G_style, cfg, device))
+    return ws.cpu(), [str(n) for n in names]
 
+
+def image_projector(G, cfg, device):
+    """`project_fn` of `mix.style_ws`: 'DIR|FILE' -> (ws [M, num_ws, w_dim] on the CPU, stems), the images
+    prepared (aligned or not) and projected into G with `cfg`'s projection settings."""
     def project_images(arg):
         paths = list_photos(arg)
-        projector = Projector(G_style, cfg, device)
-        targets = [prepare_photo(p, G_style.img_resolution, cfg)[0] for p in paths]
+        projector = Projector(G, cfg, device)
+        targets = [prepare_photo(p, G.img_resolution, cfg)[0] for p in paths]
         ws, _, _ = projector(np.stack(targets))
-        return ws, unique_stems(paths)
-
-    ws, names = mixing.style_ws(G_style, cfg.mix_style, cfg.style_trunc, project_fn=project_images)
-    return ws.cpu(), [str(n) for n in names]
+        return ws.cpu(), unique_stems(paths)
+    return project_images
 
 
 # ----------------------------------------------------------------------------

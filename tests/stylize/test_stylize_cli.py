@@ -93,7 +93,28 @@ def test_mix(nets, tmp_path):
     data = np.load(tmp_path / 'latents.npz')
     assert data['w'].shape == (2, 8, 16) and list(data['names']) == ['seed0000-seed0007', 'seed0001-seed0007']
     result = invoke('mix', '--network', nets / 'a.pt', '--content', 'seeds:0', '--style', 'images:x', '--outdir', tmp_path)
-    assert result.exit_code == 1 and 'images need projecting' in result.output
+    assert result.exit_code == 1 and 'x: no such photo or folder' in result.output
+
+
+def test_mix_projects_images_and_selects_latents_by_stem(nets, tmp_path):
+    """`pstyle mix --content images:DIR` projects the photos; their latents are then selected by stem."""
+    first = tmp_path / 'first'
+    result = invoke('mix', '--network', nets / 'a.pt', '--content', f'images:{nets / "photos"}', '--style', 'seeds:7',
+                    '--no-align', '--steps', '1', '--lpips-weight', '0', '--mse-weight', '1', '--device', 'cpu', '--outdir', first)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in first.glob('p*.png')) == ['p0-seed0007.png', 'p1-seed0007.png']
+    project = tmp_path / 'proj'
+    result = invoke('project', '--network', nets / 'a.pt', '-i', nets / 'photos', '--outdir', project, '--steps', '1',
+                    '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu')
+    assert result.exit_code == 0, result.output
+    second = tmp_path / 'second'
+    result = invoke('mix', '--network', nets / 'a.pt', '--content', f'latents:{project / "latents.npz"}:p1',
+                    '--style', f'latents:{project / "latents.npz"}:p0.png', '--outdir', second)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in second.glob('p*.png')) == ['p1-p0.png']
+    result = invoke('mix', '--network', nets / 'c.pt', '--content', f'latents:{project / "latents.npz"}:p1',
+                    '--style', 'seeds:1', '--outdir', tmp_path / 'third')
+    assert result.exit_code == 1 and '--content latents:' in result.output and 'projected into another network' in result.output
 
 
 def test_stylize(nets, tmp_path):
