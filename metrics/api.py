@@ -137,8 +137,10 @@ def compute_metrics(metrics, real=None, fake=None, network=None, num_gen=50000, 
         if inception.protocol != protocol:
             raise ValueError(f'the Inception extractor was built for protocol {inception.protocol}, not {protocol}')
         meta.update(inception.info())
-        vals = _inception_metrics(dist_metrics, inception, real_src, gen_src, max_real, common, seed,
-                                  kid_subsets, kid_subset_size, is_splits, is_shuffle)
+        vals, errors = _inception_metrics(dist_metrics, inception, real_src, gen_src, max_real, common, seed,
+                                          kid_subsets, kid_subset_size, is_splits, is_shuffle)
+        if errors:
+            out['errors'] = errors  # The other metrics' values stay in the results (and the results file).
         for m, (v, extra) in vals.items():
             out.update(v)
             records.append(_record(m, v, meta, extra))
@@ -194,7 +196,7 @@ def _inception_metrics(names, inception, real_src, gen_src, max_real, common, se
     if 'is' in names:
         gen_feats.append(cls_feat)
     fg = source_features(gen_src, inception, tuple(gen_feats), desc='generated inception', **common)
-    vals, num_gen = {}, len(gen_src)
+    vals, errors, num_gen = {}, {}, len(gen_src)
     if 'fid' in names or 'kid' in names:
         fr = source_features(real_src, inception, ('pool3',), max_items=max_real, desc='real inception',
                              **common)['pool3']
@@ -202,14 +204,17 @@ def _inception_metrics(names, inception, real_src, gen_src, max_real, common, se
         if 'fid' in names:
             vals['fid'] = (dict(fid=fid_from_features(fg['pool3'], fr)), extra)
         if 'kid' in names:
-            mean, std = kid_from_features(fg['pool3'], fr, kid_subsets, kid_subset_size, seed)
-            vals['kid'] = (dict(kid_mean=mean, kid_std=std),
-                           dict(extra, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size))
+            try:
+                mean, std = kid_from_features(fg['pool3'], fr, kid_subsets, kid_subset_size, seed)
+                vals['kid'] = (dict(kid_mean=mean, kid_std=std),
+                               dict(extra, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size))
+            except ValueError as e:  # Too few images for the subsets: FID (and IS) computed from the same features stand.
+                errors['kid'] = str(e)
     if 'is' in names:
         arg = {'probs' if cls_feat == 'probs' else 'logits': fg[cls_feat]}
         mean, std = inception_score(**arg, splits=is_splits, shuffle=is_shuffle, seed=seed)
         vals['is'] = (dict(is_mean=mean, is_std=std), dict(num_gen=num_gen, is_splits=is_splits, is_shuffle=is_shuffle))
-    return vals
+    return vals, errors
 
 
 def _record(metric, value, meta, extra):

@@ -68,10 +68,13 @@ def metrics(metric_names, as_json, **kwargs):
         raise click.ClickException(str(e)) from e
     if rank_world()[0] != 0:
         return
-    values = {k: v for k, v in out.items() if k not in ('meta', 'records')}
+    values = {k: v for k, v in out.items() if k not in ('meta', 'records', 'errors')}
+    errors = out.get('errors', {})
     if as_json:
-        click.echo(json.dumps(dict(values, meta=out['meta']), default=str))
+        click.echo(json.dumps(dict(values, meta=out['meta'], **({'errors': errors} if errors else {})), default=str))
     else:
         for k, v in values.items():
             click.echo(f'{k:24s} {v:.6g}' if isinstance(v, float) else f'{k:24s} {v}')
         click.echo(f'protocol {out["meta"]["protocol"]}; results appended to {kwargs["results_file"]}')
+    if errors:  # After the values that were computed, so none is lost.
+        raise click.ClickException('; '.join(f'{name}: {message}' for name, message in errors.items()))
