@@ -342,7 +342,7 @@ def targets_to_float(targets, G, device):
 
 
 def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats=None, seeds=None, init_ws=None,
-            callback=None):
+            callback=None, progress=None):
     """Invert N target images together; returns a ProjectionResult.
 
     targets: uint8 [N, C, H, W] in [0, 255] at G.img_resolution. lpips_model: an `lpips.LPIPS`
@@ -350,6 +350,7 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
     `compute_w_stats`, computed when None. seeds: per-image seeds (default: cfg.seed for all).
     init_ws: optional start [N, num_ws, w_dim] (or [N, w_dim]) instead of w_avg.
     callback(step, index, synth) is called after each step with the active images' renders.
+    progress: a `torch_utils.progress.Progress`, updated each step with the active images' mean loss.
     """
     cfg = (cfg or ProjectConfig()).check()
     device = misc.device_of(G)
@@ -399,6 +400,8 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
         if noise:
             normalize_noise_(noise)
         _record(history, step, index, per_image, terms)
+        if progress is not None:
+            progress.update(loss=float(per_image.detach().mean()))
         if callback is not None:
             callback(step, index.cpu(), synth.detach())
         if cfg.early_stop_lpips is not None and 'lpips' in terms:

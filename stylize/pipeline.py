@@ -6,6 +6,7 @@ A's mapping and w_avg by default, so that latent stays meaningful (Pinkney & Adl
 A photo that fails at any stage is recorded in the manifest and the others go on.
 """
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -151,8 +152,9 @@ class Projector:
     """Projects uint8 targets into one generator with a fixed config, LPIPS model and w statistics,
     and tunes the generator on each photo when pivotal tuning is on."""
 
-    def __init__(self, G, cfg, device):
+    def __init__(self, G, cfg, device, progress=None):
         self.P = P
+        self.progress = progress or (lambda total, desc: contextlib.nullcontext())  # torch_utils.progress.reporter
         self.G = G
         self.cfg = P.preset_config(cfg.project_preset, **cfg.project)
         self.pti_cfg = pti_config(cfg, self.cfg)
@@ -164,7 +166,8 @@ class Projector:
 
     def __call__(self, targets):
         """uint8 [N, H, W, 3] -> (ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, metrics)."""
-        result = self.P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats)
+        with self.progress(self.cfg.num_steps, f'project {len(targets)} photo(s)') as bar:
+            result = self.P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats, progress=bar)
         return result.ws, result.noise, result.metrics
 
     def tune(self, target, ws, noise, delta_path, meta):
@@ -173,7 +176,9 @@ class Projector:
         if self.pti_cfg is None:
             return self.G, None
         target = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None]  # [1, C, H, W]
-        return T.tune_and_save(self.G, target, ws, noise, self.pti_cfg, self.lpips, delta_path, self.weights_sha256, meta)
+        with self.progress(self.pti_cfg.num_steps, f'pti {Path(delta_path).stem}') as bar:
+            return T.tune_and_save(self.G, target, ws, noise, self.pti_cfg, self.lpips, delta_path, self.weights_sha256, meta,
+                                   progress=bar)
 
 
 def pti_config(cfg, project_cfg):
@@ -229,7 +234,7 @@ def render(G, ws, noise, noise_mode='const'):
 # ----------------------------------------------------------------------------
 # Style latents.
 
-def load_styles(cfg, models, device):
+def load_styles(cfg, models, device, progress=None):
     """(ws [M, num_ws, w_dim], names) or (None, [None]) without --mix-style.
 
     Seeds and exemplar images live in B's W space when B is given (its fine rows feed B's layers),
@@ -237,16 +242,16 @@ def load_styles(cfg, models, device):
     if cfg.mix_style is None:
         return None, [None]
     G_style = models.G_b if models.G_b is not None else models.G_a
-    ws, names = mixing.style_ws(G_style, cfg.mix_style, cfg.style_trunc, project_fn=image_projector(G_style, cfg, device))
+    ws, names = mixing.style_ws(G_style, cfg.mix_style, cfg.style_trunc, project_fn=image_projector(G_style, cfg, device, progress))
     return ws.cpu(), [str(n) for n in names]
 
 
-def image_projector(G, cfg, device):
+def image_projector(G, cfg, device, progress=None):
     """`project_fn` of `mix.style_ws`: 'DIR|FILE' -> (ws [M, num_ws, w_dim] on the CPU, stems), the images
     prepared (aligned or not) and projected into G with `cfg`'s projection settings."""
     def project_images(arg):
         paths = list_photos(arg)
-        projector = Projector(G, cfg, device)
+        projector = Projector(G, cfg, device, progress)
         targets = [prepare_photo(p, G.img_resolution, cfg)[0] for p in paths]
         ws, _, _ = projector(np.stack(targets))
         return ws.cpu(), unique_stems(paths)
@@ -262,9 +267,9 @@ def output_name(stem, style, num_styles):
     return re.sub(r'[^A-Za-z0-9._-]', '_', name)
 
 
-def stylize_photos(photos, outdir, cfg, log=print):
+def stylize_photos(photos, outdir, cfg, log=print, progress=None):
     """Run the pipeline on a photo or a folder; write images, latents.npz and manifest.json to
-    `outdir` and return the manifest (dict)."""
+    `outdir` and return the manifest (dict). progress: a `torch_utils.progress.reporter` factory or None."""
     cfg.check()
     paths = list_photos(photos)
     device = gen.pick_device(cfg.device)
@@ -273,9 +278,9 @@ def stylize_photos(photos, outdir, cfg, log=print):
         (outdir / sub).mkdir(parents=True, exist_ok=True)
     models = load_models(cfg, device)
     t0 = time.perf_counter()
-    styles, style_names = load_styles(cfg, models, device)
+    styles, style_names = load_styles(cfg, models, device, progress)
     models.info['seconds']['styles'] = time.perf_counter() - t0
-    projector = Projector(models.G_a, cfg, device)
+    projector = Projector(models.G_a, cfg, device, progress)
     scorer = photo_metrics.PhotoMetrics(device) if cfg.metrics else None
     entries = [dict(photo=str(p), stem=s, status='pending', seconds={}, outputs={}) for p, s in zip(paths, unique_stems(paths))]
     latents = []

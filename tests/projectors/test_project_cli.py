@@ -155,3 +155,19 @@ def test_generate_renders_pti_results(network, photos, tmp_path):
     assert result.exit_code == 1 and 'no PTI delta for p1.png' in result.output
     result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--pti', '--outdir', str(tmp_path / 's')])
     assert result.exit_code == 2 and '--pti goes with --projected-w' in result.output
+
+
+def test_progress_on_stderr_results_on_stdout(network, photos, tmp_path):
+    """Projection and PTI report step, loss, rate and ETA on stderr (plain lines off a terminal); stdout has the result only."""
+    args = ['project', '--network', str(network), '-i', str(photos / 'p0.png'), '--pti', '--pti-steps', '2', *QUICK]
+    result = CliRunner().invoke(main, [*args, '--outdir', str(tmp_path / 'o')])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f'projected 1 image(s) into {tmp_path / "o"}/latents.npz; 0 failed']
+    err = result.stderr.splitlines()
+    first = [line for line in err if line.startswith('project p0.png: step 1/3 loss ')]
+    last = [line for line in err if line.startswith('project p0.png: step 3/3 loss ')]
+    assert first and 'ETA' in first[0] and last and 'done in' in last[0] and 'step/s' in last[0]
+    assert any(line.startswith('pti p0.png: step 1/2 loss ') for line in err)
+    assert any(line.startswith('pti p0.png: step 2/2 loss ') and 'done in' in line for line in err)
+    quiet = CliRunner().invoke(main, [*args, '--outdir', str(tmp_path / 'q'), '--quiet'])
+    assert quiet.exit_code == 0 and 'step 1/3' not in quiet.stderr and quiet.stdout == result.stdout.replace('/o/', '/q/')

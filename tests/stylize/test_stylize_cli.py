@@ -208,3 +208,16 @@ def test_stylize_and_grid_with_pivotal_tuning(nets, tmp_path):
     record = json.loads((tmp_path / 'fig.png.json').read_text())
     assert sorted(record['pti']['photos']) == ['p0', 'p1'] and record['pti']['config']['num_steps'] == 2
     assert (tmp_path / 'fig_pti' / 'p1.safetensors').is_file()
+
+
+def test_stylize_progress_on_stderr_results_on_stdout(nets, tmp_path):
+    args = ['stylize', '--photos', nets / 'photos' / 'p0.png', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+            '--no-align', *PROJ, '--steps', '2']
+    result = CliRunner().invoke(main, [str(a) for a in [*args, '--outdir', tmp_path / 'o']])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith('1 of 1 photo(s) stylized')
+    err = result.stderr.splitlines()
+    assert any(line.startswith('project 1 photo(s): step 1/2 loss ') and 'ETA' in line for line in err)
+    assert any(line.startswith('project 1 photo(s): step 2/2 loss ') and 'done in' in line for line in err)
+    quiet = CliRunner().invoke(main, [str(a) for a in [*args, '--outdir', tmp_path / 'q', '--quiet']])
+    assert quiet.exit_code == 0 and 'step 1/2' not in quiet.stderr
