@@ -174,6 +174,8 @@ def compute_metrics(metrics, real=None, fake=None, network=None, num_gen=50000, 
             v = {k: res[k] for k in res if k.startswith(prefix)}
             out.update(v)
             records.append(_record(m, v, meta, dict(res['info'], **{k: res[k] for k in res if k.startswith('pairs_')})))
+    if out.get('errors') and not records:  # Nothing computed that an error could cost: a plain error.
+        raise ValueError('; '.join(out['errors'].values()))
     for name, src in (('real', real_src), ('generated', gen_src)):
         if src is not None:
             meta[name] = dict(src.describe(), notes=src.notes_summary())
