@@ -14,7 +14,6 @@ from pstyle.models import wplus
 from pstyle.stylize.files import swap_networks
 from pstyle.stylize import mix as mixing
 from pstyle.stylize.files import load_generator, write_json
-from pstyle.models import render as gen
 from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.stylize.pipeline import stylize_photos
 from pstyle.stylize.pipeline import image_projector
