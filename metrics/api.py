@@ -197,11 +197,19 @@ def run_metrics(metrics, real=None, fake=None, network=None, options: MetricOpti
         ctx.gen_src = open_images(fake) if fake is not None else None
     if any(e == 'inception' for m in selected for e, _, _ in m.features):
         ctx.check_inception()
-    out, records = {}, []
+    out, records, errors = {}, [], {}
     for m in selected:
-        values, extra = m.fn(ctx, opts)
+        try:
+            values, extra = m.fn(ctx, opts)
+        except ValueError as e:  # e.g. KID with too few images: the metrics computed before it still count.
+            errors[m.name] = str(e)
+            continue
         out.update(values)
         records.append(_record(m.name, values, meta, extra))
+    if errors and not records:  # Nothing computed that an error could cost: a plain error.
+        raise ValueError('; '.join(errors.values()))
+    if errors:
+        out['errors'] = errors
     for name, src in (('real', real_src), ('generated', ctx.gen_src)):
         if src is not None:
             meta[name] = dict(src.describe(), notes=src.notes_summary())
@@ -223,14 +231,14 @@ def compute_metrics(metrics, real=None, fake=None, network=None, inception=None,
 def summary_lines(out, results_file=None):
     """The human-readable report of a `run_metrics` result: one line per value, then the protocol."""
     lines = [f'{k:24s} {v:.6g}' if isinstance(v, float) else f'{k:24s} {v}'
-             for k, v in out.items() if k not in ('meta', 'records')]
+             for k, v in out.items() if k not in ('meta', 'records', 'errors')]
     return lines + [f'protocol {out["meta"]["protocol"]}; results appended to {results_file}']
 
 
 def summary_json(out):
     """One JSON object: every value and the stamp."""
     values = {k: v for k, v in out.items() if k not in ('meta', 'records')}
-    return json.dumps(dict(values, meta=out['meta']), default=str)
+    return json.dumps(dict(values, meta=out['meta']), default=str)  # `errors` too, when a metric failed
 
 
 # NVIDIA's counted names: <metric><N>k[3][_full]; `_full` compares with every real image, otherwise with

@@ -115,7 +115,7 @@ def kid_from_features(feats_fake, feats_real, num_subsets: int = 100, subset_siz
         raise ValueError(f'KID subset size must be at least 2; got {subset_size}')
     if n1 < subset_size or n2 < subset_size:
         raise ValueError(f'KID subset size {subset_size} exceeds the number of images (generated: {n1}, real: {n2}); '
-                         f'lower the subset size (kid_subset_size) or use more images')
+                         f'lower --kid-subset-size (kid_subset_size=) or use more images')
     if num_subsets < 1:
         raise ValueError(f'KID needs at least 1 subset; got {num_subsets}')
     f1, f2 = np.asarray(feats_fake, np.float64), np.asarray(feats_real, np.float64)

@@ -59,6 +59,17 @@ def _looks_like_html(head):
     return head.lstrip(b'\xef\xbb\xbf \t\r\n').startswith(b'<')
 
 
+_IMAGE_MAGIC = {b'\x89PNG\r\n\x1a\n': 'PNG', b'\xff\xd8\xff': 'JPEG', b'GIF87a': 'GIF', b'GIF89a': 'GIF',
+                b'II*\x00': 'TIFF', b'MM\x00*': 'TIFF', b'BM': 'BMP'}
+
+
+def _image_kind(head):
+    """'PNG', 'JPEG', ... when the bytes start like an image file, else None."""
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return 'WebP'
+    return next((kind for magic, kind in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
+
+
 def _safetensors_metadata(path):
     """The `__metadata__` dict of a safetensors file, or None when the file is not one."""
     with open(path, 'rb') as f:
@@ -103,6 +114,8 @@ def _scan_pickle(path, max_ops=1_000_000):
                         f'which is not on the whitelist of data-only types (nothing from the file was executed)')
                 if count >= max_ops:
                     break
+        except CheckpointError:
+            raise  # A whitelist refusal says what was refused; it is not damage.
         except (ValueError, EOFError) as e:
             raise CheckpointError(f'{path} is truncated or not a valid pickle ({e})') from None
     raise CheckpointError(f'{path} is a pickle but neither an NVIDIA network snapshot '
@@ -154,6 +167,9 @@ def _sniff(path):
             raise CheckpointError(f'{path} is a safetensors file without {NATIVE_FORMAT} metadata '
                                   f'(only files written by save_network are supported)')
         return 'native', None
+    if _image_kind(head):
+        raise CheckpointError(f'{path} is an image ({_image_kind(head)}), not a network: give a network file '
+                              f'(.pkl, .pt, .pth, .safetensors), a URL or a short name such as ffhq')
     if _looks_like_html(head):
         raise CheckpointError(f'{path} is an HTML/XML page, not a network file (a failed or blocked download?); '
                               f'delete it and download the file again')

@@ -54,16 +54,30 @@ def load_latents(path):
                     alignment=[json.loads(a) if a else None for a in data['alignment']])
 
 
-def load_projected_ws(path, G):
-    """W+ latents from an `.npz` (NVIDIA projector key `w`, or our `ws`), `.npy`, or `.pt` file (e4e/pSp's
-    inference scripts save `{image name: [num_ws, w_dim]}`; a plain tensor works too)."""
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.gif')
+
+
+def stems(names):
+    """Stored names -> the names users see and output files take: image file names lose their extension
+    (`alice.png` -> `alice`); when two would collide the extension stays, as `alice_png`."""
+    bare = [Path(n).stem if Path(n).suffix.lower() in IMAGE_SUFFIXES else n for n in names]
+    return [b if bare.count(b) == 1 else n.replace('.', '_') for n, b in zip(names, bare)]
+
+
+def load_projected(path, G):
+    """Saved W / W+ latents of any supported kind, checked against G: dict(ws [N, num_ws, w_dim], names
+    (stems), stored_names (as in the file), network_sha256, weights_sha256 (None when not recorded)).
+
+    Kinds: an `.npz` (NVIDIA projector key `w`, or our `ws`), `.npy`, or `.pt`: e4e/pSp's inference
+    scripts' `{image name: [num_ws, w_dim]}`, rosinality's projector.py `{image path: {'latent', 'noise',
+    'img'}}` (its noise maps are not used: they follow its own layer order), or a plain tensor."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'{path}: no such latent file')
     if path.suffix == '.pt':
-        ws, names = _torch_latents(path)
+        ws, names, hashes = *_torch_latents(path), {}
     else:
-        ws, names = _numpy_latents(path)
+        ws, names, hashes = _numpy_latents(path)
     ws = np.asarray(ws, dtype=np.float32)
     if ws.ndim == 2 and ws.shape[1] == G.w_dim:
         ws = np.repeat(ws[:, None, :], G.num_ws, axis=1)  # W -> W+
@@ -71,7 +85,34 @@ def load_projected_ws(path, G):
         raise ValueError(f'{path}: latents have shape {list(ws.shape)}, this network needs [N, {G.num_ws}, {G.w_dim}]')
     if names is None:
         names = [f'proj{i:02d}' for i in range(len(ws))]
-    return torch.from_numpy(ws), names
+    return dict(ws=torch.from_numpy(ws), names=stems(names), stored_names=list(names),
+                network_sha256=hashes.get('network_sha256') or None, weights_sha256=hashes.get('weights_sha256') or None)
+
+
+def load_projected_ws(path, G):
+    """(ws [N, num_ws, w_dim], names) of `load_projected`."""
+    record = load_projected(path, G)
+    return record['ws'], record['names']
+
+
+def find_latent(record, name):
+    """Index of `name` in a `load_projected` record: its stem or the name as stored (`alice`, `alice.png`)."""
+    for names in (record['names'], record['stored_names']):
+        if name in names:
+            return names.index(name)
+    return None
+
+
+def check_network(record, path, weights_sha256=None, network_sha256=None, force=False):
+    """Refuse latents recorded for another network: the recorded weights hash (else network file hash)
+    must equal this network's. `force` renders them anyway."""
+    for key, ours in (('weights_sha256', weights_sha256), ('network_sha256', network_sha256)):
+        theirs = record.get(key)
+        if theirs and ours:
+            if theirs != ours and not force:
+                raise ValueError(f'{path} was projected into another network ({key} {theirs}); this network has '
+                                 f'{key} {ours}. Render it with the network it was projected into, or pass --force.')
+            return
 
 
 def _torch_latents(path):
@@ -80,14 +121,16 @@ def _torch_latents(path):
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
         raise ValueError(f'{path}: not a readable torch latent file ({type(exc).__name__}: {exc})') from exc
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and torch.is_tensor(v.get('latent')) for v in data.values()):
+        data = {k: v['latent'] for k, v in data.items()}  # rosinality's projector.py: latent [w_dim] or [n_latent, w_dim]
     if isinstance(data, dict) and data and all(torch.is_tensor(v) for v in data.values()):
-        names = [str(k) for k in data]
+        names = [Path(str(k)).name for k in data]  # rosinality keys are input paths
         ws = np.stack([v.float().reshape(-1, v.shape[-1]).numpy() for v in data.values()])  # [N, rows, w_dim]
         return (ws[:, 0] if ws.shape[1] == 1 else ws), names
     if torch.is_tensor(data):
         return data.float().numpy(), None
-    raise ValueError(f'{path}: expected a tensor or a dict of tensors {{name: [num_ws, w_dim]}}, '
-                     f'got {type(data).__name__}')
+    raise ValueError(f'{path}: expected a tensor, a dict of tensors {{name: [num_ws, w_dim]}} or rosinality\'s '
+                     f'projector output {{name: {{"latent", "noise", "img"}}}}, got {type(data).__name__}')
 
 
 def _numpy_latents(path):
@@ -100,8 +143,9 @@ def _numpy_latents(path):
         if not keys:
             raise ValueError(f'{path}: no "ws" or "w" array (found {sorted(data.files)})')
         names = [str(n) for n in data['names']] if 'names' in data.files else None
-        return data[keys[0]], names
-    return data, None
+        hashes = {k: str(data[k]) for k in ('network_sha256', 'weights_sha256') if k in data.files}
+        return data[keys[0]], names, hashes
+    return data, None, {}
 
 
 NOISE_PREFIX = 'noise/'

@@ -115,19 +115,23 @@ def _progress(total, enabled):
 
 
 @torch.no_grad()
-def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8, pti=False):
+def render_projected(G, path, noise_mode='const', precision='fp32', batch_size=8, pti=False, network_sha256=None,
+                     force=False):
     """(names, uint8 [N, H, W, C]) for saved latents; with `noise_mode='const'` the per-image noise maps
     that `pstyle project` optimised and saved are used, so the reconstructions come back exactly.
-    With `pti`, image k is rendered by G plus its pivotal-tuning delta (models.deltas.delta_paths)."""
-    ws, names = latents.load_projected_ws(path, G)
+    With `pti`, image k is rendered by G plus its pivotal-tuning delta (models.deltas.delta_paths).
+    Latents recorded for another network are refused unless `force` (`latents.check_network`)."""
+    record = latents.load_projected(path, G)
+    latents.check_network(record, path, deltas.weights_sha256(G), network_sha256, force)
+    ws, names = record['ws'], record['names']
     noise = None
     if noise_mode == 'const' and str(path).endswith('.npz'):
         noise = latents.load_projected_noise(path, G)
     if pti:
-        paths = deltas.delta_paths(path, names)
+        paths = deltas.delta_paths(path, record['stored_names'])
         images = [_render_ws(deltas.load_tuned_generator(G, paths[name]), ws[k:k + 1],
                              {n: v[k:k + 1] for n, v in noise.items()} if noise else None, noise_mode, precision, 1)
-                  for k, name in enumerate(names)]
+                  for k, name in enumerate(record['stored_names'])]
         return names, np.concatenate(images)
     return names, _render_ws(G, ws, noise, noise_mode, precision, batch_size)
 

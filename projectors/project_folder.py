@@ -11,6 +11,7 @@ rerun with `resume=True` skips the images already done. With `torchrun`, rank r 
 r, r + world_size, ... and writes `shards/rank<r>/`; rank 0 merges the shards at the end.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -194,11 +195,12 @@ def _comparable(settings):
 
 def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpips_model=None, identity_model=None,
                    network_sha256=None, align=False, crop='none', min_size=None, video=False, video_every=10,
-                   resume=False, rank=0, world_size=1, barrier=None, log=print):
+                   resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None):
     """Project every image of `inputs` (folder, file or list) into `outdir`; returns metrics.json's dict.
 
     Unreadable, tiny or non-square files are recorded under 'failed' and skipped. A failing batch
-    raises ProjectionRunError after everything before it has been saved.
+    raises ProjectionRunError after everything before it has been saved. progress: a
+    `torch_utils.progress.reporter` factory (one report per batch's projection and per image's PTI), or None.
     """
     cfg = (cfg or P.ProjectConfig()).check()
     outdir = Path(outdir)
@@ -216,7 +218,7 @@ def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpip
         lpips_model = P.default_lpips(misc.device_of(G))
     w_stats = P.compute_w_stats(G, cfg.w_avg_samples)
     run = dict(G=G, cfg=cfg, pti_cfg=pti_cfg, outdir=outdir, lpips_model=lpips_model, identity_model=identity_model,
-               w_stats=w_stats, video=video, video_every=video_every, meta=meta)
+               w_stats=w_stats, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress)
     batches = _batches(todo, keys, G, batch_size, state, align, crop, min_size, log)
     for number, batch in enumerate(batches):
         try:
@@ -235,6 +237,10 @@ def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpip
         if rank == 0:
             return merge_shards(outdir, world_size, [keys[f][0] for f in files])
     return state.metrics_doc()
+
+
+def _no_progress(total, desc, unit='step'):
+    return contextlib.nullcontext()
 
 
 def _batches(files, keys, G, batch_size, state, align, crop, min_size, log):
@@ -268,7 +274,9 @@ def _project_batch(run, batch, state):
     frames = {k: [] for k in range(len(batch))} if run['video'] else None
     callback = _video_callback(frames, targets, run['video_every']) if frames is not None else None
     start = time.time()
-    result = P.project(G, targets, cfg, run['lpips_model'], run['identity_model'], run['w_stats'], callback=callback)
+    with run['progress'](cfg.num_steps, f'project {", ".join(b["key"] for b in batch)}') as bar:
+        result = P.project(G, targets, cfg, run['lpips_model'], run['identity_model'], run['w_stats'], callback=callback,
+                           progress=bar)
     seconds = (time.time() - start) / len(batch)
     for note in result.notes:
         if note not in state.notes:
@@ -290,8 +298,10 @@ def _run_pti(run, b, ws, noise):
     target = torch.from_numpy(b['image']).permute(2, 0, 1)[None]
     noise1 = {name: v[None] for name, v in noise.items()} if noise else None
     path = outdir / 'pti' / f'{b["stem"]}.safetensors'
-    G_tuned, info = pti.tune_and_save(G, target, ws, noise1, run['pti_cfg'], run['lpips_model'], path,
-                                      run['meta']['weights_sha256'], dict(name=b['key'], network_sha256=run['meta']['network_sha256']))
+    with run['progress'](run['pti_cfg'].num_steps, f'pti {b["key"]}') as bar:
+        G_tuned, info = pti.tune_and_save(G, target, ws, noise1, run['pti_cfg'], run['lpips_model'], path,
+                                          run['meta']['weights_sha256'], dict(name=b['key'], network_sha256=run['meta']['network_sha256']),
+                                          progress=bar)
     metrics, image = pti.pti_metrics(G_tuned, target, ws, noise1, run['lpips_model'], run['cfg'].lpips_resolution)
     recon = _save_png(outdir / 'recon_pti' / f'{b["stem"]}.png', image, outdir)
     return dict(metrics, **info, delta=str(path.relative_to(outdir)), recon=recon)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from pstyle.metrics import arcface
 from pstyle.metrics import weights as W
-from pstyle.metrics.lpips_utils import load_lpips
+from pstyle.metrics.lpips_utils import LPIPSWeightsError, load_lpips
 from pstyle.models.latents import noise_layers
 from pstyle.models.render import noise_inputs, render, to_uint8
 from pstyle.torch_utils import cpu_features, misc
@@ -295,8 +295,12 @@ def load_identity_model(device, weights=None):
 
 
 def default_lpips(device):
-    """LPIPS-VGG through `metrics.lpips_utils.load_lpips` (a clear error when weights are missing)."""
-    return load_lpips(net='vgg', device=device)
+    """LPIPS-VGG through `metrics.lpips_utils.load_lpips`; a missing backbone's error names the file and
+    how to run without it (every command's `--lpips-weight 0` turns LPIPS off in projection and PTI)."""
+    try:
+        return load_lpips(net='vgg', device=device)
+    except LPIPSWeightsError as e:
+        raise LPIPSWeightsError(f'{e} Or run without LPIPS/VGG: --lpips-weight 0 --mse-weight 1.') from None
 
 
 # ----------------------------------------------------------------------------
@@ -337,7 +341,7 @@ def targets_to_float(targets, G, device):
 
 
 def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats=None, seeds=None, init_ws=None,
-            callback=None):
+            callback=None, progress=None):
     """Invert N target images together; returns a ProjectionResult.
 
     targets: uint8 [N, C, H, W] in [0, 255] at G.img_resolution. lpips_model: an `lpips.LPIPS`
@@ -345,6 +349,7 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
     `compute_w_stats`, computed when None. seeds: per-image seeds (default: cfg.seed for all).
     init_ws: optional start [N, num_ws, w_dim] (or [N, w_dim]) instead of w_avg.
     callback(step, index, synth) is called after each step with the active images' renders.
+    progress: a `torch_utils.progress.Progress`, updated each step with the active images' mean loss.
     """
     cfg = (cfg or ProjectConfig()).check()
     device = misc.device_of(G)
@@ -394,6 +399,8 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
         if noise:
             normalize_noise_(noise)
         _record(history, step, index, per_image, terms)
+        if progress is not None:
+            progress.update(loss=float(per_image.detach().mean()))
         if callback is not None:
             callback(step, index.cpu(), synth.detach())
         if cfg.early_stop_lpips is not None and 'lpips' in terms:

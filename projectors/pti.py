@@ -77,6 +77,19 @@ def pti_config(**overrides):
     return PTIConfig(**{k: v for k, v in overrides.items() if v is not None}).check()
 
 
+def following_projection(preset, project_cfg, settings):
+    """PTIConfig for a projection with `project_cfg`, from a preset dict (or None) and explicit settings.
+
+    PTI shares the projection's precision, seed and LPIPS resolution, and uses LPIPS exactly when the
+    projection does: `lpips_weight=0` (offline, no VGG weights) turns LPIPS off in both, in every command.
+    """
+    kwargs = dict(preset or {}, precision=project_cfg.precision, seed=project_cfg.seed,
+                  lpips_resolution=project_cfg.lpips_resolution)
+    if project_cfg.lpips_weight == 0:
+        kwargs.update(lpips_weight=0.0, regularizer_lpips_weight=0.0)
+    return pti_config(**dict(kwargs, **{k: v for k, v in settings.items() if v is not None}))
+
+
 def trainable_names(G, patterns):
     """Parameter names of G selected by W+ row specs ('fine', 'res:64-256', 'b32', '7-12': the tensors the
     rows own, `wplus.select_params`) or glob patterns of names ('synthesis.*'); an error when none is."""
@@ -98,8 +111,9 @@ def morphed_ws(G_orig, pivot, cfg, generator):
     return pivot + cfg.regularizer_alpha * direction / norm
 
 
-def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
+def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None, progress=None):
     """Fine-tune a copy of G on one image around its pivot. Returns (G_tuned, info dict).
+    progress: a `torch_utils.progress.Progress`, updated each step with the loss.
 
     target: uint8 [1, C, H, W] (or [C, H, W]); ws: pivot [1, num_ws, w_dim]; noise: the image's
     maps {layer: [1, 1, r, r]} from the latent phase, or None for G's constant noise.
@@ -138,6 +152,8 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
         loss.backward()
         opt.step()
         history.append(dict(loss=float(loss.detach()), l2=float(l2.detach()), lpips=float(lp.detach())))
+        if progress is not None:
+            progress.update(loss=history[-1]['loss'])
         if callback is not None:
             callback(step, synth.detach())
         if cfg.early_stop_lpips is not None and lpips_target is not None and float(lp.detach()) < cfg.early_stop_lpips:
@@ -147,13 +163,13 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None):
     return G_tuned, dict(steps=steps, trainable=names, history=history)
 
 
-def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, meta=None):
+def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, meta=None, progress=None):
     """`tune` one image, then write its delta to `path` (see `models.deltas.save_delta`).
 
     Returns (G_tuned, dict(steps, seconds, delta_bytes)); `base_sha256` is `models.deltas.weights_sha256(G)`.
     """
     start = time.time()
-    G_tuned, info = tune(G, target, ws, noise, cfg, lpips_model)
+    G_tuned, info = tune(G, target, ws, noise, cfg, lpips_model, progress=progress)
     delta = D.compute_delta(G, G_tuned, cfg.delta_dtype)
     D.save_delta(path, delta, base_sha256, meta)
     return G_tuned, dict(steps=info['steps'], seconds=time.time() - start, delta_bytes=D.delta_nbytes(delta))

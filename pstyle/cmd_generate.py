@@ -7,12 +7,14 @@ import numpy as np
 
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
+from pstyle.metrics.weights import file_sha256
 
 
-def _load_G(network, device):
+def _load_G(network, device, with_sha256=False):
     device = gen.pick_device(device)
-    G = load_network(network, device=device)['G_ema']
-    return G.eval().requires_grad_(False).to(device)
+    nets = load_network(network, device=device)
+    G = nets['G_ema'].eval().requires_grad_(False).to(device)
+    return (G, file_sha256(nets['path'])) if with_sha256 else G
 
 
 def _common_options(f):
@@ -37,18 +39,19 @@ def _common_options(f):
 @click.option('--seeds', type=str, default=None, help='Seeds, e.g. 0-7,42.')
 @click.option('--projected-w', type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, help='Render saved latents (.npz from `pstyle project`, with its noise maps when --noise-mode const, or NVIDIA\'s projector).')
 @click.option('--pti', is_flag=True, help='With --projected-w: render each image with its pivotal-tuning delta (pti/ beside the latents).')
+@click.option('--force', is_flag=True, help='With --projected-w: render latents recorded for another network anyway.')
 @click.option('--grid', is_flag=True, help='Also save all images as one grid.png.')
-def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, pti, grid):
+def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, pti, force, grid):
     """Generate images from seeds or from saved W / W+ latents."""
     if (seeds is None) == (projected_w is None):
         raise click.UsageError('give exactly one of --seeds and --projected-w')
     if pti and projected_w is None:
         raise click.UsageError('--pti goes with --projected-w')
     try:
-        G = _load_G(network, device)
+        G, network_sha256 = _load_G(network, device, with_sha256=True)
         outdir.mkdir(parents=True, exist_ok=True)
         if projected_w is not None:
-            names, images = gen.render_projected(G, projected_w, noise_mode, precision, batch_size, pti)
+            names, images = gen.render_projected(G, projected_w, noise_mode, precision, batch_size, pti, network_sha256, force)
             named = list(zip(names, images))
         else:
             seed_list = gen.parse_range(seeds)
@@ -58,7 +61,7 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     for name, image in named:
-        gen.save_image(image, outdir / f'{Path(name).stem}.png')
+        gen.save_image(image, outdir / f'{name}.png')
     if grid:
         cols = int(np.ceil(np.sqrt(len(named))))
         rows = int(np.ceil(len(named) / cols))

@@ -69,3 +69,5 @@ def metrics(metric_names, real, fake, network, as_json, **options):
         return
     for line in [summary_json(out)] if as_json else summary_lines(out, opts.results_file):
         click.echo(line)
+    if out.get('errors'):  # After the values that were computed, so none is lost.
+        raise click.ClickException('; '.join(f'{name}: {message}' for name, message in out['errors'].items()))

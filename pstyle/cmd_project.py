@@ -8,6 +8,7 @@ import click
 from pstyle.projectors import projector as P
 from pstyle.projectors import pti as T
 from pstyle.torch_utils import distributed as D
+from pstyle.torch_utils import progress
 from pstyle.projectors import project_folder as PF
 from pstyle.metrics.weights import file_sha256
 from pstyle.models import render as gen
@@ -38,9 +39,7 @@ def build_configs(preset, overrides, pti_flag, pti_overrides):
     use_pti = (pti_preset is not None) if pti_flag is None else pti_flag
     if not use_pti:
         return cfg, None
-    kwargs = dict(pti_preset or {}, precision=cfg.precision, seed=cfg.seed, lpips_resolution=cfg.lpips_resolution)
-    kwargs.update({k: v for k, v in pti_overrides.items() if v is not None})
-    return cfg, T.pti_config(**kwargs)
+    return cfg, T.following_projection(pti_preset, cfg, pti_overrides)
 
 
 def _distributed(device):
@@ -82,10 +81,11 @@ def _distributed(device):
 @click.option('--video-every', type=click.IntRange(min=1), default=10, show_default=True, help='Steps per video frame.')
 @click.option('--arcface', type=click.Path(dir_okay=False), default=None, help='model_ir_se50.pth for the identity term and metric.')
 @click.option('--resume', is_flag=True, help='Keep the results already in --outdir and project only the rest.')
+@click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, initial_learning_rate, lpips_weight,
             mse_weight, id_weight, regularize_noise_weight, early_stop_lpips, pti_flag, pti_steps, pti_layers,
             delta_dtype, sets, batch_size, precision, device, seed, align, crop, min_size, video, video_every, arcface,
-            resume):
+            resume, quiet):
     """Project photos into the latent space of a generator (W or W+, optional noise and PTI).
 
     \b
@@ -110,7 +110,7 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
         identity_model = _identity(cfg, arcface, device)
         doc = PF.project_folder(G, list(inputs), outdir, cfg, pti_cfg, batch_size, lpips_model, identity_model,
                                 network_sha256, align, crop, min_size, video, video_every, resume, rank, world_size,
-                                barrier, log=lambda m: click.echo(m, err=True))
+                                barrier, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet and rank == 0))
     except PF.ProjectionRunError as e:
         raise click.ClickException(str(e)) from e
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -14,10 +14,11 @@ from pstyle.models import wplus
 from pstyle.stylize.files import swap_networks
 from pstyle.stylize import mix as mixing
 from pstyle.stylize.files import load_generator, write_json
-from pstyle.models import render as gen
 from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.stylize.pipeline import stylize_photos
+from pstyle.stylize.pipeline import image_projector
 from pstyle.stylize import grid
+from pstyle.torch_utils import progress
 
 _ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
@@ -96,31 +97,38 @@ def swap(base, styled, mapping, out, device, **kw):
     click.echo(f'saved {out} ({record["seconds"]["blend"]:.2f} s to blend)')
 
 
+_SOURCES = 'seeds:LIST, latents:FILE[:NAMES|INDICES] (names are file stems) or images:DIR|FILE (projected first)'
+
+
 @click.command()
 @click.option('--network', required=True, help='Network file, URL or name.')
-@click.option('--content', required=True, help='seeds:LIST or latents:FILE.npz[:NAMES|INDICES].')
-@click.option('--style', required=True, help='seeds:LIST or latents:FILE.npz[:NAMES|INDICES].')
+@click.option('--content', required=True, help=_SOURCES + '.')
+@click.option('--style', required=True, help=_SOURCES + '.')
 @_weight_options
 @click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True, help='Truncation psi for seeds.')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
+@click.option('--align/--no-align', default=True, show_default=True, help='images: FFHQ-align them with dlib first; --no-align: aligned squares.')
+@click.option('--project-preset', type=click.Choice(['fast', 'default', 'best']), default='default', show_default=True, help='images: projection preset (without PTI).')
+@click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None, help='images: projection steps (overrides the preset).')
+@click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='images: projection LPIPS weight (0 = no LPIPS/VGG, e.g. offline).')
+@click.option('--mse-weight', type=click.FloatRange(min=0), default=None, help='images: projection pixel MSE weight.')
+@click.option('--force', is_flag=True, help='Use latents recorded for another network anyway.')
 @click.option('--device', default='auto', show_default=True)
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
 @_click_errors
-def mix(network, content, style, truncation_psi, noise_mode, device, outdir, **kw):
+def mix(network, content, style, truncation_psi, noise_mode, align, project_preset, num_steps, lpips_weight, mse_weight,
+        force, device, outdir, **kw):
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
-    G, info = load_generator(network, _device(device))
+    device = _device(device)
+    G, info = load_generator(network, device)
     spec = _spec(kw)
     weights = lw.resolve(G, spec)
-    result = mixing.run_mix(G, content, style, weights, truncation_psi, noise_mode)
-    outdir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, cname in enumerate(result['content_names']):
-        for j, sname in enumerate(result['style_names']):
-            names.append(f'{cname}-{sname}')
-            gen.save_image(result['images'][i, j], outdir / f'{names[-1]}.png')
-    gen.save_image(mixing.mix_grid(result), outdir / 'grid.png')
-    ws = result['ws'].reshape(-1, G.num_ws, G.w_dim).numpy()
-    np.savez(outdir / 'latents.npz', w=ws, names=np.array(names))
+    project = dict(num_steps=num_steps, lpips_weight=lpips_weight, mse_weight=mse_weight)
+    cfg = StylizeConfig(base=network, mix_style='images', align=align, project_preset=project_preset, pti=False,
+                        project={k: v for k, v in project.items() if v is not None}, device=device)
+    result = mixing.run_mix(G, content, style, weights, truncation_psi, noise_mode, project_fn=image_projector(G, cfg, device),
+                            network_sha256=info['sha256'], force=force)
+    names = mixing.save_mix(result, outdir, info['sha256'])
     write_json(outdir / 'manifest.json', dict(kind='pstyle mix', network=info, content=content, style=style,
                                               spec=spec.as_dict(), weights=weights, truncation_psi=truncation_psi, images=names))
     click.echo(lw.format_weights(G, weights))
@@ -173,13 +181,14 @@ def _pti_settings(num_steps):
 @click.option('--paste-back', is_flag=True, help='Also paste each portrait back into the original photo.')
 @click.option('--feather', type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help='Paste-back soft edge.')
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 @_click_errors
-def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, **kw):
+def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
     spec = _spec(kw)
     cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather)
-    manifest = stylize_photos(photos, outdir, cfg, log=click.echo)
+    manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
     click.echo(f'{manifest["num_ok"]} of {manifest["num_photos"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')
     for note in manifest['notes']:
         click.echo(f'note: {note}', err=True)

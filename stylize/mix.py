@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pstyle.models import latents
+from pstyle.models import deltas, latents
 from pstyle.models import render as gen
 from pstyle.torch_utils import misc
 
 
 class StyleSourceError(ValueError):
-    """A --mix-style value that cannot be turned into style latents."""
+    """A --mix-style (--content, --style) value that cannot be turned into latents; the message names the option."""
 
 
 def mix(ws_content, ws_style, weights):
@@ -53,7 +53,7 @@ def mix_all(ws_content, ws_styles, weights):
 # ----------------------------------------------------------------------------
 # Style sources: 'seeds:1,5-7', 'latents:FILE.npz[:name,3]', 'images:DIR|FILE'.
 
-def parse_style_source(text):
+def parse_style_source(text, what='--mix-style'):
     """'seeds:0-3' -> ('seeds', '0-3'); a bare existing path -> ('latents'|'images', path)."""
     text = str(text)
     match = re.fullmatch(r'(seeds|latents|images):(.+)', text, flags=re.S)
@@ -64,15 +64,15 @@ def parse_style_source(text):
         return 'latents', text
     if path.exists():
         return 'images', text
-    raise StyleSourceError(f'--mix-style {text!r}: expected seeds:LIST, latents:FILE.npz[:NAMES] or images:DIR|FILE')
+    raise StyleSourceError(f'{what} {text!r}: expected seeds:LIST, latents:FILE.npz[:NAMES] or images:DIR|FILE')
 
 
-def style_ws_from_seeds(G, seeds, truncation_psi=1.0):
+def style_ws_from_seeds(G, seeds, truncation_psi=1.0, what='--mix-style'):
     """[M, num_ws, w_dim] from NVIDIA seeds through G's mapping."""
     try:
         seed_list = gen.parse_range(seeds)
     except ValueError as e:
-        raise StyleSourceError(f'--mix-style seeds: {e}') from None
+        raise StyleSourceError(f'{what} seeds: {e}') from None
     return gen.seeds_to_ws(G, seed_list, truncation_psi=truncation_psi).cpu(), [f'seed{s:04d}' for s in seed_list]
 
 
@@ -86,59 +86,62 @@ def _split_latents_arg(text):
     return text, None
 
 
-def style_ws_from_latents(G, text):
-    """'FILE.npz' (all), 'FILE.npz:name1,name2' or 'FILE.npz:0,2-3' (by index) -> ([M, ...], names)."""
+def style_ws_from_latents(G, text, what='--mix-style', network_sha256=None, force=False):
+    """'FILE.npz' (all), 'FILE.npz:name1,name2' or 'FILE.npz:0,2-3' (by index) -> ([M, ...], names).
+    Names are file stems (`alice`; the stored `alice.png` is accepted too). Latents recorded for another
+    network than G are refused unless `force`."""
     path, select = _split_latents_arg(str(text))
     try:
-        ws, names = latents.load_projected_ws(path, G)
+        record = latents.load_projected(path, G)
     except FileNotFoundError as e:
-        raise StyleSourceError(f'--mix-style latents: {e}') from None
+        raise StyleSourceError(f'{what} latents: {e}') from None
+    try:
+        latents.check_network(record, path, deltas.weights_sha256(G), network_sha256, force)
+    except ValueError as e:
+        raise StyleSourceError(f'{what} latents: {e}') from None
+    ws, names = record['ws'], record['names']
     if select is None:
         return ws, list(names)
     picks = []
     for item in [s.strip() for s in select.split(',') if s.strip()]:
-        if item in names:
-            picks.append(names.index(item))
+        index = latents.find_latent(record, item)
+        if index is not None:
+            picks.append(index)
         elif re.fullmatch(r'\d+(-\d+)?', item):
             picks.extend(gen.parse_range(item))
         else:
-            raise StyleSourceError(f'--mix-style latents: {path} has no latent named {item!r} (names: {", ".join(names[:10])})')
+            raise StyleSourceError(f'{what} latents: {path} has no latent named {item!r} (names: {", ".join(names[:10])})')
     bad = [i for i in picks if not 0 <= i < len(names)]
     if bad:
-        raise StyleSourceError(f'--mix-style latents: index {bad[0]} out of range, {path} holds {len(names)} latents')
+        raise StyleSourceError(f'{what} latents: index {bad[0]} out of range, {path} holds {len(names)} latents')
     return ws[picks], [names[i] for i in picks]
 
 
-def style_ws(G, source, truncation_psi=1.0, project_fn=None):
-    """Style latents [M, num_ws, w_dim] and names from a --mix-style value.
+def style_ws(G, source, truncation_psi=1.0, project_fn=None, what='--mix-style', network_sha256=None, force=False):
+    """Latents [M, num_ws, w_dim] and names from a --mix-style (--content, --style) value.
 
     `project_fn(paths) -> ([M, num_ws, w_dim], names)` projects exemplar images (see pipeline)."""
-    kind, arg = parse_style_source(source)
+    kind, arg = parse_style_source(source, what)
     if kind == 'seeds':
-        return style_ws_from_seeds(G, arg, truncation_psi)
+        return style_ws_from_seeds(G, arg, truncation_psi, what)
     if kind == 'latents':
-        return style_ws_from_latents(G, arg)
+        return style_ws_from_latents(G, arg, what, network_sha256, force)
     if project_fn is None:
-        raise StyleSourceError('--mix-style images: needs a projector (use `pstyle stylize`)')
+        raise StyleSourceError(f'{what} images: needs a projector (pstyle.stylize.pipeline.image_projector)')
     return project_fn(arg)
 
 
 # ----------------------------------------------------------------------------
-# `pstyle mix`: content x style grid from seeds or saved latents.
+# `pstyle mix`: content x style grid from seeds, saved latents or projected images.
 
-def latents_from_source(G, source, truncation_psi=1.0, what='--style'):
-    """seeds:/latents: sources only (images need the projector of `pstyle stylize`)."""
-    kind, _ = parse_style_source(source)
-    if kind == 'images':
-        raise StyleSourceError(f'{what}: images need projecting; use `pstyle stylize --mix-style images:...`')
-    return style_ws(G, source, truncation_psi)
-
-
-def run_mix(G, content, style, weights, truncation_psi=1.0, noise_mode='const', batch_size=8):
+def run_mix(G, content, style, weights, truncation_psi=1.0, noise_mode='const', batch_size=8, project_fn=None,
+            network_sha256=None, force=False):
     """Render every content x style mix. Returns dict(ws [N, M, num_ws, w_dim], images uint8
-    [N, M, H, W, C], content_images, style_images, content_names, style_names)."""
-    ws_c, names_c = latents_from_source(G, content, truncation_psi, what='--content')
-    ws_s, names_s = latents_from_source(G, style, truncation_psi, what='--style')
+    [N, M, H, W, C], content_images, style_images, content_names, style_names).
+    `project_fn` projects images: sources (see `style_ws`); `network_sha256`, `force`: `latents.check_network`."""
+    source = lambda text, what: style_ws(G, text, truncation_psi, project_fn, what, network_sha256, force)
+    ws_c, names_c = source(content, '--content')
+    ws_s, names_s = source(style, '--style')
     mixed = mix_all(ws_c, ws_s, weights)
     N, M = mixed.shape[:2]
     render = lambda ws: gen.to_uint8(gen.synthesize(G, ws, noise_mode=noise_mode, batch_size=batch_size))
@@ -154,3 +157,18 @@ def mix_grid(result):
     for r in range(len(left)):
         tiles += [left[r], *cells[r]]
     return gen.image_grid(np.stack(tiles), len(left) + 1, len(top) + 1)
+
+
+def save_mix(result, outdir, network_sha256=None):
+    """`pstyle mix`'s files: <content>-<style>.png per mix, grid.png, and latents.npz (the latents file
+    format, names <content>-<style>). Returns the names."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = [f'{c}-{s}' for c in result['content_names'] for s in result['style_names']]
+    N, M = result['images'].shape[:2]
+    for k, name in enumerate(names):
+        gen.save_image(result['images'][k // M, k % M], outdir / f'{name}.png')
+    gen.save_image(mix_grid(result), outdir / 'grid.png')
+    ws = result['ws'].reshape(N * M, *result['ws'].shape[2:])
+    latents.save_latents(outdir / 'latents.npz', names, ws.numpy(), meta=dict(network_sha256=network_sha256))
+    return names

@@ -6,6 +6,7 @@ A's mapping and w_avg by default, so that latent stays meaningful (Pinkney & Adl
 A photo that fails at any stage is recorded in the manifest and the others go on.
 """
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -148,23 +149,22 @@ class Projector:
     """Projects uint8 targets into one generator with a fixed config, LPIPS model and w statistics,
     and tunes the generator on each photo when pivotal tuning is on."""
 
-    def __init__(self, G, cfg, device):
+    def __init__(self, G, cfg, device, progress=None):
         self.P = P
+        self.progress = progress or (lambda total, desc: contextlib.nullcontext())  # torch_utils.progress.reporter
         self.G = G
         self.cfg = P.preset_config(cfg.project_preset, **cfg.project)
         self.pti_cfg = pti_config(cfg, self.cfg)
         self.lpips = None
         if self.cfg.lpips_weight > 0:
-            try:
-                self.lpips = P.default_lpips(device)  # A missing file stops the run here, once.
-            except FileNotFoundError as e:
-                raise FileNotFoundError(f'{e} Or project without LPIPS: --lpips-weight 0 --mse-weight 1.') from e
+            self.lpips = P.default_lpips(device)  # A missing file stops the run here, once.
         self.w_stats = P.compute_w_stats(G, self.cfg.w_avg_samples, device=device)
         self.weights_sha256 = deltas.weights_sha256(G) if self.pti_cfg is not None else None
 
     def __call__(self, targets):
         """uint8 [N, H, W, 3] -> (ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, metrics)."""
-        result = self.P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats)
+        with self.progress(self.cfg.num_steps, f'project {len(targets)} photo(s)') as bar:
+            result = self.P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats, progress=bar)
         return result.ws, result.noise, result.metrics
 
     def tune(self, target, ws, noise, delta_path, meta):
@@ -173,20 +173,17 @@ class Projector:
         if self.pti_cfg is None:
             return self.G, None
         target = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None]  # [1, C, H, W]
-        return T.tune_and_save(self.G, target, ws, noise, self.pti_cfg, self.lpips, delta_path, self.weights_sha256, meta)
+        with self.progress(self.pti_cfg.num_steps, f'pti {Path(delta_path).stem}') as bar:
+            return T.tune_and_save(self.G, target, ws, noise, self.pti_cfg, self.lpips, delta_path, self.weights_sha256, meta,
+                                   progress=bar)
 
 
 def pti_config(cfg, project_cfg):
-    """PTIConfig for the pipeline, or None. PTI uses LPIPS exactly when the projection does, so
-    `--lpips-weight 0` (offline, no VGG weights) turns both off together."""
+    """PTIConfig for the pipeline, or None; LPIPS follows the projection's (`pti.following_projection`)."""
     preset = P.PRESETS[cfg.project_preset]['pti']
     if not (preset is not None if cfg.pti is None else cfg.pti):
         return None
-    kwargs = dict(preset or {}, precision=project_cfg.precision, seed=project_cfg.seed,
-                  lpips_resolution=project_cfg.lpips_resolution)
-    if project_cfg.lpips_weight == 0:
-        kwargs.update(lpips_weight=0.0, regularizer_lpips_weight=0.0)
-    return T.pti_config(**dict(kwargs, **cfg.pti_settings))
+    return T.following_projection(preset, project_cfg, cfg.pti_settings)
 
 
 def photo_generators(models, G_a, weights, mapping):
@@ -234,7 +231,7 @@ def render(G, ws, noise, noise_mode='const'):
 # ----------------------------------------------------------------------------
 # Style latents.
 
-def load_styles(cfg, models, device):
+def load_styles(cfg, models, device, progress=None):
     """(ws [M, num_ws, w_dim], names) or (None, [None]) without --mix-style.
 
     Seeds and exemplar images live in B's W space when B is given (its fine rows feed B's layers),
@@ -242,16 +239,20 @@ def load_styles(cfg, models, device):
     if cfg.mix_style is None:
         return None, [None]
     G_style = models.G_b if models.G_b is not None else models.G_a
+    ws, names = mixing.style_ws(G_style, cfg.mix_style, cfg.style_trunc, project_fn=image_projector(G_style, cfg, device, progress))
+    return ws.cpu(), [str(n) for n in names]
 
+
+def image_projector(G, cfg, device, progress=None):
+    """`project_fn` of `mix.style_ws`: 'DIR|FILE' -> (ws [M, num_ws, w_dim] on the CPU, stems), the images
+    prepared (aligned or not) and projected into G with `cfg`'s projection settings."""
     def project_images(arg):
         paths = list_photos(arg)
-        projector = Projector(G_style, cfg, device)
-        targets = [prepare_photo(p, G_style.img_resolution, cfg)[0] for p in paths]
+        projector = Projector(G, cfg, device, progress)
+        targets = [prepare_photo(p, G.img_resolution, cfg)[0] for p in paths]
         ws, _, _ = projector(np.stack(targets))
-        return ws, unique_stems(paths)
-
-    ws, names = mixing.style_ws(G_style, cfg.mix_style, cfg.style_trunc, project_fn=project_images)
-    return ws.cpu(), [str(n) for n in names]
+        return ws.cpu(), unique_stems(paths)
+    return project_images
 
 
 # ----------------------------------------------------------------------------
@@ -263,9 +264,9 @@ def output_name(stem, style, num_styles):
     return re.sub(r'[^A-Za-z0-9._-]', '_', name)
 
 
-def stylize_photos(photos, outdir, cfg, log=print):
+def stylize_photos(photos, outdir, cfg, log=print, progress=None):
     """Run the pipeline on a photo or a folder; write images, latents.npz and manifest.json to
-    `outdir` and return the manifest (dict)."""
+    `outdir` and return the manifest (dict). progress: a `torch_utils.progress.reporter` factory or None."""
     cfg.check()
     paths = list_photos(photos)
     device = gen.pick_device(cfg.device)
@@ -274,9 +275,9 @@ def stylize_photos(photos, outdir, cfg, log=print):
         (outdir / sub).mkdir(parents=True, exist_ok=True)
     models = load_models(cfg, device)
     t0 = time.perf_counter()
-    styles, style_names = load_styles(cfg, models, device)
+    styles, style_names = load_styles(cfg, models, device, progress)
     models.info['seconds']['styles'] = time.perf_counter() - t0
-    projector = Projector(models.G_a, cfg, device)
+    projector = Projector(models.G_a, cfg, device, progress)
     scorer = photo_metrics.PhotoMetrics(device) if cfg.metrics else None
     entries = [dict(photo=str(p), stem=s, status='pending', seconds={}, outputs={}) for p, s in zip(paths, unique_stems(paths))]
     latents = []

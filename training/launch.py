@@ -52,9 +52,9 @@ def find_continuation(resume):
         if snap is None:
             raise ConfigError(f'--resume {path}: the run has no complete snapshot (network-snapshot-*.pt with training-state-*.pt)')
         return path, snap
-    m = rd.SNAPSHOT_RE.fullmatch(path.name)
-    if m and path.is_file():
-        state = rd.snapshot_paths(path.parent, int(m.group(1)))[1]
+    nimg = rd.snapshot_nimg(path.name)
+    if nimg is not None and path.is_file():
+        state = rd.snapshot_paths(path.parent, nimg)[1]
         if state.is_file() and (path.parent / 'training_options.json').is_file():
             return path.parent, (path, state)
     return None

@@ -7,13 +7,14 @@ Layout (NVIDIA's, with our snapshot format):
         log.txt                     the progress lines
         stats.jsonl                 one JSON object per tick (means of the reported statistics)
         events.out.tfevents.*       TensorBoard, when `tensorboard` is installed
-        reals.png, fakes_init.png, fakesNNNNNN.png     image grids
-        network-snapshot-NNNNNN.pt  G, D, G_ema (`training.checkpoint.save_network`, atomic)
-        training-state-NNNNNN.pt    optimizers, ADA, EMA/RNG states, counters: exact resume
+        reals.png, fakes_init.png, fakes<TAG>.png      image grids
+        network-snapshot-<TAG>.pt   G, D, G_ema (`training.checkpoint.save_network`, atomic)
+        training-state-<TAG>.pt     optimizers, ADA, EMA/RNG states, counters: exact resume
         metric-<name>.jsonl         metrics computed on the snapshots
 
-NNNNNN is the kimg (images shown to D / 1000) at the snapshot; a later snapshot within the same
-kimg replaces the earlier one.
+<TAG> is NVIDIA's NNNNNN, the kimg (images shown to D / 1000), when the image count is a whole kimg;
+otherwise NNNNNN-MMMMMMimg with the exact image count MMMMMM (`000000-000256img`), so no snapshot of a
+run ever replaces another, even in runs shorter than 1 kimg.
 """
 
 import json
@@ -29,7 +30,7 @@ from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save
 
 from pstyle.models import checkpoint
 
-SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pt')
+SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)(?:-(\d+)img)?\.pt')
 
 
 def next_run_dir(outdir, desc):
@@ -46,18 +47,33 @@ def write_json(path, data):
         json.dump(data, f, indent=2, sort_keys=True)
 
 
-def snapshot_paths(run_dir, kimg):
+def snapshot_tag(nimg):
+    """'000012' at a whole kimg (NVIDIA's names), else '000000-000256img': unique per image count."""
+    nimg = int(nimg)
+    return f'{nimg // 1000:06d}' if nimg % 1000 == 0 else f'{nimg // 1000:06d}-{nimg:06d}img'
+
+
+def snapshot_nimg(name):
+    """The image count in a snapshot file name, or None when it is not one."""
+    m = SNAPSHOT_RE.fullmatch(name)
+    if m is None:
+        return None
+    return int(m.group(2)) if m.group(2) else int(m.group(1)) * 1000
+
+
+def snapshot_paths(run_dir, nimg):
     run_dir = Path(run_dir)
-    return run_dir / f'network-snapshot-{kimg:06d}.pt', run_dir / f'training-state-{kimg:06d}.pt'
+    tag = snapshot_tag(nimg)
+    return run_dir / f'network-snapshot-{tag}.pt', run_dir / f'training-state-{tag}.pt'
 
 
 def latest_snapshot(run_dir):
     """(network path, state path) of the newest complete snapshot in a run dir, or None."""
     found = []
     for p in Path(run_dir).glob('network-snapshot-*.pt'):
-        m = SNAPSHOT_RE.fullmatch(p.name)
-        if m and snapshot_paths(run_dir, int(m.group(1)))[1].is_file():
-            found.append(int(m.group(1)))
+        nimg = snapshot_nimg(p.name)
+        if nimg is not None and snapshot_paths(run_dir, nimg)[1].is_file():
+            found.append(nimg)
     return snapshot_paths(run_dir, max(found)) if found else None
 
 
@@ -73,9 +89,9 @@ def load_training_state(path):
         raise checkpoint.CheckpointError(f'{path}: cannot read the training state ({type(e).__name__}: {e})') from None
 
 
-def save_snapshot(run_dir, kimg, networks, state):
+def save_snapshot(run_dir, nimg, networks, state):
     """Write the training state, then the networks (both atomic); returns the network path."""
-    net_path, state_path = snapshot_paths(run_dir, kimg)
+    net_path, state_path = snapshot_paths(run_dir, nimg)
     save_training_state(state_path, state)
     checkpoint.save_network(net_path, **networks)
     return net_path

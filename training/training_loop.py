@@ -109,11 +109,11 @@ def end_of_tick(trainer, run, cfg, grid_inputs, tick_time, tick_kimg, done, metr
             grid, _, z, c = grid_inputs
             fakes = render_fakes(trainer.G_ema, z, c, cfg['batch_gpu'], trainer.device)
             if distributed.is_main():
-                rd.save_image_grid(fakes, run.run_dir / f'fakes{int(trainer.kimg):06d}.png', grid)
+                rd.save_image_grid(fakes, run.run_dir / f'fakes{rd.snapshot_tag(trainer.cur_nimg)}.png', grid)
         if done or trainer.cur_tick % cfg['network_snapshot_ticks'] == 0:
             state = trainer.state_dict()  # Collective: every rank takes part.
             if distributed.is_main():
-                snapshot = rd.save_snapshot(run.run_dir, int(trainer.kimg), trainer.networks(), state)
+                snapshot = rd.save_snapshot(run.run_dir, trainer.cur_nimg, trainer.networks(), state)
             if metrics_fn is not None:
                 for name, result in metrics_fn(trainer.G_ema, trainer.kimg).items():
                     run.log(f'metric {name}: {result}')

@@ -80,6 +80,8 @@ def test_request_errors(image_sets, counting_extractor):
         compute_metrics('fid', real=real, fake=fake, protocol='tf')
     with pytest.raises(ValueError, match=r'KID subset size 1000 exceeds the number of images \(generated: 6, real: 6\)'):
         compute_metrics('kid', real=real, fake=fake, inception=counting_extractor, num_workers=0)
+    out = compute_metrics('fid,kid', real=real, fake=fake, inception=counting_extractor, num_workers=0)
+    assert out['fid'] >= 0 and 'kid_mean' not in out and 'lower --kid-subset-size' in out['errors']['kid']
 
 
 def test_too_few_images_for_fid(tmp_path, imgtools, counting_extractor):

@@ -39,6 +39,24 @@ def test_fid_kid_json_and_results_file(tmp_path, inception_pth, imgtools):
     assert len(results.read_text().splitlines()) == 4
 
 
+def test_kid_on_too_few_images_keeps_the_fid(tmp_path, inception_pth, imgtools):
+    """The KID error names the CLI option; the FID computed from the same features is printed and recorded first."""
+    real = imgtools.write_folder(tmp_path / 'r', imgtools.make_images(3, seed=1))
+    fake = imgtools.write_folder(tmp_path / 'f', imgtools.make_images(3, offset=60, seed=2))
+    results = tmp_path / 'res.jsonl'
+    args = ['--metrics', 'fid,kid', '--real', real, '--fake', fake, '--inception-weights', inception_pth,
+            '--kid-subset-size', '5', '--workers', '0', '--device', 'cpu', '--results', str(results)]
+    r = CliRunner().invoke(main, ['metrics'] + args)
+    assert r.exit_code == 1
+    assert 'KID subset size 5 exceeds the number of images (generated: 3, real: 3); lower --kid-subset-size' in r.output
+    assert r.output.index('fid ') < r.output.index('KID subset size')
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert [x['metric'] for x in lines] == ['fid'] and lines[0]['results']['fid'] > 0
+    r = CliRunner().invoke(main, ['metrics'] + args + ['--json'])
+    out = json.loads(r.output.splitlines()[0])
+    assert r.exit_code == 1 and out['fid'] == lines[0]['results']['fid'] and 'kid' in out['errors']
+
+
 @pytest.mark.parametrize('extra,message', [
     (['--metrics', 'fdi'], 'unknown metric(s) fdi'),
     (['--metrics', 'ppl'], 'ppl needs a network (--network)'),

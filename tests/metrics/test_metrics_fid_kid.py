@@ -117,7 +117,7 @@ def test_kid_near_zero_for_same_distribution():
 
 def test_kid_refuses_small_sets():
     f = _feats(10, 8, 15)
-    with pytest.raises(ValueError, match=r'KID subset size 1000 exceeds the number of images \(generated: 10, real: 10\)'):
+    with pytest.raises(ValueError, match=r'KID subset size 1000 exceeds the number of images \(generated: 10, real: 10\); lower --kid-subset-size'):
         kid_from_features(f, f)
     with pytest.raises(ValueError, match='KID subset size must be at least 2; got 1'):
         kid_from_features(f, f, subset_size=1)

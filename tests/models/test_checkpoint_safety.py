@@ -26,11 +26,25 @@ def test_os_system_pickle_refused(tmp_path):
     marker = tmp_path / 'pwned.txt'
     path = tmp_path / 'network.pkl'
     path.write_bytes(pickle.dumps({'G_ema': Evil(marker)}))
-    with pytest.raises(CheckpointError, match=SYSTEM + ', which is not on the whitelist'):
+    with pytest.raises(CheckpointError, match=f'^refusing to load .*global {SYSTEM}, which is not on the whitelist') as e:
         load_network(path)
+    assert 'truncated' not in str(e.value)  # a refusal, not damage
     with pytest.raises(CheckpointError, match=SYSTEM):
         detect_format(path)
     assert not marker.exists()
+
+
+def test_pstyle_info_on_an_image_says_it_is_an_image_not_a_network(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+    from pstyle.cli import main
+    Image.new('RGB', (8, 8)).save(tmp_path / 'me.png')
+    Image.new('RGB', (8, 8)).save(tmp_path / 'me.jpg')
+    result = CliRunner().invoke(main, ['info', str(tmp_path / 'me.png')])
+    assert result.exit_code == 1 and 'me.png is an image (PNG), not a network' in result.output
+    assert 'truncated' not in result.output
+    with pytest.raises(CheckpointError, match=r'me\.jpg is an image \(JPEG\), not a network'):
+        load_network(tmp_path / 'me.jpg')
 
 
 def test_os_system_in_torch_file_refused(tmp_path):

@@ -92,6 +92,18 @@ def test_missing_vgg_weights_named(network, photos, tmp_path, monkeypatch):
                                        '--steps', '1', '--device', 'cpu'])
     assert result.exit_code == 1
     assert 'vgg16-397923af.pth' in result.output and str(tmp_path / 'torch' / 'hub' / 'checkpoints') in result.output
+    assert 'Or run without LPIPS/VGG: --lpips-weight 0 --mse-weight 1.' in result.output
+
+
+def test_lpips_weight_0_runs_projection_and_pti_without_vgg(network, photos, tmp_path, monkeypatch):
+    """`--lpips-weight 0` means no LPIPS anywhere in the command: PTI needs no VGG file and no extra --set keys."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty_torch_home'))
+    (photos / 'wide.png').unlink()
+    result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos / 'p0.png'),
+                                       '--outdir', str(tmp_path / 'o'), '--pti', '--pti-steps', '1', *QUICK])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / 'o' / 'metrics.json').read_text())
+    assert doc['settings']['pti']['lpips_weight'] == 0 and doc['settings']['pti']['regularizer_lpips_weight'] == 0
 
 
 def test_presets_and_pti_options():
@@ -103,6 +115,8 @@ def test_presets_and_pti_options():
     assert pti.num_steps == 20 and pti.trainable == ('synthesis.b8.*',) and pti.delta_dtype == 'fp16'
     project, pti_over = C._parse_sets(['space=w', 'initial_noise_factor=0.1', 'pti.regularizer_alpha=20', 'optimize_noise=false'])
     assert project == dict(space='w', initial_noise_factor=0.1, optimize_noise=False) and pti_over == dict(regularizer_alpha=20)
+    _, pti = C.build_configs('best', {'lpips_weight': 0, 'mse_weight': 1}, None, {})
+    assert (pti.lpips_weight, pti.regularizer_lpips_weight, pti.l2_weight) == (0, 0, 1)
 
 
 def test_torchrun_two_processes_match_one(network, photos, tmp_path, torchrun):
@@ -125,8 +139,7 @@ def test_generate_renders_pti_results(network, photos, tmp_path):
     (photos / 'wide.png').unlink()
     out = tmp_path / 'out'
     result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos), '--outdir', str(out),
-                                       '--pti', '--pti-steps', '2', '--set', 'pti.lpips_weight=0',
-                                       '--set', 'pti.regularizer_lpips_weight=0', '--set', 'pti.learning_rate=0.01', *QUICK])
+                                       '--pti', '--pti-steps', '2', '--set', 'pti.learning_rate=0.01', *QUICK])
     assert result.exit_code == 0, result.output
     render = lambda *extra: CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(out / 'latents.npz'),
                                                       '--device', 'cpu', *extra])
@@ -142,3 +155,19 @@ def test_generate_renders_pti_results(network, photos, tmp_path):
     assert result.exit_code == 1 and 'no PTI delta for p1.png' in result.output
     result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--pti', '--outdir', str(tmp_path / 's')])
     assert result.exit_code == 2 and '--pti goes with --projected-w' in result.output
+
+
+def test_progress_on_stderr_results_on_stdout(network, photos, tmp_path):
+    """Projection and PTI report step, loss, rate and ETA on stderr (plain lines off a terminal); stdout has the result only."""
+    args = ['project', '--network', str(network), '-i', str(photos / 'p0.png'), '--pti', '--pti-steps', '2', *QUICK]
+    result = CliRunner().invoke(main, [*args, '--outdir', str(tmp_path / 'o')])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f'projected 1 image(s) into {tmp_path / "o"}/latents.npz; 0 failed']
+    err = result.stderr.splitlines()
+    first = [line for line in err if line.startswith('project p0.png: step 1/3 loss ')]
+    last = [line for line in err if line.startswith('project p0.png: step 3/3 loss ')]
+    assert first and 'ETA' in first[0] and last and 'done in' in last[0] and 'step/s' in last[0]
+    assert any(line.startswith('pti p0.png: step 1/2 loss ') for line in err)
+    assert any(line.startswith('pti p0.png: step 2/2 loss ') and 'done in' in line for line in err)
+    quiet = CliRunner().invoke(main, [*args, '--outdir', str(tmp_path / 'q'), '--quiet'])
+    assert quiet.exit_code == 0 and 'step 1/3' not in quiet.stderr and quiet.stdout == result.stdout.replace('/o/', '/q/')

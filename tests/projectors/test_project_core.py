@@ -243,5 +243,5 @@ def test_input_errors(G, w_stats):
 
 def test_missing_vgg_weights_message(monkeypatch, tmp_path):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r'vgg16-397923af\.pth.*download\.pytorch\.org'):
+    with pytest.raises(FileNotFoundError, match=r'vgg16-397923af\.pth.*download\.pytorch\.org.*--lpips-weight 0 --mse-weight 1'):
         P.default_lpips('cpu')

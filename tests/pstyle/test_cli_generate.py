@@ -70,3 +70,21 @@ def test_style_mix_command(network, tmp_path):
     assert Image.open(tmp_path / 'grid.png').size == (4 * 16, 3 * 16)
     result = CliRunner().invoke(main, ['style-mix', '--network', str(network), '--rows', '1', '--cols', '3', '--styles', '0-40', '--outdir', str(tmp_path)])
     assert result.exit_code == 1 and 'out of range' in result.output
+
+
+def test_projected_w_of_another_network_is_refused_unless_forced(network, tmp_path):
+    from pstyle.models import deltas, latents
+    from pstyle.models.checkpoint import load_network
+    from pstyle.models.render import seeds_to_ws
+    G = load_network(network)['G_ema']
+    path = tmp_path / 'latents.npz'
+    latents.save_latents(path, ['alice.png'], seeds_to_ws(G, [1]).numpy(), meta=dict(weights_sha256='e' * 64))
+    run = lambda *extra: CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(path),
+                                                   '--outdir', str(tmp_path / 'out'), *extra])
+    result = run()
+    assert result.exit_code == 1
+    assert f'weights_sha256 {"e" * 64}' in result.output and f'weights_sha256 {deltas.weights_sha256(G)}' in result.output
+    assert '--force' in result.output and not (tmp_path / 'out' / 'alice.png').exists()
+    result = run('--force')
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['alice.png']

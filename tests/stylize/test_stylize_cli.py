@@ -97,7 +97,28 @@ def test_mix(nets, tmp_path):
     data = np.load(tmp_path / 'latents.npz')
     assert data['w'].shape == (2, 8, 16) and list(data['names']) == ['seed0000-seed0007', 'seed0001-seed0007']
     result = invoke('mix', '--network', nets / 'a.pt', '--content', 'seeds:0', '--style', 'images:x', '--outdir', tmp_path)
-    assert result.exit_code == 1 and 'images need projecting' in result.output
+    assert result.exit_code == 1 and 'x: no such photo or folder' in result.output
+
+
+def test_mix_projects_images_and_selects_latents_by_stem(nets, tmp_path):
+    """`pstyle mix --content images:DIR` projects the photos; their latents are then selected by stem."""
+    first = tmp_path / 'first'
+    result = invoke('mix', '--network', nets / 'a.pt', '--content', f'images:{nets / "photos"}', '--style', 'seeds:7',
+                    '--no-align', '--steps', '1', '--lpips-weight', '0', '--mse-weight', '1', '--device', 'cpu', '--outdir', first)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in first.glob('p*.png')) == ['p0-seed0007.png', 'p1-seed0007.png']
+    project = tmp_path / 'proj'
+    result = invoke('project', '--network', nets / 'a.pt', '-i', nets / 'photos', '--outdir', project, '--steps', '1',
+                    '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu')
+    assert result.exit_code == 0, result.output
+    second = tmp_path / 'second'
+    result = invoke('mix', '--network', nets / 'a.pt', '--content', f'latents:{project / "latents.npz"}:p1',
+                    '--style', f'latents:{project / "latents.npz"}:p0.png', '--outdir', second)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in second.glob('p*.png')) == ['p1-p0.png']
+    result = invoke('mix', '--network', nets / 'c.pt', '--content', f'latents:{project / "latents.npz"}:p1',
+                    '--style', 'seeds:1', '--outdir', tmp_path / 'third')
+    assert result.exit_code == 1 and '--content latents:' in result.output and 'projected into another network' in result.output
 
 
 def test_stylize(nets, tmp_path):
@@ -191,3 +212,16 @@ def test_stylize_and_grid_with_pivotal_tuning(nets, tmp_path):
     record = json.loads((tmp_path / 'fig.png.json').read_text())
     assert sorted(record['pti']['photos']) == ['p0', 'p1'] and record['pti']['config']['num_steps'] == 2
     assert (tmp_path / 'fig_pti' / 'p1.safetensors').is_file()
+
+
+def test_stylize_progress_on_stderr_results_on_stdout(nets, tmp_path):
+    args = ['stylize', '--photos', nets / 'photos' / 'p0.png', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+            '--no-align', *PROJ, '--steps', '2']
+    result = CliRunner().invoke(main, [str(a) for a in [*args, '--outdir', tmp_path / 'o']])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith('1 of 1 photo(s) stylized')
+    err = result.stderr.splitlines()
+    assert any(line.startswith('project 1 photo(s): step 1/2 loss ') and 'ETA' in line for line in err)
+    assert any(line.startswith('project 1 photo(s): step 2/2 loss ') and 'done in' in line for line in err)
+    quiet = CliRunner().invoke(main, [str(a) for a in [*args, '--outdir', tmp_path / 'q', '--quiet']])
+    assert quiet.exit_code == 0 and 'step 1/2' not in quiet.stderr

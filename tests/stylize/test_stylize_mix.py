@@ -6,6 +6,8 @@ import torch
 
 from pstyle.stylize import layer_weights as lw
 from pstyle.stylize import mix as mixing
+from pstyle.models import deltas
+from pstyle.models import latents
 from pstyle.models import render as gen
 
 
@@ -92,8 +94,59 @@ def test_style_source_errors(G, tmp_path):
         mixing.style_ws(G, 'vangogh')
     with pytest.raises(mixing.StyleSourceError, match='needs a projector'):
         mixing.style_ws(G, f'images:{tmp_path}')
-    with pytest.raises(mixing.StyleSourceError, match='images need projecting'):
+    with pytest.raises(mixing.StyleSourceError, match='--style images: needs a projector'):
         mixing.run_mix(G, 'seeds:0', f'images:{tmp_path}', np.zeros(G.num_ws))
+
+
+def test_errors_name_the_option_the_user_passed(G, tmp_path):
+    path = tmp_path / 'latents.npz'
+    np.savez(path, w=gen.seeds_to_ws(G, [0]).numpy(), names=np.array(['anna.png']))
+    with pytest.raises(mixing.StyleSourceError, match=r"^--content latents: .* no latent named 'dora'"):
+        mixing.run_mix(G, f'latents:{path}:dora', 'seeds:0', np.zeros(G.num_ws))
+    with pytest.raises(mixing.StyleSourceError, match=r'^--content seeds: cannot parse "x"'):
+        mixing.run_mix(G, 'seeds:x', 'seeds:0', np.zeros(G.num_ws))
+    with pytest.raises(mixing.StyleSourceError, match=r"^--style 'vangogh': expected seeds:LIST"):
+        mixing.run_mix(G, 'seeds:0', 'vangogh', np.zeros(G.num_ws))
+
+
+def test_latent_names_are_stems_and_stored_names_still_select(G, tmp_path):
+    """`pstyle project` stores file names: users see and select stems; `alice.png` keeps working."""
+    ws = gen.seeds_to_ws(G, [0, 1, 2]).numpy()
+    path = tmp_path / 'latents.npz'
+    latents.save_latents(path, ['alice.png', 'bob.JPG', 'seed0004'], ws)
+    _, names = mixing.style_ws(G, f'latents:{path}')
+    assert names == ['alice', 'bob', 'seed0004']
+    picked, names = mixing.style_ws(G, f'latents:{path}:alice,bob.JPG')
+    assert names == ['alice', 'bob'] and np.array_equal(picked.numpy(), ws[[0, 1]])
+    assert latents.stems(['a.png', 'a.jpg', 'b.png']) == ['a_png', 'a_jpg', 'b']  # colliding stems keep the extension
+    out = mixing.run_mix(G, f'latents:{path}:alice', 'seeds:7', np.zeros(G.num_ws))
+    assert out['content_names'] == ['alice']
+
+
+def test_rosinality_projector_output_is_read(G, tmp_path):
+    """rosinality's projector.py saves {input path: {'img', 'latent', 'noise'}}; latent [w_dim] (W) or [num_ws, w_dim]."""
+    ws = gen.seeds_to_ws(G, [0, 1])
+    path = tmp_path / 'alice.pt'
+    torch.save({'photos/alice.png': dict(img=torch.zeros(3, 32, 32), latent=ws[0, 0].clone(), noise=[torch.zeros(1, 1, 4, 4)]),
+                'photos/bob.png': dict(img=torch.zeros(3, 32, 32), latent=ws[1, 0].clone(), noise=[torch.zeros(1, 1, 4, 4)])}, path)
+    loaded, names = mixing.style_ws(G, f'latents:{path}:bob')
+    assert names == ['bob'] and torch.equal(loaded[0], ws[1, :1].expand(G.num_ws, -1))
+    torch.save({'alice.png': dict(img=torch.zeros(3, 32, 32), latent=ws[0].clone(), noise=[])}, path)
+    loaded, names = mixing.style_ws(G, f'latents:{path}')
+    assert names == ['alice'] and torch.equal(loaded, ws[:1])
+
+
+def test_latents_of_another_network_are_refused_unless_forced(G, tmp_path):
+    path = tmp_path / 'latents.npz'
+    ws = gen.seeds_to_ws(G, [0]).numpy()
+    latents.save_latents(path, ['anna.png'], ws, meta=dict(weights_sha256='f' * 64))
+    ours = deltas.weights_sha256(G)
+    with pytest.raises(mixing.StyleSourceError, match=f'--style latents: .*weights_sha256 {"f" * 64}.*weights_sha256 {ours}.*--force'):
+        mixing.run_mix(G, 'seeds:0', f'latents:{path}', np.zeros(G.num_ws))
+    out = mixing.run_mix(G, 'seeds:0', f'latents:{path}', np.zeros(G.num_ws), force=True)
+    assert out['style_names'] == ['anna']
+    latents.save_latents(path, ['anna.png'], ws, meta=dict(weights_sha256=ours))
+    assert mixing.run_mix(G, 'seeds:0', f'latents:{path}', np.zeros(G.num_ws))['style_names'] == ['anna']
 
 
 def test_run_mix_grid(G):

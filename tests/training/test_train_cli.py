@@ -31,7 +31,7 @@ def test_tiny_training_run(tmp_path, data):
     assert res.exit_code == 0, res.output
     assert 'tick 2' in res.output and 'Exiting' in res.output
     run_dir = next(tmp_path.glob('00000-*'))
-    assert (run_dir / 'network-snapshot-000000.pt').is_file()
+    assert (run_dir / 'network-snapshot-000000-000008img.pt').is_file()
 
 
 def test_dry_run_prints_the_config(tmp_path, data):

@@ -28,8 +28,9 @@ def read_stats(run):
 def test_run_writes_everything_and_losses_move(tmp_path, data):
     snap = train(H.tiny_options(tmp_path, data, kimg=0.024), echo=False)
     run = snap.parent
+    assert snap.name == 'network-snapshot-000000-000024img.pt'
     for name in ('training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png',
-                 'fakes000000.png', 'network-snapshot-000000.pt', 'training-state-000000.pt'):
+                 'fakes000000-000024img.png', 'training-state-000000-000024img.pt'):
         assert (run / name).is_file(), name
     options = json.loads((run / 'training_options.json').read_text())
     assert options['loss_kwargs']['r1_gamma'] == 0.1 and options['batch_size'] == 4
@@ -44,9 +45,9 @@ def test_run_writes_everything_and_losses_move(tmp_path, data):
     nets = checkpoint.load_network(snap)
     assert set(nets) >= {'G', 'D', 'G_ema'} and nets['G'].init_kwargs == options['G_kwargs']
     # G_ema moved: the grid of the snapshot differs from the grid at initialization.
-    before, after = (np.asarray(PIL.Image.open(run / n)) for n in ('fakes_init.png', 'fakes000000.png'))
+    before, after = (np.asarray(PIL.Image.open(run / n)) for n in ('fakes_init.png', 'fakes000000-000024img.png'))
     assert before.shape == after.shape == (2 * 16, 2 * 16, 3) and not np.array_equal(before, after)
-    state = rd.load_training_state(run / 'training-state-000000.pt')
+    state = rd.load_training_state(run / 'training-state-000000-000024img.pt')
     assert state['cur_nimg'] == 24 and state['batch_idx'] == 6 and state['cur_tick'] == 3
     assert 0 <= state['ada']['p'] and state['ada']['p'] != 0.2
     # TensorBoard (a dev dependency, optional for users): the same per-tick means, at kimg steps.
@@ -62,20 +63,33 @@ def test_resume_is_bit_exact(tmp_path, data):
     opts = dict(kimg=0.032)
     full = train(H.tiny_options(tmp_path / 'a', data, **opts), echo=False)
     half = train(H.tiny_options(tmp_path / 'b', data, **opts), max_ticks=2, echo=False)
-    assert rd.load_training_state(half.with_name('training-state-000000.pt'))['cur_nimg'] == 16
+    assert rd.load_training_state(half.with_name('training-state-000000-000016img.pt'))['cur_nimg'] == 16
     resumed = train(H.tiny_options(tmp_path / 'b', data, resume=str(half.parent), **opts), echo=False)
     assert resumed.parent == half.parent  # continued in the same run dir
     a, b = checkpoint.load_network(full), checkpoint.load_network(resumed)
     for key in ('G', 'D', 'G_ema'):
         assert H.state_diff(a[key].state_dict(), b[key].state_dict()) == [], key
-    sa = rd.load_training_state(full.with_name('training-state-000000.pt'))
-    sb = rd.load_training_state(resumed.with_name('training-state-000000.pt'))
+    sa = rd.load_training_state(full.with_name('training-state-000000-000032img.pt'))
+    sb = rd.load_training_state(resumed.with_name('training-state-000000-000032img.pt'))
     assert sa['cur_nimg'] == sb['cur_nimg'] == 32 and sa['ada'] == sb['ada']
     for key in ('G', 'D'):
         oa, ob = sa['optimizers'][key]['state'], sb['optimizers'][key]['state']
         assert all(torch.equal(oa[i]['exp_avg_sq'], ob[i]['exp_avg_sq']) for i in oa)
     assert torch.equal(sa['loss']['pl_mean'], sb['loss']['pl_mean'])
     assert 'Resumed from' in (half.parent / 'log.txt').read_text()
+
+
+def test_snapshots_never_replace_each_other_in_runs_shorter_than_1_kimg(tmp_path, data):
+    """Every tick's snapshot keeps its own files (named by the image count); resume takes the newest."""
+    snap = train(H.tiny_options(tmp_path, data, kimg=0.024), echo=False)
+    run = snap.parent
+    names = sorted(p.name for p in run.glob('network-snapshot-*.pt'))
+    assert names == [f'network-snapshot-000000-0000{n:02d}img.pt' for n in (8, 16, 24)]
+    for n in (8, 16, 24):
+        assert rd.load_training_state(run / f'training-state-000000-0000{n:02d}img.pt')['cur_nimg'] == n
+    assert rd.latest_snapshot(run) == rd.snapshot_paths(run, 24)
+    assert rd.snapshot_tag(2000) == '000002' and rd.snapshot_nimg('network-snapshot-000002.pt') == 2000  # NVIDIA's names
+    assert rd.snapshot_nimg('network-snapshot-000001-001256img.pt') == 1256 and rd.snapshot_nimg('fakes000001.png') is None
 
 
 def test_resume_errors(tmp_path, data):
@@ -104,9 +118,9 @@ def test_nan_stops_with_message_and_keeps_last_good_snapshot(tmp_path, data, mon
         train(H.tiny_options(tmp_path, data, kimg=0.032), echo=False)
     run = next(tmp_path.glob('0*'))
     assert 'Stopped: non-finite gradients' in (run / 'log.txt').read_text()
-    nets = checkpoint.load_network(run / 'network-snapshot-000000.pt')
+    nets = checkpoint.load_network(run / 'network-snapshot-000000-000008img.pt')
     assert all(torch.isfinite(t).all() for k in ('G', 'D', 'G_ema') for t in nets[k].state_dict().values())
-    assert rd.load_training_state(run / 'training-state-000000.pt')['cur_nimg'] == 8
+    assert rd.load_training_state(run / 'training-state-000000-000008img.pt')['cur_nimg'] == 8
 
 
 def test_transfer_from_nvidia_pickle(tmp_path, fixtures):
@@ -122,7 +136,7 @@ def test_transfer_from_nvidia_pickle(tmp_path, fixtures):
     src, out = checkpoint.load_network(source), checkpoint.load_network(snap)
     assert H.state_diff(src['D'].state_dict(), out['D'].state_dict()) == []
     assert H.state_diff(dict(src['G'].named_parameters()), dict(out['G'].named_parameters())) == []
-    assert rd.load_training_state(snap.with_name('training-state-000000.pt'))['cur_nimg'] == 8  # from kimg 0
+    assert rd.load_training_state(snap.with_name('training-state-000000-000008img.pt'))['cur_nimg'] == 8  # from kimg 0
 
 
 def test_conditional_training_and_continuing_without_data(tmp_path):
@@ -134,8 +148,9 @@ def test_conditional_training_and_continuing_without_data(tmp_path):
     assert nets['G'].c_dim == 3 and nets['D'].c_dim == 3
     # Continue the run by its directory alone: no --data needed, the run's options are reused.
     snap2 = train(H.tiny_options(tmp_path / 'runs', None, resume=str(snap.parent)), echo=False)
-    assert rd.load_training_state(snap2.with_name('training-state-000000.pt'))['cur_nimg'] == 16
+    assert snap.name == 'network-snapshot-000000-000008img.pt' and snap.is_file()  # kept beside snap2
+    assert rd.load_training_state(snap2.with_name('training-state-000000-000016img.pt'))['cur_nimg'] == 16
     # A finished run has nothing left to do.
     assert train(H.tiny_options(tmp_path / 'runs', None, resume=str(snap.parent)), echo=False) == snap2
-    assert rd.load_training_state(snap2.with_name('training-state-000000.pt'))['cur_nimg'] == 16
+    assert rd.load_training_state(snap2.with_name('training-state-000000-000016img.pt'))['cur_nimg'] == 16
     assert 'already reached' in (snap.parent / 'log.txt').read_text()
