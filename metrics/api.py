@@ -27,7 +27,7 @@ from . import builtin  # noqa: F401 -- registers fid, kid, pr, is, ppl, lpips, i
 from . import stats_cache
 from .distributed import gather_rows, rank_world
 from .features import build_inception, build_vgg16
-from .inputs import NetworkSource, iter_batches, open_images
+from .inputs import InputError, NetworkSource, iter_batches, open_images
 from .lpips_utils import load_lpips
 from .pairwise import pairwise_metrics
 from .registry import NEEDS, REGISTRY, MetricOptions, lookup, register  # noqa: F401 -- register: the API
@@ -201,15 +201,17 @@ def run_metrics(metrics, real=None, fake=None, network=None, options: MetricOpti
     for m in selected:
         try:
             values, extra = m.fn(ctx, opts)
+        except InputError:
+            raise  # Unreadable or empty inputs: no metric can be trusted.
         except ValueError as e:  # e.g. KID with too few images: the metrics computed before it still count.
-            errors[m.name] = str(e)
+            errors[m.name] = e
             continue
         out.update(values)
         records.append(_record(m.name, values, meta, extra))
-    if errors and not records:  # Nothing computed that an error could cost: a plain error.
-        raise ValueError('; '.join(errors.values()))
+    if errors and not records:  # Nothing computed that an error could cost: the error itself.
+        raise next(iter(errors.values()))
     if errors:
-        out['errors'] = errors
+        out['errors'] = {name: str(e) for name, e in errors.items()}
     for name, src in (('real', real_src), ('generated', ctx.gen_src)):
         if src is not None:
             meta[name] = dict(src.describe(), notes=src.notes_summary())

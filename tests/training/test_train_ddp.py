@@ -20,8 +20,7 @@ def test_two_processes_match_one(tmp_path):
     two = train(H.tiny_options(tmp_path / 'two', data, gpus=2, **common), echo=False, cfg_overrides=NO_NOISE)
     assert two is not None and 'gpus2' in two.parent.name and 'gpus1' in one.parent.name
     a, b = checkpoint.load_network(one), checkpoint.load_network(two)
-    sa, sb = rd.load_training_state(one.with_name('training-state-000000.pt')), \
-        rd.load_training_state(two.with_name('training-state-000000.pt'))
+    sa, sb = (rd.load_training_state(rd.snapshot_paths(run.parent, rd.snapshot_nimg(run.name))[1]) for run in (one, two))
     assert sa['cur_nimg'] == sb['cur_nimg'] == 16 and sb['world_size'] == 2 and len(sb['rng']) == 2
     for key in ('G', 'D', 'G_ema'):
         mean, off = _difference(a[key], b[key])
