@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,6 +79,27 @@ def merge_overrides(cfg, overrides):
     return cfg
 
 
+# What a continued run honours from the command line; everything else comes from its training_options.json.
+CONTINUATION_OPTIONS = ('resume', 'kimg', 'gpus', 'device', 'outdir')
+
+
+def ignored_options(o):
+    """The options given with a run-continuing --resume that differ from their defaults, so have no effect."""
+    defaults = TrainOptions()
+    return sorted('--' + f.name.replace('_', '-') for f in dataclasses.fields(TrainOptions)
+                  if f.name not in CONTINUATION_OPTIONS and getattr(o, f.name) != getattr(defaults, f.name))
+
+
+def warn_ignored_options(o, run_dir):
+    """Continuing a run replays its own options: say so when others were given (a user who meant to
+    fine-tune from the snapshot would otherwise train on the old data with the old settings)."""
+    ignored = ignored_options(o)
+    if ignored:
+        warnings.warn(f'--resume {o.resume} continues the run in {run_dir} with its own options; ignored: '
+                      f'{", ".join(ignored)}. To fine-tune from this network with new options instead, copy the '
+                      f'network-snapshot file out of its run directory and pass that copy to --resume.', stacklevel=2)
+
+
 def prepare_training(options, world_size=1, cfg_overrides=None):
     """(cfg, run_dir, continue_from, source) for `options`; opens the dataset and any resume network.
 
@@ -86,6 +108,7 @@ def prepare_training(options, world_size=1, cfg_overrides=None):
     cont = find_continuation(o.resume)
     if cont is not None:
         run_dir, snap = cont
+        warn_ignored_options(o, run_dir)
         cfg = json.loads((run_dir / 'training_options.json').read_text())
         if o.kimg is not None:
             cfg['total_kimg'] = o.kimg  # The one option a continued run honours: train longer (or shorter).

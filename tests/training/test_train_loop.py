@@ -10,9 +10,10 @@ import torch
 
 from pstyle.models import checkpoint
 from pstyle.training import run_dir as rd
-from pstyle.training.launch import train
+from pstyle.training.launch import ignored_options, train, warn_ignored_options
 from pstyle.training.loss import StyleGAN2Loss
 from pstyle.training.phases import NonFiniteError
+from pstyle.training.train_config import TrainOptions
 import pstyle_tests_train_helpers as H  # registered by conftest.py
 
 
@@ -154,3 +155,14 @@ def test_conditional_training_and_continuing_without_data(tmp_path):
     assert train(H.tiny_options(tmp_path / 'runs', None, resume=str(snap.parent)), echo=False) == snap2
     assert rd.load_training_state(snap2.with_name('training-state-000000-000016img.pt'))['cur_nimg'] == 16
     assert 'already reached' in (snap.parent / 'log.txt').read_text()
+
+
+def test_continuing_a_run_warns_about_the_options_it_ignores(tmp_path):
+    """`--resume RUN_DIR` replays the run's own options: new data or FreezeD given beside it would be ignored
+    silently (a user meaning to fine-tune from the snapshot trained on the old data), so it warns and names them."""
+    honoured = TrainOptions(resume=str(tmp_path), kimg=10, gpus=1, device='cpu', outdir='elsewhere')
+    assert ignored_options(honoured) == []
+    o = TrainOptions(resume=str(tmp_path), data='toon.zip', freezed=4, kimg=10)
+    assert ignored_options(o) == ['--data', '--freezed']
+    with pytest.warns(UserWarning, match=r'continues the run in .* ignored: --data, --freezed\. To fine-tune'):
+        warn_ignored_options(o, tmp_path)
