@@ -4,6 +4,8 @@ Seed k draws z from `numpy.random.RandomState(k)` exactly as NVIDIA's `generate.
 generator per image, so image k is identical at any batch size and matches the images users know.
 """
 
+import collections.abc
+import itertools
 import re
 
 import numpy as np
@@ -14,8 +16,37 @@ from pstyle.torch_utils import cpu_features, misc
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
 
+class SeedRange(collections.abc.Sequence):
+    """The integers of a range spec, held as `range`s: `--seeds 0-1000000000` costs nothing until iterated."""
+
+    def __init__(self, ranges):
+        self.ranges = tuple(ranges)
+
+    def __len__(self):
+        return sum(len(r) for r in self.ranges)
+
+    def __iter__(self):
+        return itertools.chain.from_iterable(self.ranges)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = index + len(self) if index < 0 else index
+        for r in self.ranges:
+            if 0 <= index < len(r):
+                return r[index]
+            index -= len(r)
+        raise IndexError('seed index out of range')
+
+    def __eq__(self, other):
+        return isinstance(other, (list, tuple, SeedRange)) and len(self) == len(other) and list(self) == list(other)
+
+    def __repr__(self):
+        return f'SeedRange({list(self.ranges)})'
+
+
 def parse_range(text):
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
+    """'0-3,7,10-11' -> SeedRange equal to [0, 1, 2, 3, 7, 10, 11] (lazy: ranges are never expanded)."""
     if isinstance(text, (list, tuple)):
         return [int(v) for v in text]
     values = []
@@ -28,14 +59,14 @@ def parse_range(text):
             lo, hi = int(match.group(1)), int(match.group(2))
             if hi < lo:
                 raise ValueError(f'range "{part}" runs backwards')
-            values.extend(range(lo, hi + 1))
+            values.append(range(lo, hi + 1))
         elif re.fullmatch(r'-?\d+', part):
-            values.append(int(part))
+            values.append(range(int(part), int(part) + 1))
         else:
             raise ValueError(f'cannot parse "{part}" in "{text}": expected integers and ranges like 0-7,10')
     if not values:
         raise ValueError(f'no values in "{text}"')
-    return values
+    return SeedRange(values)
 
 
 def pick_device(device=None):
@@ -96,11 +127,11 @@ def seeds_to_ws(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=
 
 def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, noise_mode='const',
                     precision='fp32', batch_size=8, progress=False):
-    """Yield `(seed, uint8 [H, W, C])` for each seed; identical at any batch size."""
-    seeds = list(seeds)
-    chunks = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
-    bar = _progress(len(seeds), progress)
-    for chunk in chunks:
+    """Yield `(seed, uint8 [H, W, C])` for each seed as it is made (seeds are read lazily, `batch_size` at a
+    time, so nothing grows with their number); identical at any batch size."""
+    bar = _progress(len(seeds) if hasattr(seeds, '__len__') else 0, progress)
+    it = iter(seeds)
+    while chunk := list(itertools.islice(it, batch_size)):
         ws = seeds_to_ws(G, chunk, truncation_psi, truncation_cutoff, class_idx)
         images = to_uint8(synthesize(G, ws, noise_mode=noise_mode, precision=precision, batch_size=batch_size))
         for seed, image in zip(chunk, images):

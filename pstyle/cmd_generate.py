@@ -34,6 +34,9 @@ def _common_options(f):
     return f
 
 
+MAX_GRID = 4096  # A grid is one image in memory: beyond this, use the per-seed files.
+
+
 @click.command()
 @_common_options
 @click.option('--seeds', type=str, default=None, help='Seeds, e.g. 0-7,42.')
@@ -47,27 +50,35 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
         raise click.UsageError('give exactly one of --seeds and --projected-w')
     if pti and projected_w is None:
         raise click.UsageError('--pti goes with --projected-w')
+    saved, tiles = 0, []
     try:
         G, network_sha256 = _load_G(network, device, with_sha256=True)
+        if seeds is not None:
+            seed_list = gen.parse_range(seeds)
+            if grid and len(seed_list) > MAX_GRID:
+                raise ValueError(f'--grid holds at most {MAX_GRID} images; got {len(seed_list)} seeds')
         outdir.mkdir(parents=True, exist_ok=True)
         if projected_w is not None:
             names, images = gen.render_projected(G, projected_w, noise_mode, precision, batch_size, pti, network_sha256, force)
-            named = list(zip(names, images))
+            named = zip(names, images)
         else:
-            seed_list = gen.parse_range(seeds)
             stream = gen.generate_images(G, seed_list, truncation_psi, truncation_cutoff, class_idx, noise_mode,
                                          precision, batch_size, progress=True)
-            named = [(f'seed{seed:04d}', image) for seed, image in stream]
+            named = ((f'seed{seed:04d}', image) for seed, image in stream)
+        for name, image in named:  # Each image reaches the disk as soon as it is made.
+            gen.save_image(image, outdir / f'{name}.png')
+            saved += 1
+            if grid:
+                tiles.append(image)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    for name, image in named:
-        gen.save_image(image, outdir / f'{name}.png')
+        kept = f' ({saved} images saved to {outdir} before it)' if saved else ''
+        raise click.ClickException(f'{exc}{kept}') from exc
     if grid:
-        cols = int(np.ceil(np.sqrt(len(named))))
-        rows = int(np.ceil(len(named) / cols))
-        tiles = [image for _, image in named] + [np.zeros_like(named[0][1])] * (rows * cols - len(named))
+        cols = int(np.ceil(np.sqrt(len(tiles))))
+        rows = int(np.ceil(len(tiles) / cols))
+        tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
         gen.save_image(gen.image_grid(np.stack(tiles), rows, cols), outdir / 'grid.png')
-    click.echo(f'saved {len(named)} images to {outdir}')
+    click.echo(f'saved {saved} images to {outdir}')
 
 
 @click.command('style-mix')

@@ -88,3 +88,35 @@ def test_projected_w_of_another_network_is_refused_unless_forced(network, tmp_pa
     result = run('--force')
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['alice.png']
+
+
+def test_seed_ranges_are_lazy():
+    """`--seeds 0-1000000000` must not build a billion-element list (an uncapped run was killed at 22.8 GB)."""
+    from pstyle.models.render import parse_range
+    seeds = parse_range('0-1000000000,7')
+    assert len(seeds) == 1_000_000_002 and seeds[5] == 5 and seeds[-1] == 7 and seeds[-2] == 1_000_000_000
+    assert all(isinstance(r, range) for r in seeds.ranges)
+
+
+def test_images_reach_the_disk_as_they_are_made(network, tmp_path, monkeypatch):
+    """A run that fails (or is killed) midway keeps every image made before: nothing waits for the end."""
+    from pstyle.models import render
+    real, calls = render.synthesize, {'n': 0}
+
+    def failing_third_batch(*args, **kwargs):
+        calls['n'] += 1
+        if calls['n'] == 3:
+            raise RuntimeError('simulated failure in batch 3')
+        return real(*args, **kwargs)
+    monkeypatch.setattr(render, 'synthesize', failing_third_batch)
+    out = tmp_path / 'out'
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0-9', '--outdir', str(out),
+                                       '--batch', '2'])
+    assert result.exit_code == 1 and 'simulated failure in batch 3 (4 images saved to' in result.output
+    assert sorted(p.name for p in out.iterdir()) == [f'seed000{k}.png' for k in range(4)]
+
+
+def test_grid_size_is_bounded(network, tmp_path):
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0-100000', '--grid',
+                                       '--outdir', str(tmp_path)])
+    assert result.exit_code == 1 and '--grid holds at most 4096 images; got 100001 seeds' in result.output
