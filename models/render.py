@@ -232,6 +232,8 @@ def render(G, ws, noise=None, noise_mode='const', dtype=None, fused_modconv=Fals
     device = misc.device_of(G)
     ws = torch.as_tensor(ws, dtype=torch.float32)
     misc.assert_shape(ws, [None, G.num_ws, G.w_dim])
+    if not torch.isfinite(ws).all():
+        raise ValueError('the latents contain NaN or Inf: nothing to render (a diverged projection or a bad file?)')
     batch_size = batch_size or max(1, ws.shape[0])
     out = []
     for start in range(0, ws.shape[0], batch_size):

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pstyle.options import FINITE_FLOAT
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
 from pstyle.metrics.weights import file_sha256
@@ -20,7 +21,7 @@ def _load_G(network, device, with_sha256=False):
 def _common_options(f):
     options = [
         click.option('--network', 'network', required=True, help='Network file, URL or official name (ffhq, metfaces, ...).'),
-        click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True, help='Truncation psi.'),
+        click.option('--trunc', 'truncation_psi', type=FINITE_FLOAT, default=1.0, show_default=True, help='Truncation psi.'),
         click.option('--trunc-cutoff', 'truncation_cutoff', type=click.IntRange(min=0), default=None, help='Truncate only W+ rows below this index.'),
         click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label (conditional networks).'),
         click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True, help='Noise inputs.'),

@@ -2,6 +2,7 @@
 
 import click
 
+from pstyle.options import FINITE_FLOAT
 from pstyle.metrics.api import MetricOptions, REGISTRY, run_metrics, summary_json, summary_lines
 from pstyle.metrics.distributed import init_from_env, rank_world
 from pstyle.metrics.inputs import InputError
@@ -26,7 +27,7 @@ def _csv(ctx, param, value):
               help='pt_inception-2015-12-05-6726825d.pth or NVIDIA inception-2015-12-05.pt')
 @click.option('--vgg-weights', type=click.Path(exists=True, dir_okay=False), default=None,
               help='torchvision vgg16-397923af.pth (precision/recall)')
-@click.option('--trunc', 'truncation_psi', type=float, default=1.0, help='Truncation psi for --network')
+@click.option('--trunc', 'truncation_psi', type=FINITE_FLOAT, default=1.0, help='Truncation psi for --network')
 @click.option('--class', 'class_idx', type=click.IntRange(min=0), default=None, help='Class label for conditional networks')
 @click.option('--seed', type=int, default=2020, help='Seed for KID subsets, IS shuffling and PPL sampling')
 @click.option('--kid-subsets', type=click.IntRange(min=1), default=100)

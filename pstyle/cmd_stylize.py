@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from pstyle.options import FINITE_FLOAT
 from pstyle.stylize import layer_weights as lw
 from pstyle.models.render import pick_device
 from pstyle.stylize.files import table_generator
@@ -105,7 +106,7 @@ _SOURCES = 'seeds:LIST, latents:FILE[:NAMES|INDICES] (names are file stems) or i
 @click.option('--content', required=True, help=_SOURCES + '.')
 @click.option('--style', required=True, help=_SOURCES + '.')
 @_weight_options
-@click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True, help='Truncation psi for seeds.')
+@click.option('--trunc', 'truncation_psi', type=FINITE_FLOAT, default=1.0, show_default=True, help='Truncation psi for seeds.')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
 @click.option('--align/--no-align', default=True, show_default=True, help='images: FFHQ-align them with dlib first; --no-align: aligned squares.')
 @click.option('--project-preset', type=click.Choice(['fast', 'default', 'best']), default='default', show_default=True, help='images: projection preset (without PTI).')
@@ -177,7 +178,7 @@ def _pti_settings(num_steps):
 @_pipeline_options
 @_weight_options
 @click.option('--mix-style', default=None, help='Latent mixing with seeds:LIST, latents:FILE.npz[:NAMES] or images:DIR|FILE.')
-@click.option('--style-trunc', type=float, default=1.0, show_default=True, help='Truncation psi of style seeds.')
+@click.option('--style-trunc', type=FINITE_FLOAT, default=1.0, show_default=True, help='Truncation psi of style seeds.')
 @click.option('--paste-back', is_flag=True, help='Also paste each portrait back into the original photo.')
 @click.option('--feather', type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help='Paste-back soft edge.')
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -205,7 +206,7 @@ def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, 
 @click.option('--blend-width', type=float, default=None, help='With --swap-res: smooth transition, in octaves.')
 @click.option('--preserve-color', is_flag=True, help='Colour rows from A / the content in every column.')
 @click.option('--mix-style', default=None, help='One style latent: seeds:N, latents:FILE.npz:NAME or images:FILE.')
-@click.option('--style-trunc', type=float, default=1.0, show_default=True)
+@click.option('--style-trunc', type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option('--labels/--no-labels', default=True, show_default=True, help='Column and row labels.')
 @click.option('--out', type=click.Path(dir_okay=False, path_type=Path), required=True, help='Figure file (.png, .jpg); a .json record is written beside it.')
 @_click_errors

@@ -120,3 +120,21 @@ def test_grid_size_is_bounded(network, tmp_path):
     result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0-100000', '--grid',
                                        '--outdir', str(tmp_path)])
     assert result.exit_code == 1 and '--grid holds at most 4096 images; got 100001 seeds' in result.output
+
+
+@pytest.mark.parametrize('args', [['generate', '--trunc', 'nan'], ['mix', '--trunc', 'inf'], ['metrics', '--trunc', 'nan'],
+                                  ['stylize', '--style-trunc', 'nan']])
+def test_non_finite_truncation_is_refused(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and f"{args[-1]!r} is not a finite number" in result.output
+
+
+def test_non_finite_latents_are_refused_not_rendered_black():
+    from pstyle.models import render
+    from pstyle.models.networks import Generator
+    G = Generator(z_dim=8, w_dim=8, c_dim=0, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=64, channel_max=16))
+    ws = torch.zeros(2, G.num_ws, G.w_dim)
+    ws[1, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match='the latents contain NaN or Inf'):
+        render.synthesize(G, ws)
