@@ -209,8 +209,10 @@ def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, 
 @click.option('--style-trunc', type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option('--labels/--no-labels', default=True, show_default=True, help='Column and row labels.')
 @click.option('--out', type=click.Path(dir_okay=False, path_type=Path), required=True, help='Figure file (.png, .jpg); a .json record is written beside it.')
+@click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 @_click_errors
-def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width, preserve_color, mix_style, style_trunc, labels, out, **kw):
+def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width, preserve_color, mix_style, style_trunc, labels, out, quiet,
+                 **kw):
     """Paper figure: rows = photos, columns = swap resolutions or style strengths."""
     if (swap_res_list is None) == (strengths is None):
         raise click.UsageError('give exactly one of --swap-res (list) and --strengths (list)')
@@ -225,7 +227,8 @@ def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width,
         kind, values = 'strength', grid.parse_columns(strengths, 'strength')
         spec = lw.make_spec(weights, None, None, preset, 1.0, preserve_color)
     cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc)
-    record = grid.stylize_grid(photos, out, cfg, kind, values, labels=labels, log=click.echo)
+    record = grid.stylize_grid(photos, out, cfg, kind, values, labels=labels, log=lambda m: click.echo(m, err=True),
+                               progress=progress.reporter(not quiet))
     click.echo(f'saved {out}: {len(record["rows"])} photo(s) x {len(record["columns"])} columns')
     for failure in record['failures']:
         click.echo(f'failed: {failure["photo"]} ({failure["stage"]}: {failure["error"]})', err=True)

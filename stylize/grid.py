@@ -97,8 +97,8 @@ def labelled_grid(tiles, row_labels, col_labels):
     return canvas
 
 
-def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print):
-    """Write the figure to `out` (+ `<out>.json`) and return the record."""
+def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print, progress=None):
+    """Write the figure to `out` (+ `<out>.json`) and return the record. progress: as `pipeline.stylize_photos`."""
     cfg.check()
     out = Path(out)
     device = gen.pick_device(cfg.device)
@@ -106,10 +106,10 @@ def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print):
     models = pipeline.load_models(cfg, device, blend_now=False)
     for _, spec in columns:
         layer_weights.resolve(models.G_a, spec)  # A column above the network's resolution fails now, not after projecting.
-    styles, names = pipeline.load_styles(cfg, models, device)
+    styles, names = pipeline.load_styles(cfg, models, device, progress)
     if styles is not None and len(styles) != 1:
         raise ValueError(f'stylize-grid takes one style latent, got {len(styles)} ({", ".join(names)})')
-    projector = pipeline.Projector(models.G_a, cfg, device)
+    projector = pipeline.Projector(models.G_a, cfg, device, progress)
     paths = pipeline.list_photos(photos)
     entries = [dict(photo=str(p), stem=s, status='pending', seconds={}) for p, s in zip(paths, pipeline.unique_stems(paths))]
     render = column_renderer(models, cfg, styles)

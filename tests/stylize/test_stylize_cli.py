@@ -225,3 +225,14 @@ def test_stylize_progress_on_stderr_results_on_stdout(nets, tmp_path):
     assert any(line.startswith('project 1 photo(s): step 2/2 loss ') and 'done in' in line for line in err)
     quiet = CliRunner().invoke(main, [str(a) for a in [*args, '--outdir', tmp_path / 'q', '--quiet']])
     assert quiet.exit_code == 0 and 'step 1/2' not in quiet.stderr
+
+
+def test_stylize_grid_progress_on_stderr_results_on_stdout(nets, tmp_path):
+    args = ['stylize-grid', '--photos', nets / 'photos' / 'p0.png', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+            '--no-align', *PROJ, '--steps', '2', '--swap-res', '8,16']
+    result = CliRunner().invoke(main, [str(a) for a in [*args, '--out', tmp_path / 'g.png']])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f'saved {tmp_path / "g.png"}: 1 photo(s) x 4 columns']  # photo, projected, 2 swaps
+    assert any(line.startswith('project 1 photo(s): step 2/2 loss ') and 'done in' in line for line in result.stderr.splitlines())
+    quiet = CliRunner().invoke(main, [str(a) for a in [*args, '--out', tmp_path / 'q.png', '--quiet']])
+    assert quiet.exit_code == 0 and 'step 1/2' not in quiet.stderr
