@@ -18,8 +18,8 @@ NO_NETWORK_HELP = ('no network to serve: give --base NET (and --styled NET) or -
 INVERT_MODES = ('optimize',)  # 'encoder' comes with the encoder inversion.
 
 # Licences keyed off the short name or URL. NVIDIA's FFHQ/MetFaces/AFHQ weights are released under the
-# NVIDIA Source Code License-NC: research and evaluation only, not commercial use.
-NVIDIA_NC = 'NVIDIA Source Code License-NC (non-commercial: research and evaluation only)'
+# NVIDIA's licence for its FFHQ/MetFaces/AFHQ networks (Source Code License-NC): research and evaluation only.
+NVIDIA_NC = "NVIDIA's Source Code License-NC (non-commercial: research and evaluation only)"
 _NVIDIA_HOSTS = ('nvlabs-fi-cdn.nvidia.com', 'api.ngc.nvidia.com')
 
 

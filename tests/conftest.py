@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope='session')
 def fixtures():
-    """The reference fixtures kept in the repository (`tests/fixtures`, copied from the original code's
+    """The reference fixtures kept in the repository (`tests/fixtures`, taken unchanged from the original code's
     outputs; see its README). A missing file is a failure: the parity promise is never skipped."""
     expected = ['README.md', 'nvlabs_uncond32.pkl', 'nvlabs_uncond32.npz', 'nvlabs_uncond32_keys.json',
                 'rosinality_32.pt', 'rosinality_32_ref.npz', 'tf_uncond16.pkl', 'tf_uncond16_ref.npz',

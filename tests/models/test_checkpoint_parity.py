@@ -1,4 +1,4 @@
-"""Exact parity with the original implementations on the reference fixtures (tests/fixtures, copied from the original code's outputs)."""
+"""Exact parity with the original implementations on the reference fixtures (tests/fixtures: the original code's outputs, kept in the repo)."""
 
 import json
 from pathlib import Path
