@@ -122,7 +122,7 @@ def _scan_pickle(path, max_ops=1_000_000):
                           f'(torch_utils.persistence) nor a TensorFlow StyleGAN2 pickle (dnnlib.tflib)')
 
 
-def _torch_load(path):
+def torch_load_checked(path):
     """`torch.load(weights_only=True)` (rosinality's `args` Namespace allowed), errors made clear."""
     # safe_globals arrived in torch 2.5; older versions simply refuse the Namespace.
     allow = getattr(torch.serialization, 'safe_globals', lambda _: contextlib.nullcontext())
@@ -159,7 +159,7 @@ def _sniff(path):
     if not head:
         raise CheckpointError(f'{path} is empty')
     if head.startswith(b'PK\x03\x04') or head.startswith(_TORCH_LEGACY_MAGIC):
-        payload = _torch_load(path)
+        payload = torch_load_checked(path)
         return _torch_format(path, payload), payload
     meta = _safetensors_metadata(path)
     if meta is not None:

@@ -12,12 +12,9 @@ channels_last memory format; `optimize=False` keeps the original's exact sequenc
 """
 
 import argparse
-import contextlib
 import hashlib
 import os
-import pickle
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -31,6 +28,7 @@ from pstyle.models.checkpoint import (
     default_cache_dir,
     download,
     env_var_for,
+    torch_load_checked,
 )
 from pstyle.models.render import compute_dtype
 from pstyle.projectors import encoder_nets
@@ -146,17 +144,7 @@ def _read_checkpoint(path):
         else:
             what = 'not a torch file'
         raise CheckpointError(f'{path} is {what}, not an e4e/pSp encoder checkpoint (a torch.save file)')
-    allow = getattr(torch.serialization, 'safe_globals', lambda _: contextlib.nullcontext())
-    try:
-        with allow([argparse.Namespace]):                  # Some scripts store opts as a Namespace.
-            payload = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r'GLOBAL ([\w.]+)', str(e))
-        what = f'it references the global {found[1]}, which is not a tensor/data type' if found else str(e)
-        raise CheckpointError(f'refusing to load {path}: torch.load(weights_only=True) rejected it: {what} '
-                              f'(nothing from the file was executed)') from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f'{path} is truncated or not a valid torch file ({type(e).__name__}: {e})') from None
+    payload = torch_load_checked(path)  # weights_only; Namespace opts allowed; errors name the file.
     return _check_layout(path, payload)
 
 
