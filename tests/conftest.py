@@ -60,9 +60,25 @@ def tiny_generator(seed=1, resolution=16, perturb=0.1, **overrides):
     return G
 
 
+@torch.no_grad()
+def finetuned_generator(G, seed=2, scale=0.3):
+    """A copy of G with every tensor moved (noise buffers and w_avg included): a stand-in fine-tune whose
+    tensors each tell which network they came from."""
+    import copy
+    torch.manual_seed(seed)
+    G_b = copy.deepcopy(G)
+    for name, tensor in G_b.state_dict().items():
+        if 'resample_filter' not in name:
+            tensor.add_(scale * torch.randn_like(tensor))
+    return G_b
+
+
+tiny_generator.finetuned = finetuned_generator
+
+
 @pytest.fixture(scope='session')
 def tiny_network_factory():
-    """`tiny_generator` above, for the folder conftests and tests that need other configurations."""
+    """`tiny_generator` above (with `.finetuned`), for the folder conftests and tests of other configurations."""
     return tiny_generator
 
 

@@ -17,13 +17,13 @@ H = sys.modules[_NAME]
 
 
 @pytest.fixture(scope='session')
-def nets(tmp_path_factory):
-    """(base path, styled path) of a tiny pair saved in our format."""
+def nets(tmp_path_factory, tiny_network_factory):
+    """(base path, styled path) of a tiny pair saved in our format (the stylization tests' size)."""
     from pstyle.models.checkpoint import save_network
     root = tmp_path_factory.mktemp('nets')
-    G_a = H.tiny_G()
+    G_a = tiny_network_factory(1, resolution=32, perturb=0.05, synthesis_kwargs=dict(channel_base=512))
     save_network(root / 'a.pt', G_ema=G_a)
-    save_network(root / 'b.pt', G_ema=H.finetuned(G_a))
+    save_network(root / 'b.pt', G_ema=tiny_network_factory.finetuned(G_a))
     return str(root / 'a.pt'), str(root / 'b.pt')
 
 

@@ -1,7 +1,6 @@
 """Helpers for the server tests: tiny networks, a server config over them, image bytes."""
 
 import contextlib
-import copy
 import io
 import os
 import socket
@@ -11,37 +10,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import httpx
 from PIL import Image
 
-from pstyle.models.networks import Generator
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
-            synthesis_kwargs=dict(channel_base=512, channel_max=32))
-
-
-def tiny_G(seed=1):
-    torch.manual_seed(seed)
-    G = Generator(**copy.deepcopy(TINY)).eval().requires_grad_(False)
-    with torch.no_grad():
-        for name, tensor in G.state_dict().items():
-            if 'resample_filter' not in name:
-                tensor.add_(0.05 * torch.randn_like(tensor))
-    return G
-
-
-@torch.no_grad()
-def finetuned(G, seed=2, scale=0.3):
-    torch.manual_seed(seed)
-    G_b = copy.deepcopy(G)
-    for name, tensor in G_b.state_dict().items():
-        if 'resample_filter' not in name:
-            tensor.add_(scale * torch.randn_like(tensor))
-    return G_b
-
-
 def make_config(nets, **overrides):
     from pstyle.serve.config import ServeConfig, StyleConfig  # noqa: PLC0415
     base, styled = nets

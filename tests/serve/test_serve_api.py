@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from pstyle_tests_serve_helpers import decode_png, make_config, photo_bytes, tiny_G, wait_ready
+from pstyle_tests_serve_helpers import decode_png, make_config, photo_bytes, wait_ready
 from pstyle.serve import config as C
 from pstyle.serve import jobs
 from pstyle.serve.app import create_app
@@ -70,11 +70,11 @@ def test_missing_lpips_weights_make_healthz_503_with_the_reason_and_generation_s
     assert client.post('/v1/generate', json=dict(seeds=[1])).status_code == 200
 
 
-def test_styles_list_the_w_plus_rows_for_the_sliders(client_for):
+def test_styles_list_the_w_plus_rows_for_the_sliders(client_for, tiny_network_factory):
     styles = client_for().get('/v1/styles').json()['styles']
     assert [s['name'] for s in styles] == ['toon', 'plain']
     from pstyle.models import wplus
-    G = tiny_G()
+    G = tiny_network_factory(resolution=32)
     assert [r['resolution'] for r in styles[0]['rows']] == wplus.index_resolutions(G).tolist() == [4, 8, 8, 16, 16, 32, 32, 32]
 
 
