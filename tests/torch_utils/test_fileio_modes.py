@@ -6,6 +6,7 @@ import stat
 import pytest
 import torch
 
+from pstyle.models.checkpoint import save_network
 from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save
 from pstyle.training import run_dir
 
@@ -42,3 +43,10 @@ def test_atomic_write_matches_a_plain_open(tmp_path, umask):
     with atomic_path(tmp_path / 'atomic') as tmp:
         tmp.write_bytes(b'x')
     assert _mode(tmp_path / 'atomic') == _mode(tmp_path / 'plain') == 0o640
+
+
+def test_safetensors_networks_honour_the_umask(tmp_path, umask, tiny_network_factory):
+    # safetensors recreates the file it writes, which used to lose the mode set on the temporary file (0600).
+    umask(0o022)
+    save_network(tmp_path / 'net.safetensors', G_ema=tiny_network_factory())
+    assert _mode(tmp_path / 'net.safetensors') == 0o644
