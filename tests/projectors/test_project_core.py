@@ -138,21 +138,29 @@ def test_results_do_not_depend_on_the_batch(G, lpips_model, w_stats, mixed_targe
     assert torch.allclose(together.ws[0], other.ws[2], atol=1e-4)
 
 
-def test_cpu_default_is_bit_exact_with_projecting_alone_and_micro_batches_are_exact(G, lpips_model, w_stats, mixed_targets):
-    """On the CPU images go through G one at a time (micro_batch 0 = 1): image k's result is bit for bit
-    its result alone. Any other split gives the same optimisation up to float rounding."""
-    cfg = P.ProjectConfig(num_steps=6, optimize_noise=True, mse_weight=0.5)
+def test_one_image_per_pass_is_bit_exact_with_projecting_alone_and_micro_batches_are_exact(G, lpips_model, w_stats, mixed_targets):
+    """micro_batch 1 (the CPU default at 256^2 and above): image k's result is bit for bit its result
+    alone. Any other split gives the same optimisation up to float rounding."""
+    cfg = P.ProjectConfig(num_steps=6, optimize_noise=True, mse_weight=0.5, micro_batch=1)
     together = P.project(G, mixed_targets, cfg, lpips_model, w_stats=w_stats)
     alone = P.project(G, mixed_targets[2:3], cfg, lpips_model, w_stats=w_stats)
     assert torch.equal(together.ws[2], alone.ws[0]) and np.array_equal(together.images[2], alone.images[0])
     assert together.metrics[2] == alone.metrics[0]
     for name in together.noise:
         assert torch.equal(together.noise[name][2], alone.noise[name][0])
-    split = P.project(G, mixed_targets, dataclasses.replace(cfg, micro_batch=2), lpips_model, w_stats=w_stats)
-    assert torch.allclose(split.ws, together.ws, atol=1e-4)
+    for micro_batch in (2, 0):
+        split = P.project(G, mixed_targets, dataclasses.replace(cfg, micro_batch=micro_batch), lpips_model, w_stats=w_stats)
+        assert torch.allclose(split.ws, together.ws, atol=1e-4)
     assert not torch.allclose(together.ws[0], together.ws[1], atol=1e-2)  # images differ: the checks can fail
     with pytest.raises(ValueError, match='micro_batch must be an integer >= 0'):
         P.ProjectConfig(micro_batch=-1).check()
+
+
+def test_automatic_micro_batch_is_one_image_on_the_cpu_from_256_and_the_batch_below(tiny_network_factory):
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert P.auto_micro_batch(tiny_network_factory(resolution=16), 6, cpu) == 6
+    assert P.auto_micro_batch(tiny_network_factory(resolution=256), 6, cpu) == 1
+    assert P.auto_micro_batch(tiny_network_factory(resolution=256), 6, cuda) == 6
 
 
 def test_early_stopping_freezes_each_image_on_its_own(G, lpips_model, w_stats, mixed_targets):
