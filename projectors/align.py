@@ -28,7 +28,8 @@ from pstyle.metrics.weights import (
     WeightsHashError,
     trusted_path,
 )
-from pstyle.projectors.image_io import ImageLoadError, list_images, load_image, to_rgb
+from pstyle.projectors.image_io import ImageLoadError, load_image, to_rgb
+from pstyle.torch_utils.errors import InputError
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_ENV = 'PSTYLE_DLIB_LANDMARKS'
@@ -44,7 +45,7 @@ class AlignError(RuntimeError):
     """Base class of alignment errors."""
 
 
-class NoFaceError(AlignError):
+class NoFaceError(AlignError, InputError):
     """No face was detected in an image; the message names the file."""
 
     def __init__(self, name):
@@ -387,21 +388,21 @@ def load_transform(path) -> dict:
     try:
         transform = json.loads(Path(path).read_text())
     except FileNotFoundError as e:
-        raise ValueError(f'{path}: alignment JSON not found') from e
+        raise InputError(f'{path}: alignment JSON not found') from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f'{path}: not a valid alignment JSON ({e})') from e
+        raise InputError(f'{path}: not a valid alignment JSON ({e})') from e
     check_transform(transform, name=path)
     return transform
 
 
 def check_transform(transform, name='transform'):
     if not isinstance(transform, dict) or transform.get('format') != TRANSFORM_FORMAT:
-        raise ValueError(f'{name}: not an alignment record (expected "format": "{TRANSFORM_FORMAT}")')
+        raise InputError(f'{name}: not an alignment record (expected "format": "{TRANSFORM_FORMAT}")')
     missing = [k for k in ('quad', 'photo_size', 'output_size') if k not in transform]
     if missing:
-        raise ValueError(f'{name}: alignment record lacks {", ".join(missing)}')
+        raise InputError(f'{name}: alignment record lacks {", ".join(missing)}')
     if np.asarray(transform['quad']).shape != (4, 2):
-        raise ValueError(f'{name}: "quad" must be 4 corners [x, y]')
+        raise InputError(f'{name}: "quad" must be 4 corners [x, y]')
 
 
 def homography(src, dst):

@@ -182,15 +182,17 @@ def _pti_settings(num_steps):
 @click.option('--paste-back', is_flag=True, help='Also paste each portrait back into the original photo.')
 @click.option('--feather', type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help='Paste-back soft edge.')
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option('--resume', is_flag=True, help='Keep the photos already finished in --outdir (same networks and settings) and do only the rest.')
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 @_click_errors
-def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, **kw):
+def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, resume, quiet, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
     spec = _spec(kw)
     cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather)
-    manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
-    click.echo(f'{manifest["num_ok"]} of {manifest["num_photos"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')
+    manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet),
+                              resume=resume)
+    click.echo(f'{manifest["num_ok"]} of {manifest["num_items"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')
     for note in manifest['notes']:
         click.echo(f'note: {note}', err=True)
     if manifest['num_ok'] == 0:
@@ -231,4 +233,4 @@ def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width,
                                progress=progress.reporter(not quiet))
     click.echo(f'saved {out}: {len(record["rows"])} photo(s) x {len(record["columns"])} columns')
     for failure in record['failures']:
-        click.echo(f'failed: {failure["photo"]} ({failure["stage"]}: {failure["error"]})', err=True)
+        click.echo(f'failed: {failure["input"]} ({failure.get("stage", "?")}: {failure["error"]})', err=True)

@@ -64,18 +64,27 @@ def _fold(name):
 def unique_names(paths, reserved=()) -> list:
     """One output name per input path (see the module docstring); deterministic for a given input order."""
     paths = [Path(p) for p in paths]
+    return _unique([(p.stem, p.suffix[1:].lower()) for p in paths], reserved)
+
+
+def unique_labels(labels, reserved=()) -> list:
+    """The same rule for plain names (style names, seeds): a repeated one gets `_2`, `_3`, ..."""
+    return _unique([(str(label), '') for label in labels], reserved)
+
+
+def _unique(stems, reserved):
     taken = {_fold(r) for r in reserved}
     firsts = {}
-    for k, p in enumerate(paths):  # The first input of each stem keeps it, even against a later `_ext` name.
-        if _fold(p.stem) not in taken:
-            firsts.setdefault(_fold(p.stem), k)
+    for k, (stem, _) in enumerate(stems):  # The first input of each stem keeps it, even against a later `_ext` name.
+        if _fold(stem) not in taken:
+            firsts.setdefault(_fold(stem), k)
     taken |= set(firsts)
     names = []
-    for k, p in enumerate(paths):
-        if firsts.get(_fold(p.stem)) == k:
-            names.append(p.stem)
+    for k, (stem, ext) in enumerate(stems):
+        if firsts.get(_fold(stem)) == k:
+            names.append(stem)
             continue
-        base = f'{p.stem}_{p.suffix[1:].lower()}' if p.suffix else f'{p.stem}_'
+        base = f'{stem}_{ext}' if ext else stem
         name, n = base, 2
         while _fold(name) in taken:
             name, n = f'{base}_{n}', n + 1
@@ -111,6 +120,7 @@ class FolderRun:
         self.header = header or dict
         self.resume_key = jsonable(resume_key)
         self.log = log or (lambda _: None)
+        self._sources = {it.name: it.source for it in self.items}
         self.entries = {it.name: dict(input=str(it.source), name=it.name, status='pending', outputs=[])
                         for it in self.items}
         self.resumed = []
@@ -146,13 +156,21 @@ class FolderRun:
                 entry.update(old)
                 self.resumed.append(old['name'])
 
+    def reset(self, item):
+        """Do `item` again (a resumed entry whose share of a run-wide file, such as latents, is missing)."""
+        entry = self.entry(item)
+        entry.clear()
+        entry.update(input=str(self._sources[entry_name(item)]), name=entry_name(item), status='pending', outputs=[])
+        if entry_name(item) in self.resumed:
+            self.resumed.remove(entry_name(item))
+
     def pending(self):
         """The items still to do (all of them, less those resumed)."""
         return [it for it in self.items if self.entries[it.name]['status'] != 'ok']
 
     # -- recording -------------------------------------------------------------
     def entry(self, item):
-        return self.entries[item if isinstance(item, str) else item.name]
+        return self.entries[entry_name(item)]
 
     def relative(self, path):
         """A path under the manifest's folder, as the manifest records it."""
@@ -216,6 +234,11 @@ class FolderRun:
         doc = self.document()
         atomic_write_json(self.path, doc)
         return doc
+
+
+def entry_name(item):
+    """An Item's name, or the name itself."""
+    return item if isinstance(item, str) else item.name
 
 
 def _canonical(value):

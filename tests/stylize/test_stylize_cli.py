@@ -97,7 +97,7 @@ def test_mix(nets, tmp_path):
     data = np.load(tmp_path / 'latents.npz')
     assert data['w'].shape == (2, 8, 16) and list(data['names']) == ['seed0000-seed0007', 'seed0001-seed0007']
     result = invoke('mix', '--network', nets / 'a.pt', '--content', 'seeds:0', '--style', 'images:x', '--outdir', tmp_path)
-    assert result.exit_code == 1 and 'x: no such photo or folder' in result.output
+    assert result.exit_code == 1 and 'x: no such file or folder' in result.output
 
 
 def test_mix_projects_images_and_selects_latents_by_stem(nets, tmp_path):
@@ -200,7 +200,7 @@ def test_stylize_and_grid_with_pivotal_tuning(nets, tmp_path):
                     '--outdir', tmp_path / 'out')
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
-    assert manifest['pti']['num_steps'] == 2 and manifest['images'][0]['pti']['steps'] == 2
+    assert manifest['pti']['num_steps'] == 2 and manifest['items'][0]['pti']['steps'] == 2
     assert manifest['projection']['precision'] == manifest['pti']['precision'] == 'bf16'
     assert (tmp_path / 'out' / 'pti' / 'p0.safetensors').is_file()
     out = tmp_path / 'fig.png'

@@ -150,3 +150,7 @@ def test_resume_redoes_items_whose_outputs_are_gone_and_refuses_other_settings(t
     (tmp_path / 'out' / 'manifest.json').write_text('{"format": "other"}')
     with pytest.raises(ValueError, match='not the manifest of a `test` run'):
         make_run(tmp_path, resume=True)
+
+
+def test_plain_labels_get_numbered():
+    assert FR.unique_labels(['ben', 'ben', 'Ben', 'seed0001']) == ['ben', 'ben_2', 'Ben_3', 'seed0001']
