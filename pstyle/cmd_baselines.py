@@ -31,10 +31,10 @@ def _run(fn, *args, **kwargs):
         manifest = fn(*args, **kwargs, log=click.echo)
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f'{manifest["num_done"]} done, {manifest["num_failed"]} failed; '
+    click.echo(f'{manifest["num_ok"]} done, {manifest["num_failed"]} failed; '
                f'manifest.json in {kwargs["outdir"]}')
     for failure in manifest['failures']:
-        click.echo(f'  failed: {failure["photo"]}: {failure["error"]}')
+        click.echo(f'  failed: {failure["input"]}: {failure["error"]}')
 
 
 _content = click.option('--content', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')

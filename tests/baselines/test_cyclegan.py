@@ -26,7 +26,7 @@ def test_state_dict_names_and_shapes_are_the_reference_ones(recipe):
 
 def test_output_matches_the_original_tensor2im(published, ref, tmp_path, assert_parity):
     manifest = cyclegan_folder(published['cyclegan'], published['content'], tmp_path, log=lambda _: None)
-    assert manifest['num_done'] == 1 and manifest['inputs']['checkpoint']['sha256']
+    assert manifest['num_ok'] == 1 and manifest['inputs']['checkpoint']['sha256']
     diff = assert_parity(np.asarray(Image.open(tmp_path / 'content.png')), ref['cyclegan_out'][0])
     print(f'cyclegan_out: max {diff.max()}, mean {diff.mean():.5f}')
 
@@ -73,7 +73,7 @@ def test_an_unreadable_image_in_a_folder_is_reported_and_the_others_go_on(publis
     (folder / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
     Image.open(published['content']).resize((3, 3)).save(folder / 'c.png')
     manifest = cyclegan_folder(published['cyclegan'], folder, tmp_path / 'out', log=lambda _: None)
-    assert [p['status'] for p in manifest['photos']] == ['done', 'failed', 'failed']
+    assert [p['status'] for p in manifest['items']] == ['ok', 'failed', 'failed']
     assert 'b.png: cannot read image' in manifest['failures'][0]['error']
     assert 'too small' in manifest['failures'][1]['error']
     assert (tmp_path / 'out' / 'a.png').is_file() and not (tmp_path / 'out' / 'b.png').exists()
