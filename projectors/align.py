@@ -28,14 +28,16 @@ from pstyle.metrics.weights import (
     WeightsHashError,
     trusted_path,
 )
-from pstyle.projectors.image_io import ImageLoadError, load_image, to_rgb
+from pstyle.projectors.image_io import load_image, to_rgb
 from pstyle.torch_utils.errors import InputError
+from pstyle.torch_utils.folder_run import FolderRun, plan
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_ENV = 'PSTYLE_DLIB_LANDMARKS'
 INSTALL_HINT = "pip install 'portrait-stylegan[align]' (installs dlib-bin and face-recognition-models)"
 TRANSFORM_FORMAT = 'pstyle-ffhq-align'
 TRANSFORM_VERSION = 1
+RUN_MANIFEST = 'manifest'  # <outdir>/manifest.json of a folder run: never an aligned photo's name
 SUPERSAMPLE = 4  # transform_size = 4 * output_size, as FFHQ (4096 -> 1024)
 
 _LANCZOS = Image.Resampling.LANCZOS  # Pillow 10 removed Image.ANTIALIAS, which was this filter
@@ -337,43 +339,27 @@ def align_file(src, outdir, size=1024, all_faces=False, stem=None, **align_kwarg
     return outputs
 
 
-def _unique_stems(files):
-    """File -> output stem; a repeated stem (a.jpg, a.png) gets its extension appended."""
-    stems, seen = {}, set()
-    for path in files:
-        stem = path.stem if path.stem not in seen else f'{path.stem}_{path.suffix[1:].lower()}'
-        seen.add(stem)
-        stems[path] = stem
-    return stems
+def align_folder(src, dst, size=1024, all_faces=False, log=print, resume=False, **align_kwargs) -> dict:
+    """Align a photo, the images directly inside a folder, or a list of both into `dst` as <name>.png +
+    <name>.json; a file without a face (or unreadable) is recorded and the others go on.
 
-
-def align_folder(src, dst, size=1024, all_faces=False, progress=None, **align_kwargs) -> dict:
-    """Align every image directly inside `src` into `dst`; a bad file is recorded and skipped.
-
-    Returns dict(num_images, aligned=[dict(source, outputs)], failed=[dict(source, error)]).
-    `progress(path, entry)` is called after each file. Missing dlib/model stops the whole run.
+    A folder run (torch_utils.folder_run): unique names, `dst/manifest.json` rewritten after every photo,
+    `resume` skips the photos already aligned with the same settings. Returns the manifest (dict).
+    A missing dlib or landmark model stops the whole run.
     """
-    src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise ValueError(f'{src}: not a folder')
-    if dst.resolve() == src.resolve():
-        raise ValueError(f'{dst}: the output folder must differ from the input folder')
-    files = list_images(src)
-    if not files:
-        raise ValueError(f'{src}: no image files in this folder')
-    summary = dict(num_images=len(files), aligned=[], failed=[])
-    stems = _unique_stems(files)
-    for path in files:
-        try:
-            outputs = align_file(path, dst, size, all_faces, stem=stems[path], **align_kwargs)
-            entry = dict(source=str(path), outputs=[str(p) for p in outputs])
-            summary['aligned'].append(entry)
-        except (NoFaceError, ImageLoadError) as e:
-            entry = dict(source=str(path), error=str(e))
-            summary['failed'].append(entry)
-        if progress is not None:
-            progress(path, entry)
-    return summary
+    dst = Path(dst)
+    for folder in ([src] if isinstance(src, (str, os.PathLike)) else list(src)):
+        if Path(folder).is_dir() and dst.resolve() == Path(folder).resolve():
+            raise ValueError(f'{dst}: the output folder must differ from the input folder')
+    items = plan(src, reserved=(RUN_MANIFEST,))
+    settings = dict(size=size, all_faces=all_faces, **align_kwargs)
+    run = FolderRun(items, dst / f'{RUN_MANIFEST}.json', 'align', header=lambda: dict(settings=settings),
+                    resume_key=settings, resume=resume, log=log)
+    for item in run.pending():
+        with run.isolate(item):
+            faces = align_file(item.source, dst, size, all_faces, stem=item.name, **align_kwargs)
+            run.succeed(item, [p for face in faces for p in (face, face.with_suffix('.json'))], faces=len(faces))
+    return run.save()
 
 
 # ----------------------------------------------------------------------------------------------

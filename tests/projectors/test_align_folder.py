@@ -25,16 +25,18 @@ def mixed_folder(tmp_path, astronaut):
 
 
 def test_good_file_aligned_and_failures_listed(mixed_folder, tmp_path):
-    seen = []
-    summary = A.align_folder(mixed_folder, tmp_path / 'out', size=64, progress=lambda p, e: seen.append(p.name))
-    assert summary['num_images'] == 3 and seen == ['broken.jpg', 'good.png', 'nobody.png']
-    assert [e['source'] for e in summary['aligned']] == [str(mixed_folder / 'good.png')]
-    assert summary['aligned'][0]['outputs'] == [str(tmp_path / 'out' / 'good.png')]
-    failed = {e['source']: e['error'] for e in summary['failed']}
+    logs = []
+    summary = A.align_folder(mixed_folder, tmp_path / 'out', size=64, log=logs.append)
+    assert summary['num_items'] == 3 and [line.split(' ')[0].rsplit('/', 1)[-1].rstrip(':') for line in logs] == [
+        'broken.jpg', 'good.png', 'nobody.png']
+    ok = [e for e in summary['items'] if e['status'] == 'ok']
+    assert [e['input'] for e in ok] == [str(mixed_folder / 'good.png')]
+    assert ok[0]['outputs'] == ['good.png', 'good.json'] and ok[0]['faces'] == 1
+    failed = {e['input']: e['error'] for e in summary['failures']}
     assert set(failed) == {str(mixed_folder / 'broken.jpg'), str(mixed_folder / 'nobody.png')}
     assert 'broken.jpg: cannot read image' in failed[str(mixed_folder / 'broken.jpg')]
     assert 'nobody.png: no face found' in failed[str(mixed_folder / 'nobody.png')]
-    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['good.json', 'good.png']
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['good.json', 'good.png', 'manifest.json']
 
 
 def test_written_json_maps_back(mixed_folder, tmp_path, astronaut):
@@ -51,8 +53,8 @@ def test_written_json_maps_back(mixed_folder, tmp_path, astronaut):
 
 def test_all_faces_naming(mixed_folder, tmp_path):
     summary = A.align_folder(mixed_folder, tmp_path / 'out', size=64, all_faces=True)
-    outputs = [p.rsplit('/', 1)[-1] for p in summary['aligned'][0]['outputs']]
-    assert outputs == ['good_00.png', 'good_01.png']  # astronaut: face, then the suit patch dlib also finds
+    outputs = [e['outputs'] for e in summary['items'] if e['status'] == 'ok'][0]
+    assert outputs == ['good_00.png', 'good_00.json', 'good_01.png', 'good_01.json']  # astronaut: face, then the suit patch dlib also finds
     assert (tmp_path / 'out' / 'good_01.json').is_file()
 
 
@@ -62,12 +64,12 @@ def test_same_stem_does_not_overwrite(tmp_path, astronaut):
     astronaut.save(src / 'a.png')
     astronaut.save(src / 'a.jpg', quality=95)
     summary = A.align_folder(src, tmp_path / 'out', size=64)
-    names = sorted(p.rsplit('/', 1)[-1] for e in summary['aligned'] for p in e['outputs'])
+    names = sorted(p for e in summary['items'] for p in e['outputs'] if p.endswith('.png'))
     assert names == ['a.png', 'a_png.png']
 
 
 def test_folder_errors(tmp_path, astronaut):
-    with pytest.raises(ValueError, match='not a folder'):
+    with pytest.raises(FileNotFoundError, match='missing: no such file or folder'):
         A.align_folder(tmp_path / 'missing', tmp_path / 'out')
     with pytest.raises(ValueError, match='no image files in this folder'):
         A.align_folder(tmp_path, tmp_path / 'out')
