@@ -119,8 +119,8 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
         s = doc['summary']
         mean = f', mean LPIPS {s["lpips_mean"]:.4f}' if 'lpips_mean' in s else ''
         click.echo(f'projected {s["num_images"]} image(s) into {outdir}/latents.npz{mean}; {s["num_failed"]} failed')
-        for name, error in doc['failed'].items():
-            click.echo(f'  FAILED {error}', err=True)
+        for failure in doc['failures']:
+            click.echo(f'  FAILED {failure["error"]}', err=True)
         if s['num_images'] == 0:
             raise SystemExit(1)
 

@@ -254,7 +254,7 @@ class _Run:
     scorer: photo_metrics.PhotoMetrics      # or None
     cfg: StylizeConfig
     outdir: Path
-    latents: '_Latents'
+    latents: latents_file.LatentRows
 
 
 def stylize_photos(photos, outdir, cfg, log=print, progress=None, resume=False):
@@ -273,7 +273,7 @@ def stylize_photos(photos, outdir, cfg, log=print, progress=None, resume=False):
     models.info['seconds']['styles'] = time.perf_counter() - t0
     projector = Projector(models.G_a, cfg, device, progress)
     scorer = photo_metrics.PhotoMetrics(device) if cfg.metrics else None
-    ctx = _Run(models, projector, styles, style_names, scorer, cfg, outdir, _Latents(outdir / 'latents.npz', projector.cfg, models.info['base']))
+    ctx = _Run(models, projector, styles, style_names, scorer, cfg, outdir, _latents_rows(outdir, projector.cfg, models.info['base']))
     run = folder_run.FolderRun(items, outdir / 'manifest.json', 'stylize', header=lambda: _manifest(ctx, run),
                                resume_key=_resume_key(cfg, models), resume=resume, log=log)
     if resume:
@@ -286,6 +286,13 @@ def stylize_photos(photos, outdir, cfg, log=print, progress=None, resume=False):
                                                           projector, cfg):
             _finish_photo(run, item, prepared, result, ctx)
     return run.save()
+
+
+def _latents_rows(outdir, projection_cfg, base_info):
+    """The photos' latents in A's W+ space, in `pstyle project`'s latents.npz format (w / ws, names, noise/<layer>,
+    alignment records), so `pstyle generate --projected-w` and `pstyle mix` read them."""
+    return latents_file.LatentRows(outdir / 'latents.npz', projection_cfg.space,
+                                   dict(network_sha256=base_info.get('sha256'), settings=projection_cfg.as_dict()))
 
 
 def _resume_key(cfg, models):
@@ -402,43 +409,6 @@ def _paste(entry, images, transform, original, cfg, outdir):
         pasted = paste_back(original, image, transform, feather=cfg.feather)
         pasted.save(outdir / 'pasted' / f'{name}.png')
         entry['portraits'][name]['pasted'] = f'pasted/{name}.png'
-
-
-class _Latents:
-    """The finished photos' latents in A's W+ space, in `pstyle project`'s latents.npz format (w / ws, names,
-    noise/<layer>, alignment records), so `pstyle generate --projected-w` and `pstyle mix` read them.
-    Rewritten (atomically) after every photo, before the manifest records it."""
-
-    def __init__(self, path, projection_cfg, base_info):
-        self.path, self.cfg, self.base_info = Path(path), projection_cfg, base_info
-        self.rows = {}                      # name -> (ws [1, num_ws, w_dim], noise {layer: [1, 1, r, r]} or None, transform)
-
-    def add(self, name, ws, noise, transform):
-        self.rows[name] = (ws, noise, transform)
-
-    def resume(self, run):
-        """Keep the rows of the photos `run` resumed; a resumed photo missing from the file is done again."""
-        old = latents_file.load_latents(self.path) if self.path.is_file() else dict(names=[])
-        index = {n: k for k, n in enumerate(old['names'])}
-        for name in list(run.resumed):
-            if name not in index:
-                run.reset(name)
-                continue
-            k = index[name]
-            noise = {layer: v[k:k + 1] for layer, v in old['noise'].items()} if old['noise'] else None
-            self.add(name, torch.as_tensor(old['ws'][k:k + 1]), noise, old['alignment'][k])
-
-    def save(self, order):
-        names = [n for n in order if n in self.rows]
-        if not names:
-            return
-        rows = [self.rows[n] for n in names]
-        ws = torch.cat([r[0] for r in rows])
-        noise = None
-        if all(r[1] is not None for r in rows):
-            noise = {layer: torch.cat([r[1][layer] for r in rows]).numpy() for layer in rows[0][1]}
-        latents_file.save_latents(self.path, names, ws.numpy(), noise, space=self.cfg.space, alignment=[r[2] for r in rows],
-                                  meta=dict(network_sha256=self.base_info.get('sha256'), settings=self.cfg.as_dict()))
 
 
 def _manifest(ctx, run):

@@ -64,15 +64,16 @@ def _fold(name):
 def unique_names(paths, reserved=()) -> list:
     """One output name per input path (see the module docstring); deterministic for a given input order."""
     paths = [Path(p) for p in paths]
-    return _unique([(p.stem, p.suffix[1:].lower()) for p in paths], reserved)
+    return unique_pairs([(p.stem, p.suffix[1:].lower()) for p in paths], reserved)
 
 
 def unique_labels(labels, reserved=()) -> list:
     """The same rule for plain names (style names, seeds): a repeated one gets `_2`, `_3`, ..."""
-    return _unique([(str(label), '') for label in labels], reserved)
+    return unique_pairs([(str(label), '') for label in labels], reserved)
 
 
-def _unique(stems, reserved):
+def unique_pairs(stems, reserved=()) -> list:
+    """The rule itself, on (stem, extension without the dot, '' for none) pairs."""
     taken = {_fold(r) for r in reserved}
     firsts = {}
     for k, (stem, _) in enumerate(stems):  # The first input of each stem keeps it, even against a later `_ext` name.
@@ -110,12 +111,13 @@ class FolderRun:
 
     header() -> dict: the command's own fields of the manifest, asked at every save (may be None).
     resume_key: JSON-able; a resumed run must find the same one in the manifest (network, settings).
+    root: the folder outputs are recorded relative to (default: the manifest's).
     """
 
-    def __init__(self, items, manifest, command, header=None, resume_key=None, resume=False, log=print):
+    def __init__(self, items, manifest, command, header=None, resume_key=None, resume=False, log=print, root=None):
         self.items = list(items)
         self.path = Path(manifest)
-        self.root = self.path.parent
+        self.root = Path(root) if root is not None else self.path.parent
         self.command = command
         self.header = header or dict
         self.resume_key = jsonable(resume_key)
