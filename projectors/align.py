@@ -29,7 +29,7 @@ from pstyle.metrics.weights import (
     trusted_path,
 )
 from pstyle.projectors.image_io import load_image, to_rgb
-from pstyle.torch_utils.errors import InputError
+from pstyle.torch_utils.errors import InputError, PstyleError
 from pstyle.torch_utils.folder_run import FolderRun, plan
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
@@ -43,7 +43,7 @@ SUPERSAMPLE = 4  # transform_size = 4 * output_size, as FFHQ (4096 -> 1024)
 _LANCZOS = Image.Resampling.LANCZOS  # Pillow 10 removed Image.ANTIALIAS, which was this filter
 
 
-class AlignError(RuntimeError):
+class AlignError(PstyleError, RuntimeError):
     """Base class of alignment errors."""
 
 

@@ -28,7 +28,7 @@ from pstyle.projectors import projector as P
 from pstyle.projectors import pti
 from pstyle.projectors.align import align_face, load_image, load_transform
 from pstyle.torch_utils import misc
-from pstyle.torch_utils.errors import InputError, typed_error
+from pstyle.torch_utils.errors import InputError, PstyleError, typed_error
 from pstyle.torch_utils.folder_run import FolderRun, plan
 
 CROPS = ('none', 'center')
@@ -38,7 +38,7 @@ class TargetError(InputError):
     """An input image that cannot be projected as it is (not square, too small)."""
 
 
-class ProjectionRunError(RuntimeError):
+class ProjectionRunError(PstyleError, RuntimeError):
     """A batch failed; the message says how many results were saved and how to resume."""
 
 

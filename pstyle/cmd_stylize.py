@@ -7,21 +7,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pstyle.options import FINITE_FLOAT
+from pstyle.options import FINITE_FLOAT, as_click_error
 from pstyle.stylize import layer_weights as lw
 from pstyle.models.render import pick_device
 from pstyle.stylize.files import table_generator
 from pstyle.models import wplus
 from pstyle.stylize.files import swap_networks
 from pstyle.stylize import mix as mixing
-from pstyle.stylize.files import load_generator, write_json
+from pstyle.stylize.files import load_generator
 from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.stylize.pipeline import stylize_photos
 from pstyle.stylize.pipeline import image_projector
 from pstyle.stylize import grid
 from pstyle.torch_utils import progress
 
-_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
 
 def _weight_options(f):
@@ -47,15 +46,13 @@ def _spec(kw):
 
 
 def _click_errors(f):
-    """User errors (bad specs, missing files, offline downloads) -> a one-line click error."""
+    """User errors (bad specs, missing files, offline downloads) and out of memory -> a one-line click error."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except _ERRORS as exc:
-            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error
+            raise as_click_error(exc) from exc
     return wrapper
 
 
@@ -122,18 +119,13 @@ def mix(network, content, style, truncation_psi, noise_mode, align, project_pres
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
     device = _device(device)
     G, info = load_generator(network, device)
-    spec = _spec(kw)
-    weights = lw.resolve(G, spec)
     project = dict(num_steps=num_steps, lpips_weight=lpips_weight, mse_weight=mse_weight)
     cfg = StylizeConfig(base=network, mix_style='images', align=align, project_preset=project_preset, pti=False,
                         project={k: v for k, v in project.items() if v is not None}, device=device)
-    result = mixing.run_mix(G, content, style, weights, truncation_psi, noise_mode, project_fn=image_projector(G, cfg, device),
-                            network_sha256=info['sha256'], force=force)
-    names = mixing.save_mix(result, outdir, info['sha256'])
-    write_json(outdir / 'manifest.json', dict(kind='pstyle mix', network=info, content=content, style=style,
-                                              spec=spec.as_dict(), weights=weights, truncation_psi=truncation_psi, images=names))
-    click.echo(lw.format_weights(G, weights))
-    click.echo(f'saved {len(names)} mixes, grid.png and latents.npz to {outdir}')
+    manifest = mixing.mix_to_folder(G, content, style, _spec(kw), outdir, truncation_psi, noise_mode,
+                                    project_fn=image_projector(G, cfg, device), network_info=info, force=force)
+    click.echo(lw.format_weights(G, np.array(manifest['weights'])))
+    click.echo(f'saved {len(manifest["images"])} mixes, grid.png and latents.npz to {outdir}')
 
 
 def _pipeline_options(f):

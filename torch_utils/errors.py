@@ -1,12 +1,13 @@
-"""The project's typed errors: what one item of a folder run may fail with, and the run go on.
+"""The project's typed errors: one line for the user, and what one item of a folder run may fail with
+while the run goes on.
 
-    PstyleError
+    PstyleError                                    reported in one line, never as a traceback
      +- InputError          (also ValueError)      an input that cannot be used: unreadable, too small, no face
      +- DivergenceError     (also FloatingPointError) a projection whose loss or latent is not finite
      +- OutOfMemoryError    (also MemoryError)     the device or the host ran out of memory for this item
 
-`typed_error` turns an exception into one of these, or None for anything else (a bug, a missing
-dependency): folder runs record the typed ones per item and let the others propagate with their traceback.
+The last three are ITEM_ERRORS. `typed_error` turns an exception into one of them, or None for anything
+else (a bug, a missing dependency): folder runs record the typed ones per item and let the others propagate.
 """
 
 import math
@@ -15,7 +16,7 @@ import torch
 
 
 class PstyleError(Exception):
-    """Base of the errors that stand for one failed item, reported in one line."""
+    """Base of the project's errors: a user's mistake or a failed item, reported in one line."""
 
     kind = 'error'
 
@@ -38,6 +39,9 @@ class OutOfMemoryError(PstyleError, MemoryError):
     kind = 'out-of-memory'
 
 
+ITEM_ERRORS = (InputError, DivergenceError, OutOfMemoryError)
+
+
 def is_out_of_memory(exc) -> bool:
     """torch's OutOfMemoryError, MemoryError, or a RuntimeError from an allocator that ran out."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
@@ -48,8 +52,8 @@ def is_out_of_memory(exc) -> bool:
 
 
 def typed_error(exc):
-    """exc as a PstyleError (OOM converted, its first line kept), or None when it is not an item's failure."""
-    if isinstance(exc, PstyleError):
+    """exc as one of ITEM_ERRORS (OOM converted, its first line kept), or None when it is not an item's failure."""
+    if isinstance(exc, ITEM_ERRORS):
         return exc
     if is_out_of_memory(exc):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
