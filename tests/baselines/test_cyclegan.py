@@ -116,3 +116,20 @@ def test_short_names_follow_their_environment_override(published, monkeypatch):
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(CheckpointError, match=r'no such file: style_picasso .*style_monet, style_cezanne'):
         published_weights.resolve_published('style_picasso')
+
+
+def test_hostile_names_never_overwrite(published, tmp_path):
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    one.mkdir()
+    two.mkdir()
+    content = Image.open(published['content']).convert('RGB').resize((16, 16))
+    for k, name in enumerate(('张三.png', '李四.png', 'photo 1.png', 'photo_1.png', 'x.jpg', 'x.png')):
+        Image.fromarray((np.asarray(content).astype(int) * (k + 1) // 7).astype(np.uint8)).save(one / name)
+    content.save(two / 'x.png')
+    manifest = cyclegan_folder(published['cyclegan'], [one, two], tmp_path / 'out', CycleganOptions(size=16), log=lambda _: None)
+    names = ['photo 1', 'photo_1', 'x', 'x_png', '张三', '李四', 'x_png_2']
+    assert [e['name'] for e in manifest['items']] == names and manifest['num_ok'] == 7
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == sorted(f'{n}.png' for n in names)
+    assert manifest['items'][4]['outputs'] == ['张三.png'] and manifest['items'][4]['input'] == str(one / '张三.png')
+    a, b = (np.asarray(Image.open(tmp_path / 'out' / f'{n}.png')) for n in ('张三', '李四'))
+    assert not np.array_equal(a, b)

@@ -1,5 +1,7 @@
 """align_folder / align_file: outputs on disk, per-file failures, naming."""
 
+import json
+
 import numpy as np
 import pytest
 import skimage.data
@@ -89,3 +91,23 @@ def test_align_file_refuses_to_overwrite_its_input(tmp_path, astronaut):
         A.align_file(tmp_path / 'me.png', tmp_path, size=32)
     with Image.open(tmp_path / 'me.png') as img:
         assert img.size == (512, 512)
+
+
+def test_hostile_names_never_overwrite(tmp_path, astronaut):
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    one.mkdir()
+    two.mkdir()
+    for name in ('张三.png', '李四.png', 'photo 1.png', 'photo_1.png', 'y.PNG', 'y.png', 'manifest.png'):
+        astronaut.save(one / name)
+    for name in ('y.png', 'y_png.png'):
+        astronaut.save(two / name)
+    summary = A.align_folder([one, two], tmp_path / 'out', size=32, log=lambda _: None)
+    names = ['manifest_png', 'photo 1', 'photo_1', 'y', 'y_png_2', '张三', '李四', 'y_png_3', 'y_png']
+    assert [e['name'] for e in summary['items']] == names and summary['num_ok'] == 9
+    on_disk = sorted(p.name for p in (tmp_path / 'out').glob('*.png'))
+    assert on_disk == sorted(f'{n}.png' for n in names)          # nine photos, nine faces: none overwritten
+    manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text(encoding='utf-8'))
+    assert manifest['command'] == 'align' and manifest['items'][5]['outputs'] == ['张三.png', '张三.json']
+    logs = []
+    again = A.align_folder([one, two], tmp_path / 'out', size=32, log=logs.append, resume=True)
+    assert again['num_ok'] == 9 and logs == []                    # resumed: nothing aligned again

@@ -208,3 +208,44 @@ def test_align_option_records_the_transform(G, tmp_path):
     assert ok_names(doc) == ['astronaut'] and 'no face found' in entries(doc)['nobody']['error']
     transform = latents.load_latents(tmp_path / 'out' / 'latents.npz')['alignment'][0]
     assert transform['format'] == 'pstyle-ffhq-align' and transform['output_size'] == 16
+
+
+HOSTILE = dict(one=['张三.png', '李四.png', 'photo 1.png', 'photo_1.png', 'x.jpg', 'x.png', 'y.PNG', 'y.png'],
+               two=['x.png', 'x_png.png'])
+
+
+def test_hostile_names_never_overwrite_and_resume_keeps_them(G, tmp_path):
+    for k, (sub, names) in enumerate(HOSTILE.items()):
+        (tmp_path / sub).mkdir()
+        for j, name in enumerate(names):
+            _photo(10 * k + j).save(tmp_path / sub / name)
+    out, cfg = tmp_path / 'out', P.ProjectConfig(**FAST)
+    doc = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg, batch_size=4, log=lambda m: None)
+    names = ['photo 1', 'photo_1', 'x', 'x_png_2', 'y', 'y_png', '张三', '李四', 'x_png_3', 'x_png']
+    assert ok_names(doc) == names and doc['summary']['num_images'] == 10
+    assert sorted(p.name for p in (out / 'recon').iterdir()) == sorted(f'{n}.png' for n in names)
+    assert latents.load_latents(out / 'latents.npz')['names'] == names
+    assert entries(doc)['x_png_3']['input'] == str(tmp_path / 'two' / 'x.png')
+    again = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg, resume=True, log=lambda m: None)
+    assert ok_names(again) == names and latents.load_latents(out / 'latents.npz')['names'] == names
+
+
+def test_divergence_and_out_of_memory_are_recorded_never_ok(G, good_folder, tmp_path, monkeypatch):
+    real, calls = P.project, []
+
+    def flaky(G, targets, *args, **kwargs):
+        calls.append(len(targets))
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 1.00 GiB')
+        result = real(G, targets, *args, **kwargs)
+        result.metrics[0]['mse'] = float('nan')  # the first image of the first batch diverged
+        return result
+    monkeypatch.setattr(P, 'project', flaky)
+    doc = PF.project_folder(G, good_folder, tmp_path / 'out', P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
+    items = entries(doc)
+    assert items['a']['status'] == 'failed' and items['a']['error_type'] == 'divergence' and 'a.png: diverged' in items['a']['error']
+    assert items['b']['status'] == 'ok'
+    assert items['c']['error_type'] == 'out-of-memory' and items['c']['error'].startswith('out of memory (CUDA out of memory')
+    assert doc['summary'] == dict(doc['summary'], num_images=1, num_failed=2)
+    assert latents.load_latents(tmp_path / 'out' / 'latents.npz')['names'] == ['b']
+    assert not (tmp_path / 'out' / 'recon' / 'a.png').exists()

@@ -113,7 +113,7 @@ def test_mix_projects_images_and_selects_latents_by_stem(nets, tmp_path):
     assert result.exit_code == 0, result.output
     second = tmp_path / 'second'
     result = invoke('mix', '--network', nets / 'a.pt', '--content', f'latents:{project / "latents.npz"}:p1',
-                    '--style', f'latents:{project / "latents.npz"}:p0.png', '--outdir', second)
+                    '--style', f'latents:{project / "latents.npz"}:p0', '--outdir', second)  # project names latents by the folder-run name (was the file name)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in second.glob('p*.png')) == ['p1-p0.png']
     result = invoke('mix', '--network', nets / 'c.pt', '--content', f'latents:{project / "latents.npz"}:p1',
