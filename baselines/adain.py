@@ -169,7 +169,7 @@ def stylize_one(encoder, dec, content_img, style_imgs, opts, device):
     return list(runs.save_image_uint8(out))
 
 
-def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_decoder', opts=None, log=print):
+def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_decoder', opts=None, log=print, resume=False):
     """Stylise a photo or every image in a folder with each style (or their interpolation); writes PNGs and
     manifest.json to `outdir` and returns the manifest."""
     if not styles:
@@ -183,7 +183,7 @@ def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_d
     num_outputs = 1 if opts.style_weights is not None else len(styles)
     inputs = dict(content=str(content), styles=[runs.file_info(s) for s in styles], **weights)
     options = dict(dataclasses.asdict(opts), device=str(device))
-    run = runs.start_run(items, outdir, 'adain', lambda: runs.header('adain', inputs, options, run), log)
+    run = runs.start_run(items, outdir, 'adain', inputs, options, log, resume)
 
     def process(item):
         imgs = stylize_one(encoder, dec, runs.read_image(item.source, opts.content_size), style_imgs, opts, device)

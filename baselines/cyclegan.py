@@ -116,15 +116,14 @@ def translate_one(G, img: Image.Image, device):
     return tensor2im(translate(G, x))[0]
 
 
-def cyclegan_folder(checkpoint, inputs, outdir, opts=None, log=print):
+def cyclegan_folder(checkpoint, inputs, outdir, opts=None, log=print, resume=False):
     """Translate a photo or every image in a folder; writes `<stem>.png` and manifest.json to `outdir`."""
     opts = (opts or CycleganOptions()).check()
     device = pick_device(opts.device)
     items = plan(inputs)
     G, weights = load_cyclegan(checkpoint, device)
     options = dict(dataclasses.asdict(opts), device=str(device))
-    run = runs.start_run(items, outdir, 'cyclegan',
-                         lambda: runs.header('cyclegan', dict(input=str(inputs), checkpoint=weights), options, run), log)
+    run = runs.start_run(items, outdir, 'cyclegan', dict(input=str(inputs), checkpoint=weights), options, log, resume)
 
     def process(item):
         img = runs.read_image(item.source, opts.size, Image.BICUBIC)

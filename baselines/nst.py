@@ -207,7 +207,7 @@ def transfer(vgg, photos, style_imgs, opts, device='cpu', callback=None):
     return x
 
 
-def nst_folder(content, styles, outdir, opts=None, vgg=None, vgg_weights=None, log=print):
+def nst_folder(content, styles, outdir, opts=None, vgg=None, vgg_weights=None, log=print, resume=False):
     """Stylise a photo or every image in a folder; `<stem>.png` per photo and manifest.json in `outdir`.
 
     vgg: a VGG19 module (tests pass random weights), else torchvision's weights (`vgg_weights` or found)."""
@@ -223,7 +223,7 @@ def nst_folder(content, styles, outdir, opts=None, vgg=None, vgg_weights=None, l
     inputs = dict(content=str(content), styles=[runs.file_info(s) for s in styles],
                   vgg=runs.file_info(getattr(vgg, 'weights_path', None)))
     options = dict(dataclasses.asdict(opts), device=str(device))
-    run = runs.start_run(items, outdir, 'nst', lambda: runs.header('nst', inputs, options, run), log)
+    run = runs.start_run(items, outdir, 'nst', inputs, options, log, resume)
     t0 = time.perf_counter()
     for group in _groups(run, opts):
         for start in range(0, len(group), opts.batch_size):

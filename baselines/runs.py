@@ -58,11 +58,15 @@ def file_info(path):
     return dict(path=str(path), sha256=sha256_file(path)) if path is not None else None
 
 
-def start_run(items, outdir, method, header, log=print):
+def start_run(items, outdir, method, inputs, options, log=print, resume=False):
     """The folder run of one baseline command over `items` (`torch_utils.folder_run.plan` of a file, a folder
-    or a list) with `<outdir>/manifest.json`; `header()` gives the method's fields."""
+    or a list) with `<outdir>/manifest.json`; `inputs` and `options` (dicts, `options` completed later with
+    the total seconds) go into the manifest. resume: keep the photos done there with the same inputs and options."""
     Path(outdir).mkdir(parents=True, exist_ok=True)
-    return FolderRun(items, Path(outdir) / 'manifest.json', method, header=header, log=log)
+    key = dict(inputs=inputs, options={k: v for k, v in options.items() if k not in ('device', 'total_seconds')})
+    run = FolderRun(items, Path(outdir) / 'manifest.json', method, header=lambda: header(method, inputs, options, run),
+                    resume_key=key, resume=resume, log=log)
+    return run
 
 
 def style_output_name(stem, style_stem, num_outputs):

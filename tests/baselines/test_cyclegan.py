@@ -133,3 +133,18 @@ def test_hostile_names_never_overwrite(published, tmp_path):
     assert manifest['items'][4]['outputs'] == ['张三.png'] and manifest['items'][4]['input'] == str(one / '张三.png')
     a, b = (np.asarray(Image.open(tmp_path / 'out' / f'{n}.png')) for n in ('张三', '李四'))
     assert not np.array_equal(a, b)
+
+
+def test_resume_redoes_only_missing_outputs_and_refuses_other_options(published, tmp_path):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    for name in ('a.png', 'b.png', 'c.png'):
+        Image.open(published['content']).convert('RGB').resize((16, 16)).save(folder / name)
+    out, opts = tmp_path / 'out', CycleganOptions(size=16)
+    cyclegan_folder(published['cyclegan'], folder, out, opts, log=lambda _: None)
+    (out / 'b.png').unlink()
+    logs = []
+    manifest = cyclegan_folder(published['cyclegan'], folder, out, opts, log=logs.append, resume=True)
+    assert manifest['num_ok'] == 3 and len(logs) == 1 and logs[0].endswith('b.png -> b.png')
+    with pytest.raises(ValueError, match='holds results of another network or other settings'):
+        cyclegan_folder(published['cyclegan'], folder, out, CycleganOptions(size=12), log=lambda _: None, resume=True)
