@@ -30,7 +30,7 @@ from pstyle.metrics.weights import (
 )
 from pstyle.projectors.image_io import load_image, to_rgb
 from pstyle.torch_utils.errors import InputError, PstyleError
-from pstyle.torch_utils.folder_run import FolderRun, plan
+from pstyle.torch_utils.folder_run import FolderRun, Item, list_inputs, unique_names
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_ENV = 'PSTYLE_DLIB_LANDMARKS'
@@ -38,6 +38,7 @@ INSTALL_HINT = "pip install 'portrait-stylegan[align]' (installs dlib-bin and fa
 TRANSFORM_FORMAT = 'pstyle-ffhq-align'
 TRANSFORM_VERSION = 1
 RUN_MANIFEST = 'manifest'  # <outdir>/manifest.json of a folder run: never an aligned photo's name
+MAX_FACES = 100           # all_faces writes at most <name>_00 ... <name>_99
 SUPERSAMPLE = 4  # transform_size = 4 * output_size, as FFHQ (4096 -> 1024)
 
 _LANCZOS = Image.Resampling.LANCZOS  # Pillow 10 removed Image.ANTIALIAS, which was this filter
@@ -322,10 +323,10 @@ def align_face(image, size=1024, detector=None, predictor=None, all_faces=False,
 
 
 def align_file(src, outdir, size=1024, all_faces=False, stem=None, **align_kwargs) -> list:
-    """Align one file into `outdir` as <stem>.png + <stem>.json (<stem>_00.png ... with all_faces)."""
+    """Align one file into `outdir` as <stem>.png + <stem>.json (<stem>_00.png ... <stem>_99.png with all_faces)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    faces = align_face(src, size=size, all_faces=all_faces, **align_kwargs)
+    faces = align_face(src, size=size, all_faces=all_faces, **align_kwargs)[:MAX_FACES]  # largest first
     stem = stem or Path(src).stem
     outputs = []
     for face in faces:
@@ -351,7 +352,10 @@ def align_folder(src, dst, size=1024, all_faces=False, log=print, resume=False, 
     for folder in ([src] if isinstance(src, (str, os.PathLike)) else list(src)):
         if Path(folder).is_dir() and dst.resolve() == Path(folder).resolve():
             raise ValueError(f'{dst}: the output folder must differ from the input folder')
-    items = plan(src, reserved=(RUN_MANIFEST,))
+    files = list_inputs(src)
+    # With all_faces a photo `a` writes a_00, a_01, ...: those names are never given to another photo.
+    faces = [f'{f.stem}_{k:02d}' for f in files for k in range(MAX_FACES)] if all_faces else []
+    items = [Item(f, n) for f, n in zip(files, unique_names(files, reserved=(RUN_MANIFEST, *faces)))]
     settings = dict(size=size, all_faces=all_faces, **align_kwargs)
     run = FolderRun(items, dst / f'{RUN_MANIFEST}.json', 'align', header=lambda: dict(settings=settings),
                     resume_key=settings, resume=resume, log=log)

@@ -111,3 +111,14 @@ def test_hostile_names_never_overwrite(tmp_path, astronaut):
     logs = []
     again = A.align_folder([one, two], tmp_path / 'out', size=32, log=logs.append, resume=True)
     assert again['num_ok'] == 9 and logs == []                    # resumed: nothing aligned again
+
+
+def test_all_faces_names_never_meet_another_photo(tmp_path, astronaut):
+    src = tmp_path / 'in'
+    src.mkdir()
+    astronaut.save(src / 'good.png')
+    astronaut.save(src / 'good_00.png')  # would be overwritten by good.png's first face
+    summary = A.align_folder(src, tmp_path / 'out', size=32, all_faces=True, log=lambda _: None)
+    assert [e['name'] for e in summary['items']] == ['good', 'good_00_png']
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == [
+        'good_00.png', 'good_00_png_00.png', 'good_00_png_01.png', 'good_01.png']
