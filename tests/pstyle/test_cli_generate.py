@@ -174,3 +174,16 @@ def test_a_bad_device_is_one_line(network, tmp_path):
         result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--device', 'cuda',
                                            '--outdir', str(tmp_path / 'out')])
         assert result.exit_code == 1 and '--device cuda: no CUDA device is available here' in result.output
+
+
+def test_projected_w_with_colliding_names_writes_every_image(network, tmp_path):
+    from pstyle.models import latents
+    from pstyle.models.checkpoint import load_network
+    G = load_network(network)['G_ema']
+    ws = torch.randn(3, G.num_ws, G.w_dim) * 0.1
+    latents.save_latents(tmp_path / 'l.npz', ['x.jpg', 'x.png', 'x_png.png'], ws)
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(tmp_path / 'l.npz'),
+                                       '--device', 'cpu', '--force', '--outdir', str(tmp_path / 'out')])
+    assert result.exit_code == 0, result.output
+    assert 'saved 3 images' in result.output
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['x.png', 'x_png.png', 'x_png_2.png']
