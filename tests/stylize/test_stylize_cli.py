@@ -128,6 +128,13 @@ def test_stylize(nets, tmp_path):
     assert '2 of 2 photo(s) stylized (swap-res 16)' in result.output
     assert (tmp_path / 'p0.png').is_file() and (tmp_path / 'projected' / 'p1.png').is_file()
     assert json.loads((tmp_path / 'manifest.json').read_text())['weights'] == [0, 0, 0, 0, 0, 1, 1, 1]
+    before = (tmp_path / 'p0.png').stat().st_mtime_ns
+    (tmp_path / 'p1.png').unlink()                              # as if killed before p1 was finished
+    result = invoke('stylize', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', 16, '--no-align', *PROJ, '--outdir', tmp_path, '--resume')
+    assert result.exit_code == 0 and '2 of 2 photo(s) stylized' in result.output, result.output
+    assert 'p1.png -> ' in result.stderr and 'p0.png -> ' not in result.stderr   # only p1 was done again
+    assert (tmp_path / 'p1.png').is_file() and (tmp_path / 'p0.png').stat().st_mtime_ns == before
 
 
 def test_stylize_errors(nets, tmp_path):
