@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pstyle.torch_utils.errors import InputError
+from pstyle.torch_utils.folder_run import plan, unique_labels
 from pstyle.baselines import runs
 from pstyle.baselines.published import resolve_published
 from pstyle.baselines.vgg import read_state_dict
@@ -156,7 +158,7 @@ def stylize_one(encoder, dec, content_img, style_imgs, opts, device):
     """PIL content + PIL styles -> list of uint8 [H,W,3] (one per style, or one interpolated)."""
     content = runs.to_tensor(content_img, device)
     if min(content.shape[2:]) < 16:
-        raise ValueError(f'image of {content.shape[3]}x{content.shape[2]} pixels is too small (AdaIN needs >= 16)')
+        raise InputError(f'image of {content.shape[3]}x{content.shape[2]} pixels is too small (AdaIN needs >= 16)')
     styles = [runs.to_tensor(s, device) for s in style_imgs]
     if opts.preserve_color:
         styles = [coral(s[0], content[0])[None] for s in styles]
@@ -167,27 +169,28 @@ def stylize_one(encoder, dec, content_img, style_imgs, opts, device):
     return list(runs.save_image_uint8(out))
 
 
-def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_decoder', opts=None, log=print):
+def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_decoder', opts=None, log=print, resume=False):
     """Stylise a photo or every image in a folder with each style (or their interpolation); writes PNGs and
     manifest.json to `outdir` and returns the manifest."""
     if not styles:
         raise ValueError('at least one --style image is needed')
     opts = (opts or AdainOptions()).check(len(styles))
     device = pick_device(opts.device)
-    entries = runs.photo_entries(content)
+    items = plan(content)
     encoder, dec, weights = load_adain(vgg, decoder_file, device)
     style_imgs = [runs.read_image(s, opts.style_size) for s in styles]   # a bad style image stops the run
-    style_stems = [Path(s).stem for s in styles]
+    style_stems = unique_labels([Path(s).stem for s in styles])
     num_outputs = 1 if opts.style_weights is not None else len(styles)
-    Path(outdir).mkdir(parents=True, exist_ok=True)
+    inputs = dict(content=str(content), styles=[runs.file_info(s) for s in styles], **weights)
+    options = dict(dataclasses.asdict(opts), device=str(device))
+    run = runs.start_run(items, outdir, 'adain', inputs, options, log, resume)
 
-    def process(entry):
-        imgs = stylize_one(encoder, dec, runs.read_image(entry.photo, opts.content_size), style_imgs, opts, device)
-        return [(runs.style_output_name(entry.stem, style_stems[i], num_outputs), img) for i, img in enumerate(imgs)]
+    def process(item):
+        imgs = stylize_one(encoder, dec, runs.read_image(item.source, opts.content_size), style_imgs, opts, device)
+        return [(runs.style_output_name(item.name, style_stems[i], num_outputs), img) for i, img in enumerate(imgs)]
 
     t0 = time.perf_counter()
-    for entry in entries:
-        runs.run_photo(entry, outdir, lambda: process(entry), log)
-    inputs = dict(content=str(content), styles=[runs.file_info(s) for s in styles], **weights)
-    options = dict(dataclasses.asdict(opts), device=str(device), total_seconds=time.perf_counter() - t0)
-    return runs.write_manifest(outdir, 'adain', inputs, options, entries)
+    for item in run.pending():
+        runs.run_photo(run, item, lambda: process(item))
+    options['total_seconds'] = time.perf_counter() - t0
+    return run.save()

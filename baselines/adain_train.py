@@ -25,6 +25,7 @@ from PIL import Image
 
 from pstyle.baselines import adain, runs
 from pstyle.projectors.image_io import list_images
+from pstyle.torch_utils.errors import InputError
 from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save
 from pstyle.models.render import pick_device
 
@@ -113,7 +114,7 @@ class Batches:
             try:
                 img = runs.read_image(path).resize((size, size), Image.BILINEAR)  # train.py: Resize((512, 512))
                 return runs.to_tensor(img.crop((left, top, left + c, top + c)), self.device)
-            except runs.PHOTO_ERRORS:
+            except InputError:  # An unreadable training image is skipped and reported.
                 self.skipped.add(str(path))
         raise ValueError(f'no readable image among the {len(files)} files of {files[0].parent}')
 

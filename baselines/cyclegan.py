@@ -10,13 +10,14 @@ so other sizes are padded reflectively up to the next multiple of 4 and the outp
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from pstyle.torch_utils.errors import InputError
+from pstyle.torch_utils.folder_run import plan
 from pstyle.baselines import runs
 from pstyle.baselines.published import resolve_published
 from pstyle.baselines.vgg import read_state_dict
@@ -111,24 +112,25 @@ class CycleganOptions:
 def translate_one(G, img: Image.Image, device):
     x = runs.to_tensor(img, device)
     if min(x.shape[2:]) < 4:
-        raise ValueError(f'image of {x.shape[3]}x{x.shape[2]} pixels is too small (CycleGAN needs >= 4)')
+        raise InputError(f'image of {x.shape[3]}x{x.shape[2]} pixels is too small (CycleGAN needs >= 4)')
     return tensor2im(translate(G, x))[0]
 
 
-def cyclegan_folder(checkpoint, inputs, outdir, opts=None, log=print):
+def cyclegan_folder(checkpoint, inputs, outdir, opts=None, log=print, resume=False):
     """Translate a photo or every image in a folder; writes `<stem>.png` and manifest.json to `outdir`."""
     opts = (opts or CycleganOptions()).check()
     device = pick_device(opts.device)
-    entries = runs.photo_entries(inputs)
+    items = plan(inputs)
     G, weights = load_cyclegan(checkpoint, device)
-    Path(outdir).mkdir(parents=True, exist_ok=True)
+    options = dict(dataclasses.asdict(opts), device=str(device))
+    run = runs.start_run(items, outdir, 'cyclegan', dict(input=str(inputs), checkpoint=weights), options, log, resume)
 
-    def process(entry):
-        img = runs.read_image(entry.photo, opts.size, Image.BICUBIC)
-        return [(f'{entry.stem}.png', translate_one(G, img, device))]
+    def process(item):
+        img = runs.read_image(item.source, opts.size, Image.BICUBIC)
+        return [(f'{item.name}.png', translate_one(G, img, device))]
 
     t0 = time.perf_counter()
-    for entry in entries:
-        runs.run_photo(entry, outdir, lambda: process(entry), log)
-    options = dict(dataclasses.asdict(opts), device=str(device), total_seconds=time.perf_counter() - t0)
-    return runs.write_manifest(outdir, 'cyclegan', dict(input=str(inputs), checkpoint=weights), options, entries)
+    for item in run.pending():
+        runs.run_photo(run, item, lambda: process(item))
+    options['total_seconds'] = time.perf_counter() - t0
+    return run.save()

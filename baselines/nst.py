@@ -10,12 +10,13 @@ the batch it was in.
 
 import dataclasses
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pstyle.torch_utils.errors import InputError, typed_error
+from pstyle.torch_utils.folder_run import plan
 from pstyle.baselines import color, runs
 from pstyle.baselines.lbfgs import lbfgs
 from pstyle.baselines.vgg import LAYER_INDEX, load_vgg19
@@ -192,7 +193,7 @@ def transfer(vgg, photos, style_imgs, opts, device='cpu', callback=None):
         contents = full if factor == 1 else \
             F.interpolate(full, size=(h, w), mode='bilinear', align_corners=False, antialias=True)
         if min(h, w) < 16:
-            raise ValueError(f'{W}x{H} pixels at scale 1/{factor} is too small for VGG19 (>= 16 needed)')
+            raise InputError(f'{W}x{H} pixels at scale 1/{factor} is too small for VGG19 (>= 16 needed)')
         targets = color.luminance(contents).expand(-1, 3, -1, -1) if opts.original_colors == 'luminance' else contents
         styles = _prepare_styles(style_imgs, contents, max(h, w), opts, device)
         loss_fn = StyleLoss(vgg, targets, style_grams(vgg, styles, weights, opts), opts)
@@ -206,7 +207,7 @@ def transfer(vgg, photos, style_imgs, opts, device='cpu', callback=None):
     return x
 
 
-def nst_folder(content, styles, outdir, opts=None, vgg=None, vgg_weights=None, log=print):
+def nst_folder(content, styles, outdir, opts=None, vgg=None, vgg_weights=None, log=print, resume=False):
     """Stylise a photo or every image in a folder; `<stem>.png` per photo and manifest.json in `outdir`.
 
     vgg: a VGG19 module (tests pass random weights), else torchvision's weights (`vgg_weights` or found)."""
@@ -214,48 +215,47 @@ def nst_folder(content, styles, outdir, opts=None, vgg=None, vgg_weights=None, l
         raise ValueError('at least one --style image is needed')
     opts = (opts or NSTOptions()).check(len(styles))
     device = pick_device(opts.device)
-    entries = runs.photo_entries(content)
+    items = plan(content)
     if vgg is None:
         vgg = load_vgg19(vgg_weights, pooling=opts.pooling, device=device)
     vgg = vgg.to(device).eval().requires_grad_(False)
     style_imgs = [runs.read_image(s) for s in styles]
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    for group in _groups(entries, opts, log):
-        for start in range(0, len(group), opts.batch_size):
-            _run_batch(vgg, group[start:start + opts.batch_size], style_imgs, opts, device, outdir, log)
     inputs = dict(content=str(content), styles=[runs.file_info(s) for s in styles],
                   vgg=runs.file_info(getattr(vgg, 'weights_path', None)))
-    options = dict(dataclasses.asdict(opts), device=str(device), total_seconds=time.perf_counter() - t0)
-    return runs.write_manifest(outdir, 'nst', inputs, options, entries)
+    options = dict(dataclasses.asdict(opts), device=str(device))
+    run = runs.start_run(items, outdir, 'nst', inputs, options, log, resume)
+    t0 = time.perf_counter()
+    for group in _groups(run, opts):
+        for start in range(0, len(group), opts.batch_size):
+            _run_batch(run, vgg, group[start:start + opts.batch_size], style_imgs, opts, device)
+    options['total_seconds'] = time.perf_counter() - t0
+    return run.save()
 
 
-def _groups(entries, opts, log):
-    """Load every photo (a failure is recorded, the rest go on) and group (entry, image) by working size."""
+def _groups(run, opts):
+    """Load every photo (a typed failure is recorded, the rest go on) and group (item, image, seconds) by working size."""
     groups = {}
-    for entry in entries:
+    for item in run.pending():
         t0 = time.perf_counter()
-        try:
-            img = _fit(runs.read_image(entry.photo), opts.size)
-            groups.setdefault(img.size, []).append((entry, img))
-        except runs.PHOTO_ERRORS as e:
-            entry.fail(e)
-            log(f'{entry.photo}: failed ({entry.error})')
-        entry.seconds = time.perf_counter() - t0
+        ok, img = run.attempt(item, lambda: _fit(runs.read_image(item.source), opts.size))
+        if ok:
+            groups.setdefault(img.size, []).append((item, img, time.perf_counter() - t0))
     return list(groups.values())
 
 
-def _run_batch(vgg, batch, style_imgs, opts, device, outdir, log):
+def _run_batch(run, vgg, batch, style_imgs, opts, device):
+    """One L-BFGS batch of same-size photos; a typed error (out of memory, too small) fails each photo of it."""
     t0 = time.perf_counter()
     try:
-        out = runs.save_image_uint8(transfer(vgg, [img for _, img in batch], style_imgs, opts, device).clamp(0, 1))
-    except runs.PHOTO_ERRORS as e:
-        out = None
-        for entry, _ in batch:
-            entry.fail(e)
-    for i, (entry, _) in enumerate(batch):
-        if out is not None:
-            entry.outputs.append(runs.write_png(Path(outdir) / f'{entry.stem}.png', out[i]).name)
-            entry.status = 'done'
-        entry.seconds += (time.perf_counter() - t0) / len(batch)
-        log(f'{entry.photo}: {entry.status}' + (f' ({entry.error})' if entry.error else ''))
+        out = runs.save_image_uint8(transfer(vgg, [img for _, img, _ in batch], style_imgs, opts, device).clamp(0, 1))
+    except Exception as e:  # noqa: BLE001 -- typed errors are recorded per photo, the rest re-raised
+        typed = typed_error(e)
+        if typed is None:
+            run.save()
+            raise
+        for item, _, _ in batch:
+            run.fail(item, typed)
+        return
+    seconds = (time.perf_counter() - t0) / len(batch)
+    for i, (item, _, load_seconds) in enumerate(batch):
+        run.succeed(item, [runs.write_png(run.root / f'{item.name}.png', out[i])], seconds=load_seconds + seconds)

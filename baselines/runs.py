@@ -1,7 +1,7 @@
-"""What the baseline commands share: image I/O with the reference projects' conventions, and folder runs
-(inputs, output names, one failing photo reported while the others go on, `manifest.json`)."""
+"""What the baseline commands share: image I/O with the reference projects' conventions, and their folder
+runs (torch_utils.folder_run: inputs, output names, one failing photo reported while the others go on,
+`manifest.json`)."""
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -9,17 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pstyle.projectors.image_io import ImageLoadError, load_image
-from pstyle.stylize.files import jsonable, write_json
-from pstyle.stylize.pipeline import list_photos, output_name, unique_stems
+from pstyle.projectors.image_io import load_image
+from pstyle.stylize.pipeline import output_name
 from pstyle.torch_utils.fileio import atomic_path, sha256_file
-
-MANIFEST_FORMAT = 'pstyle-baseline-run'
-MANIFEST_VERSION = 1
-
-# Errors that belong to one photo (unreadable, too small, ...): recorded, and the run goes on. Anything else
-# (out of memory, a bug) stops the run with its traceback.
-PHOTO_ERRORS = (ImageLoadError, ValueError)
+from pstyle.torch_utils.folder_run import FolderRun
 
 
 def read_image(path, size=0, resample=Image.BILINEAR) -> Image.Image:
@@ -65,55 +58,33 @@ def file_info(path):
     return dict(path=str(path), sha256=sha256_file(path)) if path is not None else None
 
 
-@dataclasses.dataclass
-class PhotoEntry:
-    photo: str
-    stem: str
-    status: str = 'pending'           # pending -> done | failed
-    outputs: list = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-    error: str = None
-
-    def fail(self, exc):
-        self.status, self.error = 'failed', f'{type(exc).__name__}: {exc}'
-
-
-def photo_entries(inputs):
-    """One entry per photo: a file, or every image directly inside a folder (sorted); unique stems."""
-    paths = list_photos(inputs)
-    return [PhotoEntry(str(p), s) for p, s in zip(paths, unique_stems(paths))]
+def start_run(items, outdir, method, inputs, options, log=print, resume=False):
+    """The folder run of one baseline command over `items` (`torch_utils.folder_run.plan` of a file, a folder
+    or a list) with `<outdir>/manifest.json`; `inputs` and `options` (dicts, `options` completed later with
+    the total seconds) go into the manifest. resume: keep the photos done there with the same inputs and options."""
+    Path(outdir).mkdir(parents=True, exist_ok=True)
+    key = dict(inputs=inputs, options={k: v for k, v in options.items() if k not in ('device', 'total_seconds')})
+    run = FolderRun(items, Path(outdir) / 'manifest.json', method, header=lambda: header(method, inputs, options, run),
+                    resume_key=key, resume=resume, log=log)
+    return run
 
 
 def style_output_name(stem, style_stem, num_outputs):
-    """<stem>.png for one output per photo, <stem>-<style>.png for several; safe file names."""
+    """<stem>.png for one output per photo, <stem>-<style>.png for several."""
     return output_name(stem, style_stem, num_outputs) + '.png'
 
 
-def run_photo(entry, outdir, fn, log=print):
-    """Call fn() -> [(file name, uint8 [H,W,3])], write the images under `outdir`, time it and record a
-    per-photo failure (PHOTO_ERRORS) in `entry` instead of stopping the run."""
+def run_photo(run, item, fn):
+    """Call fn() -> [(file name, uint8 [H,W,3])], write the images beside the manifest, time it; a typed
+    error (unreadable, too small, out of memory) is recorded as this photo's failure and the run goes on."""
     t0 = time.perf_counter()
-    try:
-        for name, arr in fn():
-            write_png(Path(outdir) / name, arr)
-            entry.outputs.append(name)
-        entry.status = 'done'
-    except PHOTO_ERRORS as e:
-        entry.fail(e)
-    entry.seconds = time.perf_counter() - t0
-    log(f'{entry.photo}: {entry.status}' + (f' ({entry.error})' if entry.error else ''))
-    return entry
+    with run.isolate(item):
+        paths = [write_png(run.root / name, arr) for name, arr in fn()]
+        run.succeed(item, paths, seconds=time.perf_counter() - t0)
 
 
-def write_manifest(outdir, method, inputs, options, entries):
-    """`<outdir>/manifest.json`: inputs, options, outputs and seconds per photo, failures; returns it."""
-    done = [e for e in entries if e.status == 'done']
-    manifest = dict(
-        format=MANIFEST_FORMAT, version=MANIFEST_VERSION, method=method, inputs=inputs, options=options,
-        photos=[dataclasses.asdict(e) for e in entries],
-        failures=[dict(photo=e.photo, error=e.error) for e in entries if e.status == 'failed'],
-        num_done=len(done), num_failed=len(entries) - len(done),
-        seconds_per_photo=sum(e.seconds for e in done) / len(done) if done else None)
-    manifest = jsonable(manifest)
-    write_json(Path(outdir) / 'manifest.json', manifest)
-    return manifest
+def header(method, inputs, options, run):
+    """The baseline's fields of manifest.json: method, inputs (with sha256), options, seconds per photo."""
+    done = [e for e in run.entries.values() if e['status'] == 'ok']
+    return dict(method=method, inputs=inputs, options=options,
+                seconds_per_photo=sum(e['seconds'] for e in done) / len(done) if done else None)

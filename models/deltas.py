@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from pstyle.torch_utils.fileio import atomic_path
+from pstyle.torch_utils.folder_run import IMAGE_EXTENSIONS
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -100,9 +101,12 @@ def delta_paths(latents_path, names):
     folder = Path(latents_path).parent
     listed = {}
     if (folder / 'metrics.json').is_file():
-        images = json.loads((folder / 'metrics.json').read_text()).get('images', {})
-        listed = {n: folder / e['pti']['delta'] for n, e in images.items() if isinstance(e.get('pti'), dict)}
-    paths = {n: listed.get(n, folder / 'pti' / f'{Path(n).stem}.safetensors') for n in names}
+        doc = json.loads((folder / 'metrics.json').read_text())
+        # The folder-run manifest lists items; metrics.json of older runs mapped file names to entries.
+        entries = doc.get('items') or [dict(e, name=n) for n, e in doc.get('images', {}).items()]
+        listed = {e['name']: folder / e['pti']['delta'] for e in entries if isinstance(e.get('pti'), dict)}
+    bare = lambda n: Path(n).stem if Path(n).suffix.lower() in IMAGE_EXTENSIONS else n  # older runs stored file names
+    paths = {n: listed.get(n, folder / 'pti' / f'{bare(n)}.safetensors') for n in names}
     missing = [n for n, p in paths.items() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f'no PTI delta for {", ".join(missing[:5])} beside {latents_path} '

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pstyle.torch_utils.fileio import atomic_path
+from pstyle.torch_utils.folder_run import IMAGE_EXTENSIONS, unique_pairs
 
 LATENTS_FORMAT = 'pstyle-latents'
 
@@ -40,6 +41,43 @@ def save_latents(path, names, ws, noise=None, space='w+', alignment=None, meta=N
         np.savez(f, **arrays)
 
 
+class LatentRows:
+    """The latents of a folder run's finished items, one row per name, written (atomically) in the run's
+    order after each item, before the run's manifest records it; `resume` takes back an earlier run's rows."""
+
+    def __init__(self, path, space='w+', meta=None):
+        self.path, self.space, self.meta = Path(path), space, meta
+        self.rows = {}                      # name -> (ws [1, num_ws, w_dim], noise {layer: [1, 1, r, r]} or None, alignment)
+
+    def add(self, name, ws, noise=None, alignment=None):
+        self.rows[name] = (torch.as_tensor(ws).reshape(1, *ws.shape[-2:]).float().cpu(),
+                           {k: torch.as_tensor(v).reshape(1, 1, *v.shape[-2:]).float().cpu() for k, v in noise.items()}
+                           if noise else None, alignment)
+
+    def resume(self, run):
+        """Keep the rows of the items `run` (a folder_run.FolderRun) resumed; one missing here is done again."""
+        old = load_latents(self.path) if self.path.is_file() else dict(names=[])
+        index = {n: k for k, n in enumerate(old['names'])}
+        for name in list(run.resumed):
+            if name not in index:
+                run.reset(name)
+                continue
+            k = index[name]
+            self.add(name, old['ws'][k], {layer: v[k] for layer, v in old['noise'].items()} if old['noise'] else None,
+                     old['alignment'][k])
+
+    def save(self, order):
+        names = [n for n in order if n in self.rows]
+        if not names:
+            return
+        rows = [self.rows[n] for n in names]
+        noise = None
+        if all(r[1] is not None for r in rows):
+            noise = {layer: torch.cat([r[1][layer] for r in rows]).numpy() for layer in rows[0][1]}
+        save_latents(self.path, names, torch.cat([r[0] for r in rows]).numpy(), noise, self.space, [r[2] for r in rows],
+                     self.meta)
+
+
 def load_latents(path):
     """latents.npz -> dict(names, ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, space,
     network_sha256, weights_sha256, settings dict, alignment list of dict/None)."""
@@ -54,14 +92,12 @@ def load_latents(path):
                     alignment=[json.loads(a) if a else None for a in data['alignment']])
 
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff', '.gif')
-
-
 def stems(names):
     """Stored names -> the names users see and output files take: image file names lose their extension
-    (`alice.png` -> `alice`); when two would collide the extension stays, as `alice_png`."""
-    bare = [Path(n).stem if Path(n).suffix.lower() in IMAGE_SUFFIXES else n for n in names]
-    return [b if bare.count(b) == 1 else n.replace('.', '_') for n, b in zip(names, bare)]
+    (`alice.png` -> `alice`), made unique by the folder runs' one naming rule (`torch_utils.folder_run`)."""
+    pairs = [(Path(n).stem, Path(n).suffix[1:].lower()) if Path(n).suffix.lower() in IMAGE_EXTENSIONS else (n, '')
+             for n in names]
+    return unique_pairs(pairs)
 
 
 def load_projected(path, G):

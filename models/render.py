@@ -73,7 +73,13 @@ def pick_device(device=None):
     """'cuda' when available unless asked otherwise."""
     if device in (None, 'auto'):
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except (RuntimeError, TypeError):  # torch's parser: one line for the user instead of its traceback
+        raise ValueError(f'--device {device!r}: not a device (auto, cpu, cuda, cuda:1, ...)') from None
+    if picked.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {device}: no CUDA device is available here (use cpu or auto)')
+    return picked
 
 
 def compute_dtype(precision, device):

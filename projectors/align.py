@@ -28,23 +28,27 @@ from pstyle.metrics.weights import (
     WeightsHashError,
     trusted_path,
 )
-from pstyle.projectors.image_io import ImageLoadError, list_images, load_image, to_rgb
+from pstyle.projectors.image_io import load_image, to_rgb
+from pstyle.torch_utils.errors import InputError, PstyleError
+from pstyle.torch_utils.folder_run import FolderRun, Item, list_inputs, unique_names
 
 LANDMARKS_FILE = 'shape_predictor_68_face_landmarks.dat'
 LANDMARKS_ENV = 'PSTYLE_DLIB_LANDMARKS'
 INSTALL_HINT = "pip install 'portrait-stylegan[align]' (installs dlib-bin and face-recognition-models)"
 TRANSFORM_FORMAT = 'pstyle-ffhq-align'
 TRANSFORM_VERSION = 1
+RUN_MANIFEST = 'manifest'  # <outdir>/manifest.json of a folder run: never an aligned photo's name
+MAX_FACES = 100           # all_faces writes at most <name>_00 ... <name>_99
 SUPERSAMPLE = 4  # transform_size = 4 * output_size, as FFHQ (4096 -> 1024)
 
 _LANCZOS = Image.Resampling.LANCZOS  # Pillow 10 removed Image.ANTIALIAS, which was this filter
 
 
-class AlignError(RuntimeError):
+class AlignError(PstyleError, RuntimeError):
     """Base class of alignment errors."""
 
 
-class NoFaceError(AlignError):
+class NoFaceError(AlignError, InputError):
     """No face was detected in an image; the message names the file."""
 
     def __init__(self, name):
@@ -319,10 +323,10 @@ def align_face(image, size=1024, detector=None, predictor=None, all_faces=False,
 
 
 def align_file(src, outdir, size=1024, all_faces=False, stem=None, **align_kwargs) -> list:
-    """Align one file into `outdir` as <stem>.png + <stem>.json (<stem>_00.png ... with all_faces)."""
+    """Align one file into `outdir` as <stem>.png + <stem>.json (<stem>_00.png ... <stem>_99.png with all_faces)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    faces = align_face(src, size=size, all_faces=all_faces, **align_kwargs)
+    faces = align_face(src, size=size, all_faces=all_faces, **align_kwargs)[:MAX_FACES]  # largest first
     stem = stem or Path(src).stem
     outputs = []
     for face in faces:
@@ -336,43 +340,30 @@ def align_file(src, outdir, size=1024, all_faces=False, stem=None, **align_kwarg
     return outputs
 
 
-def _unique_stems(files):
-    """File -> output stem; a repeated stem (a.jpg, a.png) gets its extension appended."""
-    stems, seen = {}, set()
-    for path in files:
-        stem = path.stem if path.stem not in seen else f'{path.stem}_{path.suffix[1:].lower()}'
-        seen.add(stem)
-        stems[path] = stem
-    return stems
+def align_folder(src, dst, size=1024, all_faces=False, log=print, resume=False, **align_kwargs) -> dict:
+    """Align a photo, the images directly inside a folder, or a list of both into `dst` as <name>.png +
+    <name>.json; a file without a face (or unreadable) is recorded and the others go on.
 
-
-def align_folder(src, dst, size=1024, all_faces=False, progress=None, **align_kwargs) -> dict:
-    """Align every image directly inside `src` into `dst`; a bad file is recorded and skipped.
-
-    Returns dict(num_images, aligned=[dict(source, outputs)], failed=[dict(source, error)]).
-    `progress(path, entry)` is called after each file. Missing dlib/model stops the whole run.
+    A folder run (torch_utils.folder_run): unique names, `dst/manifest.json` rewritten after every photo,
+    `resume` skips the photos already aligned with the same settings. Returns the manifest (dict).
+    A missing dlib or landmark model stops the whole run.
     """
-    src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise ValueError(f'{src}: not a folder')
-    if dst.resolve() == src.resolve():
-        raise ValueError(f'{dst}: the output folder must differ from the input folder')
-    files = list_images(src)
-    if not files:
-        raise ValueError(f'{src}: no image files in this folder')
-    summary = dict(num_images=len(files), aligned=[], failed=[])
-    stems = _unique_stems(files)
-    for path in files:
-        try:
-            outputs = align_file(path, dst, size, all_faces, stem=stems[path], **align_kwargs)
-            entry = dict(source=str(path), outputs=[str(p) for p in outputs])
-            summary['aligned'].append(entry)
-        except (NoFaceError, ImageLoadError) as e:
-            entry = dict(source=str(path), error=str(e))
-            summary['failed'].append(entry)
-        if progress is not None:
-            progress(path, entry)
-    return summary
+    dst = Path(dst)
+    for folder in ([src] if isinstance(src, (str, os.PathLike)) else list(src)):
+        if Path(folder).is_dir() and dst.resolve() == Path(folder).resolve():
+            raise ValueError(f'{dst}: the output folder must differ from the input folder')
+    files = list_inputs(src)
+    # With all_faces a photo `a` writes a_00, a_01, ...: those names are never given to another photo.
+    faces = [f'{f.stem}_{k:02d}' for f in files for k in range(MAX_FACES)] if all_faces else []
+    items = [Item(f, n) for f, n in zip(files, unique_names(files, reserved=(RUN_MANIFEST, *faces)))]
+    settings = dict(size=size, all_faces=all_faces, **align_kwargs)
+    run = FolderRun(items, dst / f'{RUN_MANIFEST}.json', 'align', header=lambda: dict(settings=settings),
+                    resume_key=settings, resume=resume, log=log)
+    for item in run.pending():
+        with run.isolate(item):
+            faces = align_file(item.source, dst, size, all_faces, stem=item.name, **align_kwargs)
+            run.succeed(item, [p for face in faces for p in (face, face.with_suffix('.json'))], faces=len(faces))
+    return run.save()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,21 +378,21 @@ def load_transform(path) -> dict:
     try:
         transform = json.loads(Path(path).read_text())
     except FileNotFoundError as e:
-        raise ValueError(f'{path}: alignment JSON not found') from e
+        raise InputError(f'{path}: alignment JSON not found') from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f'{path}: not a valid alignment JSON ({e})') from e
+        raise InputError(f'{path}: not a valid alignment JSON ({e})') from e
     check_transform(transform, name=path)
     return transform
 
 
 def check_transform(transform, name='transform'):
     if not isinstance(transform, dict) or transform.get('format') != TRANSFORM_FORMAT:
-        raise ValueError(f'{name}: not an alignment record (expected "format": "{TRANSFORM_FORMAT}")')
+        raise InputError(f'{name}: not an alignment record (expected "format": "{TRANSFORM_FORMAT}")')
     missing = [k for k in ('quad', 'photo_size', 'output_size') if k not in transform]
     if missing:
-        raise ValueError(f'{name}: alignment record lacks {", ".join(missing)}')
+        raise InputError(f'{name}: alignment record lacks {", ".join(missing)}')
     if np.asarray(transform['quad']).shape != (4, 2):
-        raise ValueError(f'{name}: "quad" must be 4 corners [x, y]')
+        raise InputError(f'{name}: "quad" must be 4 corners [x, y]')
 
 
 def homography(src, dst):

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from pstyle.torch_utils.errors import InputError
+from pstyle.torch_utils.folder_run import IMAGE_EXTENSIONS, list_images  # noqa: F401 -- re-exported
 from pstyle.torch_utils.image_open import ImageTooLargeError, open_image
-
-# File name endings `align_folder` treats as images (anything else in the folder is ignored).
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
 
 _WHITE = (255, 255, 255)
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(InputError):
     """A file that is missing, not an image, or corrupt."""
 
 
@@ -91,9 +90,3 @@ def _apply_icc(img: Image.Image) -> Image.Image:
         return ImageCms.profileToProfile(img, src, dst, outputMode='RGB')
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return img  # a broken profile must not make an otherwise good photo unreadable
-
-
-def list_images(folder) -> list:
-    """Image files (by name ending) directly inside `folder`, sorted by name."""
-    folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

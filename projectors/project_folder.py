@@ -1,14 +1,16 @@
 """Folder in, folder out: load photos, project them in batches, write latents, renders and metrics.
 
 Output folder:
-    latents.npz     ws / w [N, num_ws, w_dim], names (input file names), space, noise/<layer> [N, r, r],
+    latents.npz     ws / w [N, num_ws, w_dim], names (the run's item names), space, noise/<layer> [N, r, r],
                     network_sha256, weights_sha256, settings (JSON), alignment (JSON per image)
-    metrics.json    per image: lpips, mse, identity, steps, seconds, output paths (+ pti); failures; summary
-    recon/<stem>.png, target/<stem>.png, pti/<stem>.safetensors + recon_pti/<stem>.png, video/<stem>.mp4|gif
+    metrics.json    the run's manifest; per image: lpips, mse, identity, steps, seconds, output paths (+ pti);
+                    failures (typed); summary
+    recon/<name>.png, target/<name>.png, pti/<name>.safetensors + recon_pti/<name>.png, video/<name>.mp4|gif
 
-Results are rewritten (atomically) after every batch, so a crash later in the run loses nothing; a
-rerun with `resume=True` skips the images already done. With `torchrun`, rank r takes files
-r, r + world_size, ... and writes `shards/rank<r>/`; rank 0 merges the shards at the end.
+A folder run (torch_utils.folder_run): names follow its one rule, and latents.npz then metrics.json (its
+manifest) are rewritten (atomically) after every image, so a crash later in the run loses nothing; a rerun
+with `resume=True` skips the images already done. With `torchrun`, rank r takes files r, r + world_size, ...
+and writes its latents.npz and metrics.json to `shards/rank<r>/`; rank 0 merges the shards at the end.
 """
 
 import contextlib
@@ -25,58 +27,23 @@ from pstyle.models.render import to_uint8
 from pstyle.projectors import projector as P
 from pstyle.projectors import pti
 from pstyle.projectors.align import align_face, load_image, load_transform
-from pstyle.projectors.image_io import list_images
 from pstyle.torch_utils import misc
-from pstyle.torch_utils.fileio import atomic_write_json
+from pstyle.torch_utils.errors import InputError, PstyleError, typed_error
+from pstyle.torch_utils.folder_run import FolderRun, plan
 
-METRICS_FORMAT = 'pstyle-projection-metrics'
 CROPS = ('none', 'center')
 
 
-class TargetError(ValueError):
+class TargetError(InputError):
     """An input image that cannot be projected as it is (not square, too small)."""
 
 
-class ProjectionRunError(RuntimeError):
+class ProjectionRunError(PstyleError, RuntimeError):
     """A batch failed; the message says how many results were saved and how to resume."""
 
 
 # ----------------------------------------------------------------------------
 # Inputs.
-
-def list_inputs(inputs):
-    """A folder (its images, sorted), one file, or a list of files/folders -> list of Paths."""
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    files = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise ValueError(f'{item}: no image files in this folder')
-            files += found
-        elif item.exists():
-            files.append(item)
-        else:
-            raise FileNotFoundError(f'{item}: no such file or folder')
-    if not files:
-        raise ValueError('no input images')
-    return files
-
-
-def unique_keys(files):
-    """File -> (key, stem): the key is the file name (a counter is added when names repeat), the
-    stem names the output files (the extension is kept in it when two keys share a stem)."""
-    out, keys, stems = {}, set(), set()
-    for path in files:
-        key, n = path.name, 1
-        while key in keys:
-            key, n = f'{path.stem}_{n}{path.suffix}', n + 1
-        stem = Path(key).stem if Path(key).stem not in stems else key.replace('.', '_')
-        keys.add(key)
-        stems.add(stem)
-        out[path] = (key, stem)
-    return out
-
 
 def shard(items, rank, world_size):
     """Items for one rank: rank, rank + world_size, ... (every item goes to exactly one rank)."""
@@ -128,139 +95,95 @@ def sidecar_transform(path):
 
 
 # ----------------------------------------------------------------------------
-# latents.npz
-
-def _write_json(path, obj):
-    atomic_write_json(path, obj)
-
-
-# ----------------------------------------------------------------------------
-# Run state: everything computed so far, written after each batch.
-
-class RunState:
-    def __init__(self, folder, meta):
-        self.folder = Path(folder)
-        self.meta = meta
-        self.names, self.ws, self.noise, self.alignment = [], [], {}, []
-        self.images, self.failed, self.notes = {}, {}, []
-
-    def add(self, name, ws, noise, alignment, metrics):
-        self.names.append(name)
-        self.ws.append(ws)
-        for k, v in (noise or {}).items():
-            self.noise.setdefault(k, []).append(v)
-        self.alignment.append(alignment)
-        self.images[name] = metrics
-
-    def save(self):
-        if self.names:
-            noise = {k: torch.stack(v) for k, v in self.noise.items()} if self.noise else None
-            latents.save_latents(self.folder / 'latents.npz', self.names, torch.stack(self.ws), noise,
-                         self.meta['settings']['project']['space'], self.alignment, self.meta)
-        _write_json(self.folder / 'metrics.json', self.metrics_doc())
-
-    def metrics_doc(self):
-        values = lambda key: [m[key] for m in self.images.values() if m.get(key) is not None]
-        summary = dict(num_images=len(self.images), num_failed=len(self.failed))
-        for key in ('lpips', 'mse', 'identity', 'seconds'):
-            if values(key):
-                summary[f'{key}_mean'] = float(np.mean(values(key)))
-        return dict(format=METRICS_FORMAT, network_sha256=self.meta.get('network_sha256'),
-                    weights_sha256=self.meta['weights_sha256'], settings=self.meta['settings'], notes=self.notes,
-                    summary=summary, images=self.images, failed=self.failed)
-
-    def load(self):
-        """Resume: read this folder's earlier results; they must come from the same network and settings."""
-        lat, met = self.folder / 'latents.npz', self.folder / 'metrics.json'
-        if not lat.is_file():
-            return
-        old = latents.load_latents(lat)
-        doc = json.loads(met.read_text()) if met.is_file() else dict(images={}, failed={})
-        same_settings = _comparable(old['settings']) == _comparable(self.meta['settings'])
-        if old['weights_sha256'] != self.meta['weights_sha256'] or not same_settings:
-            raise ValueError(f'{self.folder} holds results of another network or other settings: '
-                             'use a new --outdir, or drop --resume to overwrite')
-        for k, name in enumerate(old['names']):
-            noise = {layer: v[k] for layer, v in old['noise'].items()} if old['noise'] else None
-            self.add(name, old['ws'][k], noise, old['alignment'][k], doc['images'].get(name, {}))
-
-
-def _comparable(settings):
-    """Settings that change results (the batch size does not)."""
-    return json.dumps({k: v for k, v in settings.items() if k != 'batch_size'}, sort_keys=True)
-
-
-# ----------------------------------------------------------------------------
-# The run.
+# The run: a folder run (torch_utils.folder_run) whose manifest is metrics.json.
 
 def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpips_model=None, identity_model=None,
                    network_sha256=None, align=False, crop='none', min_size=None, video=False, video_every=10,
                    resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None):
     """Project every image of `inputs` (folder, file or list) into `outdir`; returns metrics.json's dict.
 
-    Unreadable, tiny or non-square files are recorded under 'failed' and skipped. A failing batch
-    raises ProjectionRunError after everything before it has been saved. progress: a
-    `torch_utils.progress.reporter` factory (one report per batch's projection and per image's PTI), or None.
+    Unreadable, tiny or non-square files, diverged projections and out-of-memory batches are recorded as
+    failures and skipped (typed errors, torch_utils.errors). Any other error raises ProjectionRunError after
+    everything before it has been saved. progress: a `torch_utils.progress.reporter` factory (one report per
+    batch's projection and per image's PTI), or None.
     """
     cfg = (cfg or P.ProjectConfig()).check()
     outdir = Path(outdir)
-    files = list_inputs(inputs)
-    keys = unique_keys(files)
+    items = plan(inputs)
     settings = dict(project=cfg.as_dict(), pti=pti_cfg.as_dict() if pti_cfg else None, align=bool(align), crop=crop,
                     batch_size=batch_size, lpips=getattr(lpips_model, 'pstyle_info', None) if lpips_model else None)
     meta = dict(network_sha256=network_sha256, weights_sha256=deltas.weights_sha256(G), settings=settings)
     part = outdir if world_size == 1 else outdir / 'shards' / f'rank{rank:02d}'
-    state = RunState(part, meta)
-    if resume:
-        state.load()
-    todo = [f for f in shard(files, rank, world_size) if keys[f][0] not in state.images]
+    run, rows, notes = _start(shard(items, rank, world_size), part, outdir, meta, resume, log)
     if cfg.lpips_weight > 0 and lpips_model is None:
         lpips_model = P.default_lpips(misc.device_of(G))
     w_stats = P.compute_w_stats(G, cfg.w_avg_samples)
-    run = dict(G=G, cfg=cfg, pti_cfg=pti_cfg, outdir=outdir, lpips_model=lpips_model, identity_model=identity_model,
-               w_stats=w_stats, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress)
-    batches = _batches(todo, keys, G, batch_size, state, align, crop, min_size, log)
+    ctx = dict(G=G, cfg=cfg, pti_cfg=pti_cfg, outdir=outdir, lpips_model=lpips_model, identity_model=identity_model,
+               w_stats=w_stats, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress,
+               rows=rows, notes=notes)
+    batches = _batches(run, run.pending(), G, batch_size, align, crop, min_size)
     for number, batch in enumerate(batches):
         try:
-            _project_batch(run, batch, state)
+            _project_batch(run, ctx, batch)
         except Exception as e:
-            state.save()
+            run.save()
             raise ProjectionRunError(
-                f'batch {number + 1} ({", ".join(b["key"] for b in batch)}) failed: {type(e).__name__}: {e}. '
-                f'The {len(state.images)} images done so far are saved in {part}; rerun with --resume to continue.') from e
-        state.save()
-        log(f'{len(state.images)} projected, {len(state.failed)} failed')
-    state.save()
+                f'batch {number + 1} ({", ".join(str(b["item"].source.name) for b in batch)}) failed: {type(e).__name__}: {e}. '
+                f'The {run.document()["num_ok"]} images done so far are saved in {part}; rerun with --resume to continue.') from e
+        doc = run.save()
+        log(f'{doc["num_ok"]} projected, {doc["num_failed"]} failed')
+    doc = run.save()
     if world_size > 1:
         if barrier is not None:
             barrier()
         if rank == 0:
-            return merge_shards(outdir, world_size, [keys[f][0] for f in files])
-    return state.metrics_doc()
+            return merge_shards(outdir, world_size, items)
+    return doc
+
+
+def _start(items, folder, outdir, meta, resume, log):
+    """(FolderRun writing folder/metrics.json, outputs under outdir; LatentRows of folder/latents.npz; notes list)."""
+    notes = []
+    run = FolderRun(items, Path(folder) / 'metrics.json', 'project', header=lambda: _header(run, meta, notes),
+                    resume_key=dict(weights_sha256=meta['weights_sha256'], settings=_comparable(meta['settings'])),
+                    resume=resume, log=log, root=outdir)
+    rows = latents.LatentRows(Path(folder) / 'latents.npz', meta['settings']['project']['space'], meta)
+    if resume:
+        rows.resume(run)
+        old = run.previous()
+        notes += old.get('notes', []) if old else []
+    return run, rows, notes
+
+
+def _header(run, meta, notes):
+    """metrics.json's own fields: network, settings, notes, and the mean of each measure over the images done."""
+    done = [e for e in run.entries.values() if e['status'] == 'ok']
+    summary = dict(num_images=len(done), num_failed=sum(e['status'] == 'failed' for e in run.entries.values()))
+    for key in ('lpips', 'mse', 'identity', 'seconds'):
+        values = [e[key] for e in done if e.get(key) is not None]
+        if values:
+            summary[f'{key}_mean'] = float(np.mean(values))
+    return dict(network_sha256=meta.get('network_sha256'), weights_sha256=meta['weights_sha256'],
+                settings=meta['settings'], notes=notes, summary=summary)
+
+
+def _comparable(settings):
+    """Settings that change results (the batch size does not)."""
+    return {k: v for k, v in settings.items() if k != 'batch_size'}
 
 
 def _no_progress(total, desc, unit='step'):
     return contextlib.nullcontext()
 
 
-def _batches(files, keys, G, batch_size, state, align, crop, min_size, log):
-    """Yield lists of loaded targets; files that fail to load are recorded and skipped."""
+def _batches(run, items, G, batch_size, align, crop, min_size):
+    """Yield lists of loaded targets; files that fail to load (typed errors) are recorded and skipped."""
     batch = []
-    for path in files:
-        key, stem = keys[path]
-        try:
-            if align:
-                image, transform = aligned_target(path, G.img_resolution, G.img_channels)
-            else:
-                image, transform = load_target(path, G.img_resolution, G.img_channels, crop, min_size), sidecar_transform(path)
-        except (ValueError, OSError, RuntimeError) as e:  # ImageLoadError, TargetError, NoFaceError, ...
-            if type(e).__name__ == 'AlignDependencyError':
-                raise  # dlib or its model is missing: every file would fail the same way.
-            state.failed[key] = str(e)
-            state.save()
-            log(f'skipped {path}: {e}')
+    for item in items:
+        ok, loaded = run.attempt(item, _load, item.source, G, align, crop, min_size, stage='load')
+        if not ok:
             continue
-        batch.append(dict(path=path, key=key, stem=stem, image=image, transform=transform))
+        batch.append(dict(item=item, image=loaded[0], transform=loaded[1]))
         if len(batch) == batch_size:
             yield batch
             batch = []
@@ -268,42 +191,71 @@ def _batches(files, keys, G, batch_size, state, align, crop, min_size, log):
         yield batch
 
 
-def _project_batch(run, batch, state):
-    G, cfg, outdir = run['G'], run['cfg'], run['outdir']
+def _load(path, G, align, crop, min_size):
+    """(uint8 [H, W, C], alignment record or None) for one input; errors name the file."""
+    if align:
+        return aligned_target(path, G.img_resolution, G.img_channels)
+    return load_target(path, G.img_resolution, G.img_channels, crop, min_size), sidecar_transform(path)
+
+
+def _project_batch(run, ctx, batch):
+    G, cfg = ctx['G'], ctx['cfg']
     targets = torch.from_numpy(np.stack([b['image'] for b in batch])).permute(0, 3, 1, 2)  # [N, C, H, W]
-    frames = {k: [] for k in range(len(batch))} if run['video'] else None
-    callback = _video_callback(frames, targets, run['video_every']) if frames is not None else None
+    frames = {k: [] for k in range(len(batch))} if ctx['video'] else None
+    callback = _video_callback(frames, targets, ctx['video_every']) if frames is not None else None
     start = time.time()
-    with run['progress'](cfg.num_steps, f'project {", ".join(b["key"] for b in batch)}') as bar:
-        result = P.project(G, targets, cfg, run['lpips_model'], run['identity_model'], run['w_stats'], callback=callback,
-                           progress=bar)
+    try:
+        with ctx['progress'](cfg.num_steps, f'project {", ".join(b["item"].source.name for b in batch)}') as bar:
+            result = P.project(G, targets, cfg, ctx['lpips_model'], ctx['identity_model'], ctx['w_stats'], callback=callback,
+                               progress=bar)
+    except Exception as e:  # noqa: BLE001 -- typed (out of memory) fails this batch's images, the rest propagates
+        typed = typed_error(e)
+        if typed is None:
+            raise
+        for b in batch:
+            run.fail(b['item'], typed, stage='project')
+        return
     seconds = (time.time() - start) / len(batch)
-    for note in result.notes:
-        if note not in state.notes:
-            state.notes.append(note)
+    ctx['notes'] += [note for note in result.notes if note not in ctx['notes']]
     for k, b in enumerate(batch):
         noise = {name: v[k] for name, v in result.noise.items()} if result.noise else None
-        metrics = dict(result.metrics[k], seconds=seconds, source=str(b['path']))
-        metrics['recon'] = _save_png(outdir / 'recon' / f'{b["stem"]}.png', result.images[k], outdir)
-        metrics['target'] = _save_png(outdir / 'target' / f'{b["stem"]}.png', b['image'], outdir)
-        if frames is not None:
-            metrics['video'] = write_video(outdir / 'video' / b['stem'], frames[k], outdir)
-        if run['pti_cfg'] is not None:
-            metrics['pti'] = _run_pti(run, b, result.ws[k:k + 1], noise)
-        state.add(b['key'], result.ws[k], noise, b['transform'], metrics)
+        if run.attempt(b['item'], P.check_finite_result, str(b['item'].source), result.ws[k], noise, result.metrics[k],
+                       stage='project')[0]:
+            _finish_image(run, ctx, b, result.ws[k], noise, dict(result.metrics[k], seconds=seconds),
+                          result.images[k], frames[k] if frames is not None else None)
 
 
-def _run_pti(run, b, ws, noise):
-    G, outdir = run['G'], run['outdir']
+def _finish_image(run, ctx, b, ws, noise, metrics, image, frames):
+    """Write one projected image's outputs (and PTI), then its latents row, then its manifest entry."""
+    item, outdir = b['item'], ctx['outdir']
+    metrics = dict(metrics, source=str(item.source))
+    metrics['recon'] = _save_png(outdir / 'recon' / f'{item.name}.png', image, outdir)
+    metrics['target'] = _save_png(outdir / 'target' / f'{item.name}.png', b['image'], outdir)
+    outputs = [metrics['recon'], metrics['target']]
+    if frames is not None:
+        metrics['video'] = write_video(outdir / 'video' / item.name, frames, outdir)
+        outputs.append(metrics['video'])
+    if ctx['pti_cfg'] is not None:
+        ok, metrics['pti'] = run.attempt(item, _run_pti, ctx, b, ws[None], noise, stage='pti')
+        if not ok:
+            return
+        outputs += [metrics['pti']['delta'], metrics['pti']['recon']]
+    ctx['rows'].add(item.name, ws, noise, b['transform'])
+    ctx['rows'].save([it.name for it in run.items])
+    run.succeed(item, outputs, **metrics)
+
+
+def _run_pti(ctx, b, ws, noise):
+    G, outdir, item = ctx['G'], ctx['outdir'], b['item']
     target = torch.from_numpy(b['image']).permute(2, 0, 1)[None]
     noise1 = {name: v[None] for name, v in noise.items()} if noise else None
-    path = outdir / 'pti' / f'{b["stem"]}.safetensors'
-    with run['progress'](run['pti_cfg'].num_steps, f'pti {b["key"]}') as bar:
-        G_tuned, info = pti.tune_and_save(G, target, ws, noise1, run['pti_cfg'], run['lpips_model'], path,
-                                          run['meta']['weights_sha256'], dict(name=b['key'], network_sha256=run['meta']['network_sha256']),
+    path = outdir / 'pti' / f'{item.name}.safetensors'
+    with ctx['progress'](ctx['pti_cfg'].num_steps, f'pti {item.source.name}') as bar:
+        G_tuned, info = pti.tune_and_save(G, target, ws, noise1, ctx['pti_cfg'], ctx['lpips_model'], path,
+                                          ctx['meta']['weights_sha256'], dict(name=item.name, network_sha256=ctx['meta']['network_sha256']),
                                           progress=bar)
-    metrics, image = pti.pti_metrics(G_tuned, target, ws, noise1, run['lpips_model'], run['cfg'].lpips_resolution)
-    recon = _save_png(outdir / 'recon_pti' / f'{b["stem"]}.png', image, outdir)
+    metrics, image = pti.pti_metrics(G_tuned, target, ws, noise1, ctx['lpips_model'], ctx['cfg'].lpips_resolution)
+    recon = _save_png(outdir / 'recon_pti' / f'{item.name}.png', image, outdir)
     return dict(metrics, **info, delta=str(path.relative_to(outdir)), recon=recon)
 
 
@@ -356,29 +308,26 @@ def write_video(stem_path, frames, root, fps=30):
     return str(path.relative_to(root))
 
 
-def merge_shards(outdir, world_size, order):
-    """Merge shards/rank*/ into outdir/latents.npz + metrics.json, images in input order."""
+def merge_shards(outdir, world_size, items):
+    """Merge shards/rank*/ into outdir/latents.npz + metrics.json, images in input order (`items`: the run's plan)."""
     outdir = Path(outdir)
     parts = [outdir / 'shards' / f'rank{r:02d}' for r in range(world_size)]
     docs = [json.loads((p / 'metrics.json').read_text()) for p in parts if (p / 'metrics.json').is_file()]
     if not docs:
         raise ValueError(f'{outdir}/shards: no shard results to merge')
     meta = dict(network_sha256=docs[0]['network_sha256'], weights_sha256=docs[0]['weights_sha256'], settings=docs[0]['settings'])
-    state = RunState(outdir, meta)
-    rows = {}
-    for p in parts:
-        if (p / 'latents.npz').is_file():
-            lat = latents.load_latents(p / 'latents.npz')
-            for k, name in enumerate(lat['names']):
-                rows[name] = (lat, k)
-    images = {n: m for d in docs for n, m in d['images'].items()}
-    for name in order:
-        if name in rows:
-            lat, k = rows[name]
-            noise = {layer: v[k] for layer, v in lat['noise'].items()} if lat['noise'] else None
-            state.add(name, lat['ws'][k], noise, lat['alignment'][k], images.get(name, {}))
-    for d in docs:
-        state.failed.update(d['failed'])
-        state.notes += [n for n in d['notes'] if n not in state.notes]
-    state.save()
-    return state.metrics_doc()
+    run, rows, notes = _start(items, outdir, outdir, meta, False, None)
+    for p, doc in zip(parts, docs):
+        shard_rows = latents.load_latents(p / 'latents.npz') if (p / 'latents.npz').is_file() else dict(names=[])
+        index = {n: k for k, n in enumerate(shard_rows['names'])}
+        for entry in doc['items']:
+            if entry['status'] == 'ok' and entry['name'] in index:
+                k = index[entry['name']]
+                rows.add(entry['name'], shard_rows['ws'][k],
+                         {layer: v[k] for layer, v in shard_rows['noise'].items()} if shard_rows['noise'] else None,
+                         shard_rows['alignment'][k])
+            if entry['status'] != 'pending':
+                run.entries[entry['name']].update(entry)
+        notes += [n for n in doc['notes'] if n not in notes]
+    rows.save([it.name for it in items])
+    return run.save()

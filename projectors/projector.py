@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pstyle.metrics import arcface
 from pstyle.metrics import weights as W
 from pstyle.metrics.lpips_utils import LPIPSWeightsError, load_lpips
+from pstyle.torch_utils.errors import check_finite
 from pstyle.models.latents import noise_layers
 from pstyle.models.render import noise_inputs, render, to_uint8
 from pstyle.torch_utils import cpu_features, misc
@@ -508,6 +509,13 @@ def _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run
     noise_out = {k: v.detach().float().cpu() for k, v in noise.items()} if noise else None
     return ProjectionResult(ws=ws.float().cpu(), noise=noise_out, images=to_uint8(synth), metrics=metrics,
                             history=history, notes=notes)
+
+
+def check_finite_result(what, ws, noise=None, metrics=None):
+    """Raise errors.DivergenceError naming `what` when one image's latent, noise maps or measured losses
+    are NaN or infinite: a diverged projection is a failure, never a result."""
+    numbers = [v for v in (metrics or {}).values() if isinstance(v, float)]
+    check_finite(what, ws, *(noise or {}).values(), *numbers)
 
 
 # ----------------------------------------------------------------------------

@@ -21,8 +21,9 @@ _USER_ERRORS = (A.AlignError, ImageLoadError, ValueError)
 @click.option('--upsample', type=click.IntRange(0, 4), default=1, show_default=True, help='dlib detector upsampling (finds smaller faces, slower)')
 @click.option('--detect-max-side', type=click.IntRange(min=64), default=None, help='Detect on a copy downscaled to this longest side (faster on large photos)')
 @click.option('--strict', is_flag=True, help='Exit 1 if any file failed (default: only if none was aligned)')
-@click.option('--summary', 'summary_path', type=click.Path(dir_okay=False, path_type=Path), default=None, help='Also write the summary as JSON')
-def align(src, outdir, size, all_faces, enable_padding, landmarks, upsample, detect_max_side, strict, summary_path):
+@click.option('--summary', 'summary_path', type=click.Path(dir_okay=False, path_type=Path), default=None, help='Also write the manifest (<outdir>/manifest.json) here')
+@click.option('--resume', is_flag=True, help='Keep the photos already aligned in --outdir (same settings) and do only the rest')
+def align(src, outdir, size, all_faces, enable_padding, landmarks, upsample, detect_max_side, strict, summary_path, resume):
     """FFHQ-align the face(s) in SRC (an image or a folder of images) into --outdir.
 
     \b
@@ -33,34 +34,22 @@ def align(src, outdir, size, all_faces, enable_padding, landmarks, upsample, det
     kwargs = dict(size=size, all_faces=all_faces, enable_padding=enable_padding, predictor=landmarks,
                   upsample=upsample, detect_max_side=detect_max_side)
     try:
-        if src.is_dir():
-            summary = A.align_folder(src, outdir, progress=_echo_progress, **kwargs)
-        else:
-            outputs = A.align_file(src, outdir, **kwargs)
-            summary = dict(num_images=1, aligned=[dict(source=str(src), outputs=[str(p) for p in outputs])], failed=[])
-            _echo_progress(src, summary['aligned'][0])
+        summary = A.align_folder(src, outdir, log=lambda m: click.echo(m, err=True), resume=resume, **kwargs)
     except _USER_ERRORS as e:
         raise click.ClickException(str(e)) from e
     if summary_path is not None:
         summary_path.write_text(json.dumps(summary, indent=1) + '\n')
     _echo_summary(summary)
-    if not summary['aligned'] or (strict and summary['failed']):
+    if not summary['num_ok'] or (strict and summary['num_failed']):
         raise SystemExit(1)
 
 
-def _echo_progress(path, entry):
-    if 'error' in entry:
-        click.echo(f'FAILED {entry["error"]}', err=True)
-    else:
-        click.echo(f'{path} -> {", ".join(entry["outputs"])}')
-
-
 def _echo_summary(summary):
-    faces = sum(len(e['outputs']) for e in summary['aligned'])
-    click.echo(f'aligned {len(summary["aligned"])} of {summary["num_images"]} image(s), {faces} face(s)')
-    if summary['failed']:
-        click.echo(f'{len(summary["failed"])} failed:', err=True)
-        for entry in summary['failed']:
+    faces = sum(e.get('faces', 0) for e in summary['items'])
+    click.echo(f'aligned {summary["num_ok"]} of {summary["num_items"]} image(s), {faces} face(s)')
+    if summary['failures']:
+        click.echo(f'{len(summary["failures"])} failed:', err=True)
+        for entry in summary['failures']:
             click.echo(f'  {entry["error"]}', err=True)
 
 

@@ -2,15 +2,13 @@
 
 import click
 
+from pstyle.options import USER_ERRORS  # a user error or a typed failure: one line
 from pstyle.baselines.adain import AdainOptions, adain_folder
 from pstyle.baselines.adain_train import AdainTrainConfig
 from pstyle.baselines.adain_train import adain_train as train_decoder
 from pstyle.baselines.cyclegan import CycleganOptions, cyclegan_folder
 from pstyle.baselines.nst import COLOR_MODES, INITS, OPTIMIZERS, NSTOptions, nst_folder
 from pstyle.baselines.published import PUBLISHED
-
-# What a user can get wrong (files, weights, options): one line, exit code 1. Anything else is a bug.
-USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def _floats(ctx, param, value):
@@ -31,15 +29,16 @@ def _run(fn, *args, **kwargs):
         manifest = fn(*args, **kwargs, log=click.echo)
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f'{manifest["num_done"]} done, {manifest["num_failed"]} failed; '
+    click.echo(f'{manifest["num_ok"]} done, {manifest["num_failed"]} failed; '
                f'manifest.json in {kwargs["outdir"]}')
     for failure in manifest['failures']:
-        click.echo(f'  failed: {failure["photo"]}: {failure["error"]}')
+        click.echo(f'  failed: {failure["input"]}: {failure["error"]}')
 
 
 _content = click.option('--content', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')
 _outdir = click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where to write images and manifest.json')
 _device = click.option('--device', type=str, default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
+_resume = click.option('--resume', is_flag=True, help='Keep the photos already done in --outdir (same inputs, weights and options)')
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -70,14 +69,15 @@ _device = click.option('--device', type=str, default=None, help='cpu, cuda, cuda
 @click.option('--precision', type=click.Choice(['fp32', 'bf16']), default='fp32', help='bf16 autocast of the VGG passes')
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=4, help='Photos of one size optimised together')
 @_device
-def nst(content, styles, outdir, vgg_weights, **kwargs):
+@_resume
+def nst(content, styles, outdir, vgg_weights, resume, **kwargs):
     """Gatys et al. neural style transfer by optimisation (VGG19, L-BFGS).
 
     \b
     Example:
       pstyle nst --content photos/ --style starry.jpg --outdir out/nst --size 512 --scales 2
     """
-    _run(nst_folder, content, list(styles), outdir=outdir, opts=NSTOptions(**kwargs), vgg_weights=vgg_weights)
+    _run(nst_folder, content, list(styles), outdir=outdir, opts=NSTOptions(**kwargs), vgg_weights=vgg_weights, resume=resume)
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -93,7 +93,8 @@ def nst(content, styles, outdir, vgg_weights, **kwargs):
 @click.option('--style-size', type=click.IntRange(min=0), default=512, help='Shorter side; 0 keeps the size')
 @_outdir
 @_device
-def adain(content, styles, outdir, vgg, decoder_file, style_weights, **kwargs):
+@_resume
+def adain(content, styles, outdir, vgg, decoder_file, style_weights, resume, **kwargs):
     """AdaIN arbitrary style transfer with the published weights (naoto0804/pytorch-AdaIN).
 
     \b
@@ -101,7 +102,7 @@ def adain(content, styles, outdir, vgg, decoder_file, style_weights, **kwargs):
       pstyle adain --content photos/ --style a.jpg --style b.jpg --style-weights 3,7 --outdir out/adain
     """
     opts = AdainOptions(style_weights=style_weights, **kwargs)
-    _run(adain_folder, content, list(styles), outdir=outdir, vgg=vgg, decoder_file=decoder_file, opts=opts)
+    _run(adain_folder, content, list(styles), outdir=outdir, vgg=vgg, decoder_file=decoder_file, opts=opts, resume=resume)
 
 
 @click.command(context_settings=dict(show_default=True))
@@ -111,14 +112,15 @@ def adain(content, styles, outdir, vgg, decoder_file, style_weights, **kwargs):
 @_outdir
 @click.option('--size', type=click.IntRange(min=0), default=0, help='Resize the shorter side first (bicubic); 0 keeps the size')
 @_device
-def cyclegan(checkpoint, inputs, outdir, **kwargs):
+@_resume
+def cyclegan(checkpoint, inputs, outdir, resume, **kwargs):
     """CycleGAN photo -> painting generators (junyanz/pytorch-CycleGAN-and-pix2pix weights).
 
     \b
     Example:
       pstyle cyclegan --checkpoint style_monet --input photos/ --outdir out/monet
     """
-    _run(cyclegan_folder, checkpoint, inputs, outdir=outdir, opts=CycleganOptions(**kwargs))
+    _run(cyclegan_folder, checkpoint, inputs, outdir=outdir, opts=CycleganOptions(**kwargs), resume=resume)
 
 
 @click.command(context_settings=dict(show_default=True))

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pstyle.options import FINITE_FLOAT
+from pstyle.options import FINITE_FLOAT, as_click_error
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
 from pstyle.metrics.weights import file_sha256
@@ -71,9 +71,9 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
             saved += 1
             if grid:
                 tiles.append(image)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error
         kept = f' ({saved} images saved to {outdir} before it)' if saved else ''
-        raise click.ClickException(f'{exc}{kept}') from exc
+        raise as_click_error(exc, kept) from exc
     if grid:
         cols = int(np.ceil(np.sqrt(len(tiles))))
         rows = int(np.ceil(len(tiles) / cols))
@@ -93,8 +93,8 @@ def style_mix(network, truncation_psi, truncation_cutoff, class_idx, noise_mode,
         G = _load_G(network, device)
         grid = gen.style_mix_grid(G, gen.parse_range(row_seeds), gen.parse_range(col_seeds), col_styles,
                                   truncation_psi, class_idx, noise_mode, precision, batch_size)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error
+        raise as_click_error(exc) from exc
     outdir.mkdir(parents=True, exist_ok=True)
     gen.save_image(grid, outdir / 'grid.png')
     click.echo(f'saved {outdir / "grid.png"}')

@@ -10,6 +10,7 @@ from pstyle.projectors import pti as T
 from pstyle.torch_utils import distributed as D
 from pstyle.torch_utils import progress
 from pstyle.projectors import project_folder as PF
+from pstyle.options import as_click_error
 from pstyle.metrics.weights import file_sha256
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
@@ -111,16 +112,14 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
         doc = PF.project_folder(G, list(inputs), outdir, cfg, pti_cfg, batch_size, lpips_model, identity_model,
                                 network_sha256, align, crop, min_size, video, video_every, resume, rank, world_size,
                                 barrier, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet and rank == 0))
-    except PF.ProjectionRunError as e:
-        raise click.ClickException(str(e)) from e
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from e
+    except Exception as e:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error (ProjectionRunError is)
+        raise as_click_error(e) from e
     if rank == 0 and doc is not None:
         s = doc['summary']
         mean = f', mean LPIPS {s["lpips_mean"]:.4f}' if 'lpips_mean' in s else ''
         click.echo(f'projected {s["num_images"]} image(s) into {outdir}/latents.npz{mean}; {s["num_failed"]} failed')
-        for name, error in doc['failed'].items():
-            click.echo(f'  FAILED {error}', err=True)
+        for failure in doc['failures']:
+            click.echo(f'  FAILED {failure["error"]}', err=True)
         if s['num_images'] == 0:
             raise SystemExit(1)
 

@@ -7,21 +7,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pstyle.options import FINITE_FLOAT
+from pstyle.options import FINITE_FLOAT, as_click_error
 from pstyle.stylize import layer_weights as lw
 from pstyle.models.render import pick_device
 from pstyle.stylize.files import table_generator
 from pstyle.models import wplus
 from pstyle.stylize.files import swap_networks
 from pstyle.stylize import mix as mixing
-from pstyle.stylize.files import load_generator, write_json
+from pstyle.stylize.files import load_generator
 from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.stylize.pipeline import stylize_photos
 from pstyle.stylize.pipeline import image_projector
 from pstyle.stylize import grid
 from pstyle.torch_utils import progress
 
-_ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
 
 
 def _weight_options(f):
@@ -47,15 +46,13 @@ def _spec(kw):
 
 
 def _click_errors(f):
-    """User errors (bad specs, missing files, offline downloads) -> a one-line click error."""
+    """User errors (bad specs, missing files, offline downloads) and out of memory -> a one-line click error."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except _ERRORS as exc:
-            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error
+            raise as_click_error(exc) from exc
     return wrapper
 
 
@@ -122,18 +119,13 @@ def mix(network, content, style, truncation_psi, noise_mode, align, project_pres
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
     device = _device(device)
     G, info = load_generator(network, device)
-    spec = _spec(kw)
-    weights = lw.resolve(G, spec)
     project = dict(num_steps=num_steps, lpips_weight=lpips_weight, mse_weight=mse_weight)
     cfg = StylizeConfig(base=network, mix_style='images', align=align, project_preset=project_preset, pti=False,
                         project={k: v for k, v in project.items() if v is not None}, device=device)
-    result = mixing.run_mix(G, content, style, weights, truncation_psi, noise_mode, project_fn=image_projector(G, cfg, device),
-                            network_sha256=info['sha256'], force=force)
-    names = mixing.save_mix(result, outdir, info['sha256'])
-    write_json(outdir / 'manifest.json', dict(kind='pstyle mix', network=info, content=content, style=style,
-                                              spec=spec.as_dict(), weights=weights, truncation_psi=truncation_psi, images=names))
-    click.echo(lw.format_weights(G, weights))
-    click.echo(f'saved {len(names)} mixes, grid.png and latents.npz to {outdir}')
+    manifest = mixing.mix_to_folder(G, content, style, _spec(kw), outdir, truncation_psi, noise_mode,
+                                    project_fn=image_projector(G, cfg, device), network_info=info, force=force)
+    click.echo(lw.format_weights(G, np.array(manifest['weights'])))
+    click.echo(f'saved {len(manifest["images"])} mixes, grid.png and latents.npz to {outdir}')
 
 
 def _pipeline_options(f):
@@ -182,15 +174,17 @@ def _pti_settings(num_steps):
 @click.option('--paste-back', is_flag=True, help='Also paste each portrait back into the original photo.')
 @click.option('--feather', type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help='Paste-back soft edge.')
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option('--resume', is_flag=True, help='Keep the photos already finished in --outdir (same networks and settings) and do only the rest.')
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 @_click_errors
-def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, **kw):
+def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, resume, quiet, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
     spec = _spec(kw)
     cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather)
-    manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
-    click.echo(f'{manifest["num_ok"]} of {manifest["num_photos"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')
+    manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet),
+                              resume=resume)
+    click.echo(f'{manifest["num_ok"]} of {manifest["num_items"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')
     for note in manifest['notes']:
         click.echo(f'note: {note}', err=True)
     if manifest['num_ok'] == 0:
@@ -231,4 +225,4 @@ def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width,
                                progress=progress.reporter(not quiet))
     click.echo(f'saved {out}: {len(record["rows"])} photo(s) x {len(record["columns"])} columns')
     for failure in record['failures']:
-        click.echo(f'failed: {failure["photo"]} ({failure["stage"]}: {failure["error"]})', err=True)
+        click.echo(f'failed: {failure["input"]} ({failure.get("stage", "?")}: {failure["error"]})', err=True)

@@ -1,8 +1,24 @@
-"""Click parameter types shared by several commands."""
+"""Click parameter types and error reporting shared by several commands."""
 
 import math
 
 import click
+
+from pstyle.torch_utils.errors import PstyleError, typed_error
+
+# What a user can cause (a bad option, a missing file, an unreadable input, no dlib): one line, exit 1.
+USER_ERRORS = (ValueError, FileNotFoundError, PstyleError)
+
+
+def as_click_error(exc, suffix=''):
+    """A one-line click error for a user's error or a typed failure (out of memory included, named as such);
+    anything else (a bug: shape mismatches, internal RuntimeErrors) is raised again with its traceback."""
+    if isinstance(exc, click.ClickException):
+        return exc
+    typed = typed_error(exc)
+    if typed is None and not isinstance(exc, USER_ERRORS):
+        raise exc
+    return click.ClickException(f'{typed if typed is not None else exc}{suffix}')
 
 
 class FiniteFloat(click.ParamType):

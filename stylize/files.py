@@ -3,11 +3,10 @@
 import time
 from pathlib import Path
 
-import numpy as np
 from pstyle.models.checkpoint import load_network, save_network
 from pstyle.models.networks import Generator
 from pstyle.stylize import blend, layer_weights
-from pstyle.torch_utils.fileio import atomic_write_json, sha256_file
+from pstyle.torch_utils.fileio import atomic_write_json, jsonable, sha256_file  # noqa: F401 -- jsonable: re-exported
 
 
 def load_generator(network, device='cpu'):
@@ -21,21 +20,6 @@ def load_generator(network, device='cpu'):
                 sha256=sha256_file(nets['path']) if nets.get('path') else None,
                 img_resolution=int(G.img_resolution), num_ws=int(G.num_ws))
     return G, info
-
-
-def jsonable(value):
-    """numpy/Path/tuple -> plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def write_json(path, data):

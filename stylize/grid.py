@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pstyle.models import render as gen
-from pstyle.stylize import blend, files, layer_weights, pipeline
+from pstyle.stylize import blend, layer_weights, pipeline
 from pstyle.stylize import mix as mixing
+from pstyle.torch_utils import folder_run
 
 COLUMN_KINDS = ('swap-res', 'strength')
 
@@ -98,9 +99,11 @@ def labelled_grid(tiles, row_labels, col_labels):
 
 
 def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print, progress=None):
-    """Write the figure to `out` (+ `<out>.json`) and return the record. progress: as `pipeline.stylize_photos`."""
+    """Write the figure to `out` (+ `<out>.json`, a folder-run manifest rewritten after every photo) and
+    return the record. progress: as `pipeline.stylize_photos`."""
     cfg.check()
     out = Path(out)
+    items = folder_run.plan(photos)
     device = gen.pick_device(cfg.device)
     columns = column_specs(cfg.spec, kind, values)
     models = pipeline.load_models(cfg, device, blend_now=False)
@@ -110,39 +113,45 @@ def stylize_grid(photos, out, cfg, kind, values, labels=True, log=print, progres
     if styles is not None and len(styles) != 1:
         raise ValueError(f'stylize-grid takes one style latent, got {len(styles)} ({", ".join(names)})')
     projector = pipeline.Projector(models.G_a, cfg, device, progress)
-    paths = pipeline.list_photos(photos)
-    entries = [dict(photo=str(p), stem=s, status='pending', seconds={}) for p, s in zip(paths, pipeline.unique_stems(paths))]
-    render = column_renderer(models, cfg, styles)
-    rows, row_labels = [], []
-    for start in range(0, len(entries), cfg.batch_size):
-        for entry, prepared, (ws, noise, _) in pipeline.prepare_and_project(entries[start:start + cfg.batch_size],
-                                                                           models.G_a.img_resolution, projector, cfg):
-            t0 = time.perf_counter()
-            G_a, info = projector.tune(prepared[0], ws, noise, out.parent / f'{out.stem}_pti' / f'{entry["stem"]}.safetensors',
-                                       dict(name=Path(entry['photo']).name))
-            if info is not None:
-                entry['pti'] = dict(info, delta=f'{out.stem}_pti/{entry["stem"]}.safetensors')
-            recon = pipeline.render(G_a, ws, noise, cfg.noise_mode)[0]
-            rows.append([prepared[0], recon] + [render(ws, noise, spec, G_a) for _, spec in columns])
-            entry['seconds']['render'] = time.perf_counter() - t0
-            entry['status'] = 'ok'
-            row_labels.append(entry['stem'])
-        log(f'{min(start + cfg.batch_size, len(entries))} of {len(entries)} photos')
-    if not rows:
-        raise ValueError('every photo failed: ' + '; '.join(f'{e["photo"]}: {e.get("error")}' for e in entries))
     col_labels = ['photo', 'projected'] + [label for label, _ in columns]
+    figure = {}                             # tile_size, once the figure is made
+    header = lambda: dict(**figure, config=cfg.as_dict(), columns=col_labels, column_kind=kind, values=values,
+                          weights={label: layer_weights.resolve(models.G_a, spec) for label, spec in columns},
+                          networks=dict(base=models.info['base'], styled=models.info['styled']), out=str(out),
+                          rows=[e['name'] for e in run.entries.values() if e['status'] == 'ok'],
+                          pti=dict(config=projector.pti_cfg.as_dict(), photos={e['name']: e['pti'] for e in run.entries.values() if 'pti' in e})
+                          if projector.pti_cfg is not None else None)
+    run = folder_run.FolderRun(items, out.with_name(out.name + '.json'), 'stylize-grid', header=header, log=log)
+    render = column_renderer(models, cfg, styles)
+    rows = []
+    for start in range(0, len(items), cfg.batch_size):
+        for item, prepared, (ws, noise, _) in pipeline.prepare_and_project(run, items[start:start + cfg.batch_size],
+                                                                          models.G_a.img_resolution, projector, cfg):
+            ok, row = run.attempt(item, _grid_row, run.entry(item), item, prepared[0], ws, noise, projector, render, columns, out,
+                                  cfg.noise_mode, stage='render')
+            if ok:
+                rows.append(row)
+                run.succeed(item)
+    if not rows:
+        raise ValueError('every photo failed: ' + '; '.join(f'{f["input"]}: {f["error"]}' for f in run.document()['failures']))
     tiles = np.stack([np.stack(r) for r in rows])
+    row_labels = [e['name'] for e in run.entries.values() if e['status'] == 'ok']
     image = labelled_grid(tiles, row_labels, col_labels) if labels else Image.fromarray(
         gen.image_grid(tiles.reshape(-1, *tiles.shape[2:]), *tiles.shape[:2]))
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
-    record = dict(kind='pstyle stylize-grid', config=cfg.as_dict(), columns=col_labels, column_kind=kind, values=values,
-                  weights={label: layer_weights.resolve(models.G_a, spec) for label, spec in columns},
-                  networks=dict(base=models.info['base'], styled=models.info['styled']), rows=row_labels,
-                  failures=[dict(photo=e['photo'], stage=e['stage'], error=e['error']) for e in entries if e['status'] == 'failed'],
-                  tile_size=int(tiles.shape[2]), out=str(out),
-                  pti=dict(config=projector.pti_cfg.as_dict(), photos={e['stem']: e['pti'] for e in entries if 'pti' in e})
-                  if projector.pti_cfg is not None else None)
-    record = files.jsonable(record)
-    files.write_json(out.with_name(out.name + '.json'), record)
-    return record
+    figure['tile_size'] = int(tiles.shape[2])
+    return run.save()
+
+
+def _grid_row(entry, item, target, ws, noise, projector, render, columns, out, noise_mode):
+    """[photo, A's (or A′'s) reconstruction, one tile per column] for one projected photo."""
+    t0 = time.perf_counter()
+    G_a, info = projector.tune(target, ws, noise, out.parent / f'{out.stem}_pti' / f'{item.name}.safetensors',
+                               dict(name=item.source.name))
+    if info is not None:
+        entry['pti'] = dict(info, delta=f'{out.stem}_pti/{item.name}.safetensors')
+    recon = pipeline.render(G_a, ws, noise, noise_mode)[0]
+    row = [target, recon] + [render(ws, noise, spec, G_a) for _, spec in columns]
+    entry.setdefault('seconds', {})['render'] = time.perf_counter() - t0
+    return row

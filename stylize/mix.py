@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from pstyle.models import deltas, latents
 from pstyle.models import render as gen
+from pstyle.stylize import layer_weights
 from pstyle.torch_utils import misc
+from pstyle.torch_utils.fileio import atomic_write_json, jsonable
+from pstyle.torch_utils.folder_run import unique_labels
 
 
 class StyleSourceError(ValueError):
@@ -164,7 +167,9 @@ def save_mix(result, outdir, network_sha256=None):
     format, names <content>-<style>). Returns the names."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    names = [f'{c}-{s}' for c in result['content_names'] for s in result['style_names']]
+    # One file per mix, never two with one name (seeds:1,1; 'a-b' x 'c' and 'a' x 'b-c'): the folder runs' rule.
+    names = unique_labels([f'{c}-{s}' for c in result['content_names'] for s in result['style_names']],
+                          reserved=('grid',))
     N, M = result['images'].shape[:2]
     for k, name in enumerate(names):
         gen.save_image(result['images'][k // M, k % M], outdir / f'{name}.png')
@@ -172,3 +177,19 @@ def save_mix(result, outdir, network_sha256=None):
     ws = result['ws'].reshape(N * M, *result['ws'].shape[2:])
     latents.save_latents(outdir / 'latents.npz', names, ws.numpy(), meta=dict(network_sha256=network_sha256))
     return names
+
+
+def mix_to_folder(G, content, style, spec, outdir, truncation_psi=1.0, noise_mode='const', project_fn=None,
+                  network_info=None, force=False):
+    """`pstyle mix`: every content x style mix under the per-row weights of `spec` (a layer_weights.WeightSpec),
+    written to `outdir` (see `save_mix`) with manifest.json; returns the manifest.
+    network_info: `files.load_generator`'s provenance of G (its sha256 checks saved latents)."""
+    info = network_info or {}
+    weights = layer_weights.resolve(G, spec)
+    result = run_mix(G, content, style, weights, truncation_psi, noise_mode, project_fn=project_fn,
+                     network_sha256=info.get('sha256'), force=force)
+    names = save_mix(result, outdir, info.get('sha256'))
+    manifest = jsonable(dict(kind='pstyle mix', network=info, content=content, style=style, spec=spec.as_dict(),
+                             weights=weights, truncation_psi=truncation_psi, images=names))
+    atomic_write_json(Path(outdir) / 'manifest.json', manifest)
+    return manifest

@@ -3,7 +3,8 @@ and/or mixed latents, paste back; folder in, folder out, one manifest.
 
 The photo's latent is found in A's W+ space (projectors/projector.py); the blended generator keeps
 A's mapping and w_avg by default, so that latent stays meaningful (Pinkney & Adler 2020, Toonify).
-A photo that fails at any stage is recorded in the manifest and the others go on.
+A photo that fails at any stage with a typed error (bad photo, diverged projection, out of memory) is
+recorded in the manifest and the others go on (torch_utils.folder_run); `resume` skips the finished ones.
 """
 
 import contextlib
@@ -17,16 +18,17 @@ import torch
 from PIL import Image
 from pstyle.models import deltas
 from pstyle.models import render as gen
-from pstyle.models.latents import save_latents
+from pstyle.models import latents as latents_file
 from pstyle.projectors import align as A
 from pstyle.projectors import projector as P
 from pstyle.projectors import pti as T
-from pstyle.projectors.align import AlignDependencyError, paste_back
-from pstyle.projectors.image_io import list_images, load_image
+from pstyle.projectors.align import paste_back
+from pstyle.projectors.image_io import load_image
 from pstyle.stylize import blend, files, layer_weights, photo_metrics
 from pstyle.stylize import mix as mixing
+from pstyle.torch_utils import folder_run
+from pstyle.torch_utils.errors import InputError
 
-MANIFEST_VERSION = 1
 STAGES = ('load', 'align', 'project', 'pti', 'render', 'paste', 'metrics')
 
 
@@ -64,28 +66,6 @@ class StylizeConfig:
         if self.batch_size < 1:
             raise ValueError(f'batch size must be >= 1, got {self.batch_size}')
         return self
-
-
-def list_photos(photos):
-    """A file or every image directly inside a folder, sorted."""
-    path = Path(photos)
-    if path.is_dir():
-        found = list_images(path)
-        if not found:
-            raise ValueError(f'{path}: no image files in this folder')
-        return found
-    if path.is_file():
-        return [path]
-    raise FileNotFoundError(f'{path}: no such photo or folder')
-
-
-def unique_stems(paths):
-    stems, seen = [], set()
-    for p in paths:
-        stem = p.stem if p.stem not in seen else f'{p.stem}_{p.suffix[1:].lower()}'
-        seen.add(stem)
-        stems.append(stem)
-    return stems
 
 
 # ----------------------------------------------------------------------------
@@ -128,7 +108,7 @@ def prepare_photo(path, resolution, cfg):
         return np.array(face.image), face.transform, (load_image(path) if cfg.paste_back else None)
     photo = load_image(path)
     if photo.width != photo.height:
-        raise ValueError(f'{path}: {photo.width}x{photo.height} is not square; align it (drop --no-align) or crop it')
+        raise InputError(f'{path}: {photo.width}x{photo.height} is not square; align it (drop --no-align) or crop it')
     if photo.width != resolution:
         photo = photo.resize((resolution, resolution), Image.Resampling.LANCZOS)
     transform, original = _sidecar_transform(path)
@@ -247,53 +227,79 @@ def image_projector(G, cfg, device, progress=None):
     """`project_fn` of `mix.style_ws`: 'DIR|FILE' -> (ws [M, num_ws, w_dim] on the CPU, stems), the images
     prepared (aligned or not) and projected into G with `cfg`'s projection settings."""
     def project_images(arg):
-        paths = list_photos(arg)
+        items = folder_run.plan(arg)
         projector = Projector(G, cfg, device, progress)
-        targets = [prepare_photo(p, G.img_resolution, cfg)[0] for p in paths]
+        targets = [prepare_photo(it.source, G.img_resolution, cfg)[0] for it in items]
         ws, _, _ = projector(np.stack(targets))
-        return ws.cpu(), unique_stems(paths)
+        return ws.cpu(), [it.name for it in items]
     return project_images
 
 
 # ----------------------------------------------------------------------------
-# The pipeline.
+# The pipeline: a folder run (torch_utils.folder_run: names, typed failures, manifest, resume).
 
 def output_name(stem, style, num_styles):
-    """<stem>.png for one style (or none), <stem>-<style>.png for several; safe file names."""
+    """<stem> for one style (or none), <stem>-<style> for several; path separators become `_`."""
     name = stem if num_styles == 1 else f'{stem}-{style}'
-    return re.sub(r'[^A-Za-z0-9._-]', '_', name)
+    return re.sub(r'[\\/\x00]', '_', name)
 
 
-def stylize_photos(photos, outdir, cfg, log=print, progress=None):
-    """Run the pipeline on a photo or a folder; write images, latents.npz and manifest.json to
-    `outdir` and return the manifest (dict). progress: a `torch_utils.progress.reporter` factory or None."""
+@dataclasses.dataclass
+class _Run:
+    """What every photo of one `stylize_photos` call shares."""
+    models: Models
+    projector: Projector
+    styles: torch.Tensor                    # [M, num_ws, w_dim] or None
+    style_names: list                       # unique; [None] without mixing
+    scorer: photo_metrics.PhotoMetrics      # or None
+    cfg: StylizeConfig
+    outdir: Path
+    latents: latents_file.LatentRows
+
+
+def stylize_photos(photos, outdir, cfg, log=print, progress=None, resume=False):
+    """Run the pipeline on a photo, a folder or a list of both; write images, latents.npz and manifest.json
+    (a folder-run manifest, rewritten after every photo) to `outdir` and return the manifest (dict).
+    resume: keep the photos an earlier run with the same networks and settings finished there.
+    progress: a `torch_utils.progress.reporter` factory or None."""
     cfg.check()
-    paths = list_photos(photos)
+    items = folder_run.plan(photos)
     device = gen.pick_device(cfg.device)
     outdir = Path(outdir)
-    for sub in ('aligned', 'projected') + (('pasted',) if cfg.paste_back else ()):
-        (outdir / sub).mkdir(parents=True, exist_ok=True)
     models = load_models(cfg, device)
     t0 = time.perf_counter()
     styles, style_names = load_styles(cfg, models, device, progress)
+    style_names = folder_run.unique_labels(style_names) if style_names != [None] else style_names
     models.info['seconds']['styles'] = time.perf_counter() - t0
     projector = Projector(models.G_a, cfg, device, progress)
     scorer = photo_metrics.PhotoMetrics(device) if cfg.metrics else None
-    entries = [dict(photo=str(p), stem=s, status='pending', seconds={}, outputs={}) for p, s in zip(paths, unique_stems(paths))]
-    latents = []
-    for start in range(0, len(entries), cfg.batch_size):
-        batch = entries[start:start + cfg.batch_size]
-        _run_batch(batch, models, projector, styles, style_names, scorer, cfg, outdir, latents)
-        for entry in batch:
-            log(f'{entry["photo"]}: {entry["status"]}' + (f' ({entry["stage"]}: {entry["error"]})' if entry['status'] == 'failed' else ''))
-    _save_latents(outdir / 'latents.npz', latents, projector.cfg, models.info['base'])
-    manifest = files.jsonable(_manifest(cfg, models, style_names, entries, scorer, projector))
-    files.write_json(outdir / 'manifest.json', manifest)
-    return manifest
+    ctx = _Run(models, projector, styles, style_names, scorer, cfg, outdir, _latents_rows(outdir, projector.cfg, models.info['base']))
+    run = folder_run.FolderRun(items, outdir / 'manifest.json', 'stylize', header=lambda: _manifest(ctx, run),
+                               resume_key=_resume_key(cfg, models), resume=resume, log=log)
+    if resume:
+        ctx.latents.resume(run)
+    for sub in ('aligned', 'projected') + (('pasted',) if cfg.paste_back else ()):
+        (outdir / sub).mkdir(parents=True, exist_ok=True)
+    todo = run.pending()
+    for start in range(0, len(todo), cfg.batch_size):
+        for item, prepared, result in prepare_and_project(run, todo[start:start + cfg.batch_size], models.G_a.img_resolution,
+                                                          projector, cfg):
+            _finish_photo(run, item, prepared, result, ctx)
+    return run.save()
 
 
-def _fail(entry, stage, exc):
-    entry.update(status='failed', stage=stage, error=f'{type(exc).__name__}: {exc}')
+def _latents_rows(outdir, projection_cfg, base_info):
+    """The photos' latents in A's W+ space, in `pstyle project`'s latents.npz format (w / ws, names, noise/<layer>,
+    alignment records), so `pstyle generate --projected-w` and `pstyle mix` read them."""
+    return latents_file.LatentRows(outdir / 'latents.npz', projection_cfg.space,
+                                   dict(network_sha256=base_info.get('sha256'), settings=projection_cfg.as_dict()))
+
+
+def _resume_key(cfg, models):
+    """What a resumed run must share with the earlier one: every setting but the batch size and device, and the networks."""
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in ('batch_size', 'device')}
+    return dict(settings=settings, base=models.info['base'].get('sha256'),
+                styled=(models.info['styled'] or {}).get('sha256'))
 
 
 def _timed(entry, stage, fn, *args):
@@ -301,120 +307,122 @@ def _timed(entry, stage, fn, *args):
     try:
         return fn(*args)
     finally:
-        entry['seconds'][stage] = entry['seconds'].get(stage, 0.0) + time.perf_counter() - t0
+        seconds = entry.setdefault('seconds', {})
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
-def prepare_and_project(batch, resolution, projector, cfg):
-    """Align/load and project a batch of manifest entries; failures are written into the entries.
-    Returns [(entry, prepared, (ws, noise, projection metrics))] for the photos that got through."""
+def prepare_and_project(run, items, resolution, projector, cfg):
+    """Align/load and project a batch of `run`'s items; typed failures (bad photo, divergence, out of memory)
+    are recorded in the run. Returns [(item, prepared, (ws, noise, projection metrics))] for the photos that got through."""
     prepared = {}
-    for entry in batch:
-        try:
-            prepared[entry['stem']] = _timed(entry, 'align', prepare_photo, entry['photo'], resolution, cfg)
-        except AlignDependencyError:
-            raise  # Not this photo's fault: every photo would fail the same way.
-        except Exception as e:  # noqa: BLE001 -- one bad photo must not stop the others
-            _fail(entry, 'align', e)
-    live = [e for e in batch if e['stem'] in prepared]
+    for item in items:
+        ok, value = run.attempt(item, _timed, run.entry(item), 'align', prepare_photo, item.source, resolution, cfg,
+                                stage='align')
+        if ok:
+            prepared[item.name] = value
+    live = [it for it in items if it.name in prepared]
     if not live:
         return []
     t0 = time.perf_counter()
-    results = project_robust(projector, [prepared[e['stem']][0] for e in live])
+    results = project_robust(projector, [prepared[it.name][0] for it in live])
     per_photo = (time.perf_counter() - t0) / len(live)
     out = []
-    for entry, result in zip(live, results):
-        entry['seconds']['project'] = per_photo
-        if isinstance(result, Exception):
-            _fail(entry, 'project', result)
-        else:
-            out.append((entry, prepared[entry['stem']], result))
+    for item, result in zip(live, results):
+        run.entry(item).setdefault('seconds', {})['project'] = per_photo
+        ok, _ = run.attempt(item, _check_projection, item, result, stage='project')
+        if ok:
+            out.append((item, prepared[item.name], result))
     return out
 
 
-def _run_batch(batch, models, projector, styles, style_names, scorer, cfg, outdir, latents):
-    for entry, prepared, result in prepare_and_project(batch, models.G_a.img_resolution, projector, cfg):
-        try:
-            _finish_photo(entry, prepared, result, models, projector, styles, style_names, scorer, cfg, outdir)
-            latents.append((entry['stem'], result, prepared[1]))
-        except Exception as e:  # noqa: BLE001
-            _fail(entry, entry.get('_stage', 'render'), e)
-        entry.pop('_stage', None)
+def _check_projection(item, result):
+    """project_robust's result for one photo: its error raised (typed ones are recorded, others propagate),
+    a non-finite latent, noise map or loss raised as a DivergenceError."""
+    if isinstance(result, Exception):
+        raise result
+    ws, noise, metrics = result
+    P.check_finite_result(str(item.source), ws, noise, metrics)
 
 
-def _finish_photo(entry, prepared, result, models, projector, styles, style_names, scorer, cfg, outdir):
+def _finish_photo(run, item, prepared, result, ctx):
+    """PTI, render, paste back and measure one projected photo; latents.npz, then the manifest, record it."""
     target, transform, original = prepared
     ws, noise, proj_metrics = result
-    stem = entry['stem']
-    gen.save_image(target, outdir / 'aligned' / f'{stem}.png')
+    entry, name, models, outdir = run.entry(item), item.name, ctx.models, ctx.outdir
+    gen.save_image(target, outdir / 'aligned' / f'{name}.png')
+    files_out = [outdir / 'aligned' / f'{name}.png', outdir / 'projected' / f'{name}.png']
     entry['projection'] = proj_metrics
     G_tuned = models.G_a
-    if projector.pti_cfg is not None:  # No 'pti' stage time in the manifest when PTI is off.
-        entry['_stage'] = 'pti'
-        G_tuned, pti_info = _timed(entry, 'pti', projector.tune, target, ws, noise, outdir / 'pti' / f'{stem}.safetensors',
-                                   dict(name=Path(entry['photo']).name, network_sha256=models.info['base'].get('sha256')))
-        entry['pti'] = dict(pti_info, delta=f'pti/{stem}.safetensors')
-    G_a, G_render = photo_generators(models, G_tuned, models.weights, cfg.mapping)
-    entry['_stage'] = 'render'
-    recon = _timed(entry, 'render', render, G_a, ws, noise, cfg.noise_mode)
-    gen.save_image(recon[0], outdir / 'projected' / f'{stem}.png')
-    if styles is not None:
-        ws = mixing.mix(ws.expand(len(styles), -1, -1), styles, models.weights)
-    images = _timed(entry, 'render', render, G_render, ws, noise, cfg.noise_mode)
-    entry['outputs'] = {}
-    for image, style in zip(images, style_names):
-        name = output_name(stem, style, len(style_names))
-        gen.save_image(image, outdir / f'{name}.png')
-        entry['outputs'][name] = dict(image=f'{name}.png', style=style)
-    if cfg.paste_back:
-        entry['_stage'] = 'paste'
-        _timed(entry, 'paste', _paste, entry, images, transform, original, cfg, outdir)
-    entry['status'] = 'ok'
-    if scorer is not None:
+    if ctx.projector.pti_cfg is not None:  # No 'pti' stage time in the manifest when PTI is off.
+        delta = outdir / 'pti' / f'{name}.safetensors'
+        ok, tuned = run.attempt(item, _timed, entry, 'pti', ctx.projector.tune, target, ws, noise, delta,
+                                dict(name=item.source.name, network_sha256=models.info['base'].get('sha256')), stage='pti')
+        if not ok:
+            return
+        G_tuned, pti_info = tuned
+        entry['pti'] = dict(pti_info, delta=f'pti/{name}.safetensors')
+        files_out.append(delta)
+    G_a, G_render = photo_generators(models, G_tuned, models.weights, ctx.cfg.mapping)
+    ok, images = run.attempt(item, _timed, entry, 'render', _render_portraits, entry, name, G_a, G_render, ws, noise, ctx,
+                             stage='render')
+    if not ok:
+        return
+    files_out += [outdir / p['image'] for p in entry['portraits'].values()]
+    if ctx.cfg.paste_back:
+        ok, _ = run.attempt(item, _timed, entry, 'paste', _paste, entry, images, transform, original, ctx.cfg, outdir,
+                            stage='paste')
+        if not ok:
+            return
+        files_out += [outdir / p['pasted'] for p in entry['portraits'].values() if 'pasted' in p]
+    if ctx.scorer is not None:
         try:  # A metric that cannot be computed leaves the image a success, with the reason recorded.
-            scores = _timed(entry, 'metrics', scorer, target, images)
-            for out, score in zip(entry['outputs'].values(), scores):
+            scores = _timed(entry, 'metrics', ctx.scorer, target, images)
+            for out, score in zip(entry['portraits'].values(), scores):
                 out['metrics'] = score
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 -- optional measurements, never the photo's failure
             entry['metrics_error'] = f'{type(e).__name__}: {e}'
+    ctx.latents.add(name, ws, noise, transform)
+    ctx.latents.save([it.name for it in run.items])
+    run.succeed(item, files_out)
+
+
+def _render_portraits(entry, name, G_a, G_render, ws, noise, ctx):
+    """A's reconstruction to projected/, one portrait per style to <name>[-<style>].png; returns the portraits."""
+    recon = render(G_a, ws, noise, ctx.cfg.noise_mode)
+    gen.save_image(recon[0], ctx.outdir / 'projected' / f'{name}.png')
+    if ctx.styles is not None:
+        ws = mixing.mix(ws.expand(len(ctx.styles), -1, -1), ctx.styles, ctx.models.weights)
+    images = render(G_render, ws, noise, ctx.cfg.noise_mode)
+    entry['portraits'] = {}
+    for image, style in zip(images, ctx.style_names):
+        out = output_name(name, style, len(ctx.style_names))
+        gen.save_image(image, ctx.outdir / f'{out}.png')
+        entry['portraits'][out] = dict(image=f'{out}.png', style=style)
+    return images
 
 
 def _paste(entry, images, transform, original, cfg, outdir):
     if transform is None or original is None:
         entry['paste_back'] = 'skipped: no alignment record (photos given with --no-align and no <stem>.json from `pstyle align`)'
         return
-    for name, image in zip(entry['outputs'], images):
+    for name, image in zip(entry['portraits'], images):
         pasted = paste_back(original, image, transform, feather=cfg.feather)
         pasted.save(outdir / 'pasted' / f'{name}.png')
-        entry['outputs'][name]['pasted'] = f'pasted/{name}.png'
+        entry['portraits'][name]['pasted'] = f'pasted/{name}.png'
 
 
-def _save_latents(path, latents, projection_cfg, base_info):
-    """The photos' latents in A's W+ space, in `pstyle project`'s latents.npz format (w / ws, names,
-    noise/<layer>, alignment records), so `pstyle generate --projected-w` and `pstyle mix` read them."""
-    if not latents:
-        return
-    names = [stem for stem, _, _ in latents]
-    ws = torch.cat([result[0] for _, result, _ in latents])
-    noise = None
-    if all(result[1] is not None for _, result, _ in latents):
-        noise = {layer: torch.cat([result[1][layer] for _, result, _ in latents]).numpy() for layer in latents[0][1][1]}
-    save_latents(path, names, ws.numpy(), noise, space=projection_cfg.space, alignment=[t for _, _, t in latents],
-                 meta=dict(network_sha256=base_info.get('sha256'), settings=projection_cfg.as_dict()))
-
-
-def _manifest(cfg, models, style_names, entries, scorer, projector):
-    ok = [e for e in entries if e['status'] == 'ok']
-    stage_means = {s: float(np.mean([e['seconds'][s] for e in ok if s in e['seconds']]))
-                   for s in STAGES if any(s in e['seconds'] for e in ok)}
+def _manifest(ctx, run):
+    """The command's fields of manifest.json (the folder run adds items, counts and failures)."""
+    models, projector = ctx.models, ctx.projector
+    ok = [e for e in run.entries.values() if e['status'] == 'ok']
+    stage_means = {s: float(np.mean([e['seconds'][s] for e in ok if s in e.get('seconds', {})]))
+                   for s in STAGES if any(s in e.get('seconds', {}) for e in ok)}
     return dict(
-        version=MANIFEST_VERSION, kind='pstyle stylize', config=cfg.as_dict(), spec_text=cfg.spec.describe(),
+        config=ctx.cfg.as_dict(), spec_text=ctx.cfg.spec.describe(),
         weights=models.weights, networks=dict(base=models.info['base'], styled=models.info['styled']),
         blend=models.info.get('blend'), runtime_differences=models.info.get('runtime_differences', []),
         projection=projector.cfg.as_dict(), pti=projector.pti_cfg.as_dict() if projector.pti_cfg else None,
-        styles=style_names if style_names != [None] else None,
-        metrics_available=scorer.available if scorer is not None else None,
-        notes=scorer.notes if scorer is not None else [],
-        seconds=dict(models.info['seconds'], per_photo=stage_means),
-        num_photos=len(entries), num_ok=len(ok), failures=[dict(photo=e['photo'], stage=e['stage'], error=e['error'])
-                                                          for e in entries if e['status'] == 'failed'],
-        images=entries)
+        styles=ctx.style_names if ctx.style_names != [None] else None,
+        metrics_available=ctx.scorer.available if ctx.scorer is not None else None,
+        notes=ctx.scorer.notes if ctx.scorer is not None else [],
+        seconds=dict(models.info['seconds'], per_photo=stage_means))

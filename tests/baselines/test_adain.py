@@ -27,7 +27,7 @@ def _run(published, tmp_path, styles=('style',), **opts):
 ])
 def test_outputs_match_the_original_test_py(published, ref, tmp_path, assert_parity, key, styles, opts):
     manifest, outdir = _run(published, tmp_path, styles, **opts)
-    assert manifest['num_done'] == 1 and manifest['photos'][0]['outputs'] == ['content.png']
+    assert manifest['num_ok'] == 1 and manifest['items'][0]['outputs'] == ['content.png']
     out = np.asarray(Image.open(outdir / 'content.png'))
     diff = assert_parity(out, ref[key][0])
     print(f'{key}: max {diff.max()}, mean {diff.mean():.5f}')
@@ -35,7 +35,7 @@ def test_outputs_match_the_original_test_py(published, ref, tmp_path, assert_par
 
 def test_several_styles_without_weights_give_one_image_per_style(published, ref, tmp_path, assert_parity):
     manifest, outdir = _run(published, tmp_path, ('style', 'style2'))
-    assert manifest['photos'][0]['outputs'] == ['content-style.png', 'content-style2.png']
+    assert manifest['items'][0]['outputs'] == ['content-style.png', 'content-style2.png']
     assert_parity(np.asarray(Image.open(outdir / 'content-style.png')), ref['adain_alpha1'][0])
 
 
@@ -96,9 +96,9 @@ def test_an_unreadable_image_in_a_folder_is_reported_and_the_others_go_on(publis
     outdir = tmp_path / 'out'
     manifest = adain_folder(folder, [published['style']], outdir, vgg=published['vgg'], decoder_file=published['decoder'],
                             opts=AdainOptions(content_size=0, style_size=0), log=lambda _: None)
-    status = {p['stem']: p['status'] for p in manifest['photos']}
-    assert status == dict(a='done', b='failed', c='done', d_tiny='failed')
-    errors = {f['photo'].rsplit('/', 1)[-1]: f['error'] for f in manifest['failures']}
+    status = {p['name']: p['status'] for p in manifest['items']}
+    assert status == dict(a='ok', b='failed', c='ok', d_tiny='failed')
+    errors = {f['input'].rsplit('/', 1)[-1]: f['error'] for f in manifest['failures']}
     assert 'b.jpg' in errors['b.jpg'] and 'cannot read image' in errors['b.jpg']
     assert 'too small' in errors['d_tiny.png']
     assert sorted(p.name for p in outdir.iterdir()) == ['a.png', 'c.png', 'manifest.json']

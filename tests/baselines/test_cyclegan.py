@@ -26,7 +26,7 @@ def test_state_dict_names_and_shapes_are_the_reference_ones(recipe):
 
 def test_output_matches_the_original_tensor2im(published, ref, tmp_path, assert_parity):
     manifest = cyclegan_folder(published['cyclegan'], published['content'], tmp_path, log=lambda _: None)
-    assert manifest['num_done'] == 1 and manifest['inputs']['checkpoint']['sha256']
+    assert manifest['num_ok'] == 1 and manifest['inputs']['checkpoint']['sha256']
     diff = assert_parity(np.asarray(Image.open(tmp_path / 'content.png')), ref['cyclegan_out'][0])
     print(f'cyclegan_out: max {diff.max()}, mean {diff.mean():.5f}')
 
@@ -73,7 +73,7 @@ def test_an_unreadable_image_in_a_folder_is_reported_and_the_others_go_on(publis
     (folder / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
     Image.open(published['content']).resize((3, 3)).save(folder / 'c.png')
     manifest = cyclegan_folder(published['cyclegan'], folder, tmp_path / 'out', log=lambda _: None)
-    assert [p['status'] for p in manifest['photos']] == ['done', 'failed', 'failed']
+    assert [p['status'] for p in manifest['items']] == ['ok', 'failed', 'failed']
     assert 'b.png: cannot read image' in manifest['failures'][0]['error']
     assert 'too small' in manifest['failures'][1]['error']
     assert (tmp_path / 'out' / 'a.png').is_file() and not (tmp_path / 'out' / 'b.png').exists()
@@ -116,3 +116,35 @@ def test_short_names_follow_their_environment_override(published, monkeypatch):
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(CheckpointError, match=r'no such file: style_picasso .*style_monet, style_cezanne'):
         published_weights.resolve_published('style_picasso')
+
+
+def test_hostile_names_never_overwrite(published, tmp_path):
+    one, two = tmp_path / 'one', tmp_path / 'two'
+    one.mkdir()
+    two.mkdir()
+    content = Image.open(published['content']).convert('RGB').resize((16, 16))
+    for k, name in enumerate(('张三.png', '李四.png', 'photo 1.png', 'photo_1.png', 'x.jpg', 'x.png')):
+        Image.fromarray((np.asarray(content).astype(int) * (k + 1) // 7).astype(np.uint8)).save(one / name)
+    content.save(two / 'x.png')
+    manifest = cyclegan_folder(published['cyclegan'], [one, two], tmp_path / 'out', CycleganOptions(size=16), log=lambda _: None)
+    names = ['photo 1', 'photo_1', 'x', 'x_png', '张三', '李四', 'x_png_2']
+    assert [e['name'] for e in manifest['items']] == names and manifest['num_ok'] == 7
+    assert sorted(p.name for p in (tmp_path / 'out').glob('*.png')) == sorted(f'{n}.png' for n in names)
+    assert manifest['items'][4]['outputs'] == ['张三.png'] and manifest['items'][4]['input'] == str(one / '张三.png')
+    a, b = (np.asarray(Image.open(tmp_path / 'out' / f'{n}.png')) for n in ('张三', '李四'))
+    assert not np.array_equal(a, b)
+
+
+def test_resume_redoes_only_missing_outputs_and_refuses_other_options(published, tmp_path):
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    for name in ('a.png', 'b.png', 'c.png'):
+        Image.open(published['content']).convert('RGB').resize((16, 16)).save(folder / name)
+    out, opts = tmp_path / 'out', CycleganOptions(size=16)
+    cyclegan_folder(published['cyclegan'], folder, out, opts, log=lambda _: None)
+    (out / 'b.png').unlink()
+    logs = []
+    manifest = cyclegan_folder(published['cyclegan'], folder, out, opts, log=logs.append, resume=True)
+    assert manifest['num_ok'] == 3 and len(logs) == 1 and logs[0].endswith('b.png -> b.png')
+    with pytest.raises(ValueError, match='holds results of another network or other settings'):
+        cyclegan_folder(published['cyclegan'], folder, out, CycleganOptions(size=12), log=lambda _: None, resume=True)

@@ -129,7 +129,7 @@ def test_folder_runs_group_sizes_and_report_unreadable_photos(vgg, image, tmp_pa
     (folder / 'd.png').write_bytes(b'broken')
     image(1, 24, 24).save(tmp_path / 'style.png')
     manifest = nst_folder(folder, [tmp_path / 'style.png'], tmp_path / 'out', _opts(size=28, steps=2), vgg=vgg, log=lambda _: None)
-    assert [p['status'] for p in manifest['photos']] == ['done', 'done', 'done', 'failed']
+    assert [p['status'] for p in manifest['items']] == ['ok', 'ok', 'ok', 'failed']
     assert 'd.png: cannot read image' in manifest['failures'][0]['error']
     sizes = {name: Image.open(tmp_path / 'out' / f'{name}.png').size for name in 'abc'}
     assert sizes == dict(a=(28, 21), b=(21, 28), c=(28, 21))

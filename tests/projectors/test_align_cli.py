@@ -60,7 +60,7 @@ def test_align_folder_partial_failure_exits_0_with_summary(tmp_path, astronaut):
     assert 'aligned 1 of 3 image(s)' in result.output and '2 failed' in result.stderr
     assert 'broken.png: cannot read image' in result.stderr and 'nobody.png: no face found' in result.stderr
     summary = json.loads((tmp_path / 's.json').read_text())
-    assert len(summary['aligned']) == 1 and len(summary['failed']) == 2
+    assert summary['num_ok'] == 1 and summary['num_failed'] == 2 and summary['command'] == 'align'
 
 
 def test_align_folder_strict_exits_1(tmp_path, astronaut):

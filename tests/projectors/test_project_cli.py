@@ -61,7 +61,7 @@ def test_crop_option_and_w_space(network, photos, tmp_path):
     assert result.exit_code == 0, result.output
     with np.load(out / 'latents.npz') as data:
         ws = data['ws']
-        assert list(data['names']) == ['wide.png'] and str(data['space']) == 'w'
+        assert list(data['names']) == ['wide'] and str(data['space']) == 'w'
     assert np.allclose(ws[:, :1], ws)
 
 
@@ -129,7 +129,7 @@ def test_torchrun_two_processes_match_one(network, photos, tmp_path, torchrun):
     assert one.exit_code == 0, one.output
     assert sorted(p.name for p in (tmp_path / 'two' / 'shards').iterdir()) == ['rank00', 'rank01']
     with np.load(tmp_path / 'one' / 'latents.npz') as a, np.load(tmp_path / 'two' / 'latents.npz') as b:
-        assert list(a['names']) == list(b['names']) == ['p0.png', 'p1.png', 'p2.png']
+        assert list(a['names']) == list(b['names']) == ['p0', 'p1', 'p2']
         np.testing.assert_allclose(b['ws'], a['ws'], atol=1e-5)
         assert np.abs(a['ws'][0] - a['ws'][1]).max() > 1e-3             # different photos, different latents
 
@@ -152,7 +152,7 @@ def test_generate_renders_pti_results(network, photos, tmp_path):
         assert not np.array_equal(load(tmp_path / 'tuned' / f'{stem}.png'), load(tmp_path / 'plain' / f'{stem}.png'))
     (out / 'pti' / 'p1.safetensors').unlink()
     result = render('--outdir', str(tmp_path / 'again'), '--pti')
-    assert result.exit_code == 1 and 'no PTI delta for p1.png' in result.output
+    assert result.exit_code == 1 and 'no PTI delta for p1 beside' in result.output
     result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--pti', '--outdir', str(tmp_path / 's')])
     assert result.exit_code == 2 and '--pti goes with --projected-w' in result.output
 

@@ -17,6 +17,14 @@ from pstyle.models import render as gen
 FAST = dict(num_steps=3, lpips_weight=0.0, mse_weight=1.0, w_avg_samples=200)
 
 
+def entries(doc):
+    return {e['name']: e for e in doc['items']}
+
+
+def ok_names(doc):
+    return [e['name'] for e in doc['items'] if e['status'] == 'ok']
+
+
 def _photo(seed, size=(16, 16)):
     rng = np.random.RandomState(seed)
     return Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3), dtype=np.uint8))
@@ -42,23 +50,24 @@ def mixed_folder(good_folder):
 def test_outputs_and_bad_files(G, mixed_folder, tmp_path):
     out = tmp_path / 'out'
     doc = PF.project_folder(G, mixed_folder, out, P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
-    assert list(doc['images']) == ['a.png', 'b.png', 'c.png']
-    failed = doc['failed']
-    assert set(failed) == {'d.jpg', 'e.png', 'f.png'}
-    assert 'd.jpg: cannot read image' in failed['d.jpg']
-    assert 'e.png: image is 4x4, too small' in failed['e.png']
-    assert 'f.png: image is 20x16, not square' in failed['f.png'] and '--crop center' in failed['f.png']
+    assert ok_names(doc) == ['a', 'b', 'c']
+    failed = {f['name']: f['error'] for f in doc['failures']}
+    assert set(failed) == {'d', 'e', 'f'} and {f['error_type'] for f in doc['failures']} == {'input'}
+    assert 'd.jpg: cannot read image' in failed['d']
+    assert 'e.png: image is 4x4, too small' in failed['e']
+    assert 'f.png: image is 20x16, not square' in failed['f'] and '--crop center' in failed['f']
     on_disk = json.loads((out / 'metrics.json').read_text())
     assert on_disk['summary']['num_images'] == 3 and on_disk['summary']['num_failed'] == 3
     assert on_disk['settings']['project']['num_steps'] == 3 and on_disk['weights_sha256'] == deltas.weights_sha256(G)
-    m = on_disk['images']['b.png']
+    m = entries(on_disk)['b']
     assert m['recon'] == 'recon/b.png' and m['target'] == 'target/b.png' and m['steps'] == 3 and m['mse'] > 0
+    assert m['outputs'] == ['recon/b.png', 'target/b.png'] and m['input'] == str(mixed_folder / 'b.png')
     lat = latents.load_latents(out / 'latents.npz')
-    assert lat['names'] == ['a.png', 'b.png', 'c.png'] and lat['ws'].shape == (3, G.num_ws, 16)
+    assert lat['names'] == ['a', 'b', 'c'] and lat['ws'].shape == (3, G.num_ws, 16)
     assert lat['space'] == 'w+' and lat['alignment'] == [None, None, None]
     # `pstyle generate --projected-w` reads the same file; with the saved noise it reproduces the renders.
     ws, names = latents.load_projected_ws(out / 'latents.npz', G)
-    assert names == ['a', 'b', 'c'] and torch.equal(ws, lat['ws'])  # file stems, as the outputs are named
+    assert names == ['a', 'b', 'c'] and torch.equal(ws, lat['ws'])  # the item names, as the outputs are named
     noise = latents.load_projected_noise(out / 'latents.npz', G)
     assert set(noise) == set(latents.noise_layers(G)) and noise['synthesis.b16.conv0'].shape == (3, 1, 16, 16)
     recon = np.asarray(Image.open(out / 'recon' / 'b.png'))
@@ -88,18 +97,18 @@ def test_a_failing_batch_keeps_earlier_results_and_resume_finishes(G, good_folde
     def flaky(G, targets, *args, **kwargs):
         calls.append(len(targets))
         if len(calls) == 2:
-            raise RuntimeError('out of memory (simulated)')
+            raise RuntimeError('a bug (simulated)')
         return real(G, targets, *args, **kwargs)
     monkeypatch.setattr(P, 'project', flaky)
     cfg = P.ProjectConfig(**FAST)
-    with pytest.raises(PF.ProjectionRunError, match=r'batch 2 \(c.png\) failed: RuntimeError: out of memory.*--resume'):
+    with pytest.raises(PF.ProjectionRunError, match=r'batch 2 \(c.png\) failed: RuntimeError: a bug.*--resume'):
         PF.project_folder(G, good_folder, out, cfg, batch_size=2, log=lambda m: None)
-    assert latents.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png']
+    assert latents.load_latents(out / 'latents.npz')['names'] == ['a', 'b']
     assert (out / 'recon' / 'b.png').is_file()
     doc = PF.project_folder(G, good_folder, out, cfg, batch_size=2, resume=True, log=lambda m: None)
     assert calls == [2, 1, 1]  # only c.png was projected again
-    assert list(doc['images']) == ['a.png', 'b.png', 'c.png']
-    assert latents.load_latents(out / 'latents.npz')['names'] == ['a.png', 'b.png', 'c.png']
+    assert ok_names(doc) == ['a', 'b', 'c']
+    assert latents.load_latents(out / 'latents.npz')['names'] == ['a', 'b', 'c']
     with pytest.raises(ValueError, match='results of another network or other settings'):
         PF.project_folder(G, good_folder, out, P.ProjectConfig(**dict(FAST, num_steps=4)), resume=True, log=lambda m: None)
 
@@ -116,8 +125,8 @@ def test_shards_cover_every_file_once_and_merge_in_order(G, good_folder, tmp_pat
     # Ranks run one after the other here; under torchrun they run in parallel and rank 0 merges after a barrier.
     PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=1, world_size=2, log=lambda m: None)
     merged = PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=0, world_size=2, log=lambda m: None)
-    assert latents.load_latents(out / 'shards' / 'rank01' / 'latents.npz')['names'] == ['b.png']
-    assert list(merged['images']) == ['a.png', 'b.png', 'c.png']
+    assert latents.load_latents(out / 'shards' / 'rank01' / 'latents.npz')['names'] == ['b']
+    assert ok_names(merged) == ['a', 'b', 'c'] and entries(merged)['b']['outputs'] == ['recon/b.png', 'target/b.png']
     a, b = latents.load_latents(tmp_path / 'one' / 'latents.npz'), latents.load_latents(out / 'latents.npz')
     assert a['names'] == b['names'] and torch.allclose(a['ws'], b['ws'], atol=1e-5)
     for name in a['noise']:
@@ -130,7 +139,7 @@ def test_pti_in_a_folder_run(G, good_folder, tmp_path):
     pti_cfg = T.PTIConfig(num_steps=3, lpips_weight=0.0, regularizer_lpips_weight=0.0, trainable=('synthesis.b16.*',),
                           delta_dtype='fp16')
     doc = PF.project_folder(G, [good_folder / 'a.png'], out, P.ProjectConfig(**FAST), pti_cfg, log=lambda m: None)
-    m = doc['images']['a.png']['pti']
+    m = entries(doc)['a']['pti']
     assert m['delta'] == 'pti/a.safetensors' and m['recon'] == 'recon_pti/a.png' and m['steps'] == 3
     G_tuned = deltas.load_tuned_generator(G, out / m['delta'])
     lat = latents.load_latents(out / 'latents.npz')
@@ -147,17 +156,16 @@ def test_video_sidecar_transform_and_names(G, tmp_path):
     record = dict(format='pstyle-ffhq-align', quad=[[0, 0], [0, 16], [16, 16], [16, 0]], photo_size=[64, 64], output_size=16)
     (src / 'me.json').write_text(json.dumps(record))
     files = [src / 'me.png', src / 'me.jpg', src / 'x' / 'me.png']
-    assert [PF.unique_keys(files)[f] for f in files] == [('me.png', 'me'), ('me.jpg', 'me_jpg'), ('me_1.png', 'me_1')]
     out = tmp_path / 'out'
     doc = PF.project_folder(G, files, out, P.ProjectConfig(**dict(FAST, num_steps=4)), video=True, video_every=2, log=lambda m: None)
-    assert doc['images']['me.png']['video'] == 'video/me.mp4'  # imageio-ffmpeg is a dev dependency
+    assert ok_names(doc) == ['me', 'me_jpg', 'me_png'] and entries(doc)['me']['video'] == 'video/me.mp4'  # imageio-ffmpeg is a dev dependency
     import imageio.v2 as imageio
     with imageio.get_reader(out / 'video' / 'me.mp4') as reader:
         frames = [f for f in reader]
     assert len(frames) == 2 and frames[0].shape == (16, 32, 3)  # target | reconstruction, side by side
     lat = latents.load_latents(out / 'latents.npz')
     assert lat['alignment'][0] == record and lat['alignment'][2] is None
-    assert sorted(p.name for p in (out / 'recon').iterdir()) == ['me.png', 'me_1.png', 'me_jpg.png']
+    assert sorted(p.name for p in (out / 'recon').iterdir()) == ['me.png', 'me_jpg.png', 'me_png.png']
 
 
 def test_video_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch):
@@ -183,11 +191,11 @@ def test_latents_file_errors(G, tmp_path):
     np.savez(tmp_path / 'nv.npz', w=np.zeros((1, G.num_ws, 16), np.float32))
     with pytest.raises(ValueError, match='not a latents file written by pstyle project'):
         latents.load_latents(tmp_path / 'nv.npz')
-    with pytest.raises(FileNotFoundError, match='no such file or folder'):
-        PF.list_inputs(tmp_path / 'missing')
+    with pytest.raises(FileNotFoundError, match='missing: no such file or folder'):
+        PF.project_folder(G, tmp_path / 'missing', tmp_path / 'out', P.ProjectConfig(**FAST))
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(ValueError, match='no image files in this folder'):
-        PF.list_inputs(tmp_path / 'empty')
+    with pytest.raises(ValueError, match='empty: no image files in this folder'):
+        PF.project_folder(G, tmp_path / 'empty', tmp_path / 'out', P.ProjectConfig(**FAST))
 
 
 def test_align_option_records_the_transform(G, tmp_path):
@@ -197,6 +205,47 @@ def test_align_option_records_the_transform(G, tmp_path):
     Image.fromarray(skimage.astronaut()).save(src / 'astronaut.png')
     Image.new('RGB', (64, 64), (90, 140, 200)).save(src / 'nobody.png')
     doc = PF.project_folder(G, src, tmp_path / 'out', P.ProjectConfig(**FAST), align=True, log=lambda m: None)
-    assert list(doc['images']) == ['astronaut.png'] and 'no face found' in doc['failed']['nobody.png']
+    assert ok_names(doc) == ['astronaut'] and 'no face found' in entries(doc)['nobody']['error']
     transform = latents.load_latents(tmp_path / 'out' / 'latents.npz')['alignment'][0]
     assert transform['format'] == 'pstyle-ffhq-align' and transform['output_size'] == 16
+
+
+HOSTILE = dict(one=['张三.png', '李四.png', 'photo 1.png', 'photo_1.png', 'x.jpg', 'x.png', 'y.PNG', 'y.png'],
+               two=['x.png', 'x_png.png'])
+
+
+def test_hostile_names_never_overwrite_and_resume_keeps_them(G, tmp_path):
+    for k, (sub, names) in enumerate(HOSTILE.items()):
+        (tmp_path / sub).mkdir()
+        for j, name in enumerate(names):
+            _photo(10 * k + j).save(tmp_path / sub / name)
+    out, cfg = tmp_path / 'out', P.ProjectConfig(**FAST)
+    doc = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg, batch_size=4, log=lambda m: None)
+    names = ['photo 1', 'photo_1', 'x', 'x_png_2', 'y', 'y_png', '张三', '李四', 'x_png_3', 'x_png']
+    assert ok_names(doc) == names and doc['summary']['num_images'] == 10
+    assert sorted(p.name for p in (out / 'recon').iterdir()) == sorted(f'{n}.png' for n in names)
+    assert latents.load_latents(out / 'latents.npz')['names'] == names
+    assert entries(doc)['x_png_3']['input'] == str(tmp_path / 'two' / 'x.png')
+    again = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg, resume=True, log=lambda m: None)
+    assert ok_names(again) == names and latents.load_latents(out / 'latents.npz')['names'] == names
+
+
+def test_divergence_and_out_of_memory_are_recorded_never_ok(G, good_folder, tmp_path, monkeypatch):
+    real, calls = P.project, []
+
+    def flaky(G, targets, *args, **kwargs):
+        calls.append(len(targets))
+        if len(calls) == 2:
+            raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 1.00 GiB')
+        result = real(G, targets, *args, **kwargs)
+        result.metrics[0]['mse'] = float('nan')  # the first image of the first batch diverged
+        return result
+    monkeypatch.setattr(P, 'project', flaky)
+    doc = PF.project_folder(G, good_folder, tmp_path / 'out', P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
+    items = entries(doc)
+    assert items['a']['status'] == 'failed' and items['a']['error_type'] == 'divergence' and 'a.png: diverged' in items['a']['error']
+    assert items['b']['status'] == 'ok'
+    assert items['c']['error_type'] == 'out-of-memory' and items['c']['error'].startswith('out of memory (CUDA out of memory')
+    assert doc['summary'] == dict(doc['summary'], num_images=1, num_failed=2)
+    assert latents.load_latents(tmp_path / 'out' / 'latents.npz')['names'] == ['b']
+    assert not (tmp_path / 'out' / 'recon' / 'a.png').exists()

@@ -106,13 +106,14 @@ def test_images_reach_the_disk_as_they_are_made(network, tmp_path, monkeypatch):
     def failing_third_batch(*args, **kwargs):
         calls['n'] += 1
         if calls['n'] == 3:
-            raise RuntimeError('simulated failure in batch 3')
+            raise torch.OutOfMemoryError('simulated failure in batch 3')
         return real(*args, **kwargs)
     monkeypatch.setattr(render, 'synthesize', failing_third_batch)
     out = tmp_path / 'out'
     result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0-9', '--outdir', str(out),
                                        '--batch', '2'])
-    assert result.exit_code == 1 and 'simulated failure in batch 3 (4 images saved to' in result.output
+    assert result.exit_code == 1 and 'out of memory (simulated failure in batch 3)' in result.output
+    assert '(4 images saved to' in result.output
     assert sorted(p.name for p in out.iterdir()) == [f'seed000{k}.png' for k in range(4)]
 
 
@@ -138,3 +139,51 @@ def test_non_finite_latents_are_refused_not_rendered_black():
     ws[1, 0, 0] = float('nan')
     with pytest.raises(ValueError, match='the latents contain NaN or Inf'):
         render.synthesize(G, ws)
+
+
+def _fail_with(monkeypatch, exc):
+    from pstyle.models import render as gen
+
+    def broken(*args, **kwargs):
+        raise exc
+
+    def broken_stream(*args, **kwargs):
+        raise exc
+        yield  # a generator, as generate_images
+    monkeypatch.setattr(gen, 'generate_images', broken_stream)
+    monkeypatch.setattr(gen, 'style_mix_grid', broken)
+
+
+@pytest.mark.parametrize('command', [['generate', '--seeds', '0-1'], ['style-mix', '--rows', '1', '--cols', '2']])
+def test_out_of_memory_is_one_line_and_a_bug_keeps_its_traceback(network, tmp_path, monkeypatch, command):
+    args = [*command, '--network', str(network), '--outdir', str(tmp_path / 'out')]
+    _fail_with(monkeypatch, torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 9.00 GiB\n(details)'))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and 'Error: out of memory (CUDA out of memory. Tried to allocate 9.00 GiB); lower --batch' in result.output
+    assert 'Traceback' not in result.output
+    _fail_with(monkeypatch, RuntimeError('mat1 and mat2 shapes cannot be multiplied'))
+    result = CliRunner().invoke(main, args)
+    assert isinstance(result.exception, RuntimeError) and 'mat1 and mat2' in str(result.exception)  # not hidden as a user error
+
+
+def test_a_bad_device_is_one_line(network, tmp_path):
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--device', 'gpu0',
+                                       '--outdir', str(tmp_path / 'out')])
+    assert result.exit_code == 1 and "--device 'gpu0': not a device (auto, cpu, cuda, cuda:1, ...)" in result.output
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(main, ['generate', '--network', str(network), '--seeds', '0', '--device', 'cuda',
+                                           '--outdir', str(tmp_path / 'out')])
+        assert result.exit_code == 1 and '--device cuda: no CUDA device is available here' in result.output
+
+
+def test_projected_w_with_colliding_names_writes_every_image(network, tmp_path):
+    from pstyle.models import latents
+    from pstyle.models.checkpoint import load_network
+    G = load_network(network)['G_ema']
+    ws = torch.randn(3, G.num_ws, G.w_dim) * 0.1
+    latents.save_latents(tmp_path / 'l.npz', ['x.jpg', 'x.png', 'x_png.png'], ws)
+    result = CliRunner().invoke(main, ['generate', '--network', str(network), '--projected-w', str(tmp_path / 'l.npz'),
+                                       '--device', 'cpu', '--force', '--outdir', str(tmp_path / 'out')])
+    assert result.exit_code == 0, result.output
+    assert 'saved 3 images' in result.output
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['x.png', 'x_png.png', 'x_png_2.png']

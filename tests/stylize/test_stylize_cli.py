@@ -97,7 +97,7 @@ def test_mix(nets, tmp_path):
     data = np.load(tmp_path / 'latents.npz')
     assert data['w'].shape == (2, 8, 16) and list(data['names']) == ['seed0000-seed0007', 'seed0001-seed0007']
     result = invoke('mix', '--network', nets / 'a.pt', '--content', 'seeds:0', '--style', 'images:x', '--outdir', tmp_path)
-    assert result.exit_code == 1 and 'x: no such photo or folder' in result.output
+    assert result.exit_code == 1 and 'x: no such file or folder' in result.output
 
 
 def test_mix_projects_images_and_selects_latents_by_stem(nets, tmp_path):
@@ -113,7 +113,7 @@ def test_mix_projects_images_and_selects_latents_by_stem(nets, tmp_path):
     assert result.exit_code == 0, result.output
     second = tmp_path / 'second'
     result = invoke('mix', '--network', nets / 'a.pt', '--content', f'latents:{project / "latents.npz"}:p1',
-                    '--style', f'latents:{project / "latents.npz"}:p0.png', '--outdir', second)
+                    '--style', f'latents:{project / "latents.npz"}:p0', '--outdir', second)  # project names latents by the folder-run name (was the file name)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in second.glob('p*.png')) == ['p1-p0.png']
     result = invoke('mix', '--network', nets / 'c.pt', '--content', f'latents:{project / "latents.npz"}:p1',
@@ -128,6 +128,13 @@ def test_stylize(nets, tmp_path):
     assert '2 of 2 photo(s) stylized (swap-res 16)' in result.output
     assert (tmp_path / 'p0.png').is_file() and (tmp_path / 'projected' / 'p1.png').is_file()
     assert json.loads((tmp_path / 'manifest.json').read_text())['weights'] == [0, 0, 0, 0, 0, 1, 1, 1]
+    before = (tmp_path / 'p0.png').stat().st_mtime_ns
+    (tmp_path / 'p1.png').unlink()                              # as if killed before p1 was finished
+    result = invoke('stylize', '--photos', nets / 'photos', '--base', nets / 'a.pt', '--styled', nets / 'b.pt',
+                    '--swap-res', 16, '--no-align', *PROJ, '--outdir', tmp_path, '--resume')
+    assert result.exit_code == 0 and '2 of 2 photo(s) stylized' in result.output, result.output
+    assert 'p1.png -> ' in result.stderr and 'p0.png -> ' not in result.stderr   # only p1 was done again
+    assert (tmp_path / 'p1.png').is_file() and (tmp_path / 'p0.png').stat().st_mtime_ns == before
 
 
 def test_stylize_errors(nets, tmp_path):
@@ -200,7 +207,7 @@ def test_stylize_and_grid_with_pivotal_tuning(nets, tmp_path):
                     '--outdir', tmp_path / 'out')
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
-    assert manifest['pti']['num_steps'] == 2 and manifest['images'][0]['pti']['steps'] == 2
+    assert manifest['pti']['num_steps'] == 2 and manifest['items'][0]['pti']['steps'] == 2
     assert manifest['projection']['precision'] == manifest['pti']['precision'] == 'bf16'
     assert (tmp_path / 'out' / 'pti' / 'p0.safetensors').is_file()
     out = tmp_path / 'fig.png'

@@ -118,7 +118,7 @@ def test_latent_names_are_stems_and_stored_names_still_select(G, tmp_path):
     assert names == ['alice', 'bob', 'seed0004']
     picked, names = mixing.style_ws(G, f'latents:{path}:alice,bob.JPG')
     assert names == ['alice', 'bob'] and np.array_equal(picked.numpy(), ws[[0, 1]])
-    assert latents.stems(['a.png', 'a.jpg', 'b.png']) == ['a_png', 'a_jpg', 'b']  # colliding stems keep the extension
+    assert latents.stems(['a.png', 'a.jpg', 'b.png', 'a.png']) == ['a', 'a_jpg', 'b', 'a_png']  # the folder runs' naming rule
     out = mixing.run_mix(G, f'latents:{path}:alice', 'seeds:7', np.zeros(G.num_ws))
     assert out['content_names'] == ['alice']
 

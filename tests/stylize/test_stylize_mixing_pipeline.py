@@ -59,8 +59,8 @@ def test_mixing_copies_the_fine_rows_of_the_style(run):
 
 def test_paste_back_into_the_photo(run):
     manifest, root, _, _ = run
-    entry = [e for e in manifest['images'] if e['status'] == 'ok'][0]
-    assert entry['outputs']['astronaut']['pasted'] == 'pasted/astronaut.png'
+    entry = [e for e in manifest['items'] if e['status'] == 'ok'][0]
+    assert entry['portraits']['astronaut']['pasted'] == 'pasted/astronaut.png'
     pasted = np.asarray(Image.open(root / 'out' / 'pasted' / 'astronaut.png')).astype(int)
     photo = skimage_data.astronaut().astype(int)
     assert pasted.shape == photo.shape

@@ -93,8 +93,8 @@ def test_outputs_render_exactly(run, work):
 def test_manifest_records_knobs_hashes_and_failures(run, work):
     manifest, out, logs = run
     assert json.loads((out / 'manifest.json').read_text())['num_ok'] == 2
-    assert manifest['num_photos'] == 4 and manifest['num_ok'] == 2
-    failures = {f['photo'].split('/')[-1]: f for f in manifest['failures']}
+    assert manifest['num_items'] == 4 and manifest['num_ok'] == 2
+    failures = {f['input'].split('/')[-1]: f for f in manifest['failures']}
     assert failures['wide.png']['stage'] == 'align' and '32x24 is not square' in failures['wide.png']['error']
     assert 'cannot read image' in failures['broken.jpg']['error']
     assert any('broken.jpg: failed' in line for line in logs)
@@ -103,11 +103,11 @@ def test_manifest_records_knobs_hashes_and_failures(run, work):
     assert manifest['config']['spec']['swap_res'] == 8 and manifest['spec_text'] == 'swap-res 8'
     assert manifest['weights'] == [0, 0, 0, 1, 1, 1, 1, 1]
     assert manifest['projection']['num_steps'] == 3
-    ok = [e for e in manifest['images'] if e['status'] == 'ok']
+    ok = [e for e in manifest['items'] if e['status'] == 'ok']
     for entry in ok:
         assert {'align', 'project', 'render'} <= set(entry['seconds']) and 'pti' not in entry['seconds']
-        out_entry = entry['outputs'][entry['stem']]
-        assert out_entry['image'] == f'{entry["stem"]}.png'
+        out_entry = entry['portraits'][entry['name']]
+        assert out_entry['image'] == f'{entry["name"]}.png'
         assert set(out_entry['metrics']) == {'lpips', 'identity_embedder', 'identity_dlib_distance', 'same_person',
                                              'identity_note'}
         assert out_entry['metrics']['identity_embedder'] == 'dlib_resnet_v1'
@@ -135,11 +135,12 @@ def test_config_errors(work):
         pipeline.StylizeConfig(base='a.pt').check()
     with pytest.raises(ValueError, match='mapping must be one of'):
         pipeline.StylizeConfig(styled='b', mapping='mean').check()
-    with pytest.raises(FileNotFoundError, match='no such photo or folder'):
-        pipeline.list_photos(work / 'nothing')
+    cfg = pipeline.StylizeConfig(base=str(work / 'a.pt'), styled=str(work / 'b.pt'), device='cpu')
+    with pytest.raises(FileNotFoundError, match='nothing: no such file or folder'):
+        pipeline.stylize_photos(work / 'nothing', work / 'out_none', cfg)
     (work / 'empty').mkdir(exist_ok=True)
-    with pytest.raises(ValueError, match='no image files'):
-        pipeline.list_photos(work / 'empty')
+    with pytest.raises(ValueError, match='empty: no image files in this folder'):
+        pipeline.stylize_photos(work / 'empty', work / 'out_none', cfg)
 
 
 def test_mismatched_networks_stop_before_projection(work, make_G):
@@ -193,7 +194,8 @@ def test_style_exemplars_are_projected_into_the_styled_network(work):
 def test_output_names():
     assert pipeline.output_name('p0', None, 1) == 'p0'
     assert pipeline.output_name('p0', 'seed0003', 2) == 'p0-seed0003'
-    assert pipeline.output_name('p0', 'a/b c', 2) == 'p0-a_b_c'
+    assert pipeline.output_name('p0', 'a/b c', 2) == 'p0-a_b c'  # Only path separators change (was: all but [A-Za-z0-9._-]).
+    assert pipeline.output_name('张三', None, 1) == '张三'
 
 
 def test_missing_lpips_weights_name_the_file_and_the_fallback(work, monkeypatch):
@@ -212,7 +214,7 @@ def test_pivotal_tuning_blends_the_tuned_base_with_b(work):
                                  device='cpu', metrics=False)
     manifest = pipeline.stylize_photos(work / 'photos' / 'p0.png', work / 'out_pti', cfg)
     out = work / 'out_pti'
-    entry = manifest['images'][0]
+    entry = manifest['items'][0]
     assert entry['status'] == 'ok' and entry['pti']['steps'] == 3 and entry['pti']['delta_bytes'] > 0
     assert entry['pti']['delta'] == 'pti/p0.safetensors' and 'pti' in entry['seconds']
     assert manifest['pti']['num_steps'] == 3 and manifest['pti']['lpips_weight'] == 0  # LPIPS off with the projection's
