@@ -67,6 +67,10 @@ def source_features(source, extractor, features, batch_size=64, num_workers=None
         for idx, images in iter_batches(source, mine, batch_size, num_workers):
             out = extractor(images, features)
             for f in features:
+                if not bool(torch.isfinite(out[f]).all()):
+                    raise InputError(f'the {getattr(extractor, "name", type(extractor).__name__)} extractor gave '
+                                     f'non-finite {f} features (NaN or Inf) on items {idx[0]}..{idx[-1]} ({desc}); '
+                                     f'no metric is computed on them')
                 rows[f].append(out[f].cpu())
             order += idx
             bar.update(len(idx) * world)
