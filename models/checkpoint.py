@@ -220,12 +220,12 @@ def save_network(path, **networks):
     if suffix not in ('.pt', '.pth', '.safetensors'):
         raise CheckpointError(f'{path}: unknown extension {suffix!r}; use .pt, .pth or .safetensors')
     config, tensors = _native_payload(networks)
-    with atomic_path(path) as tmp:  # Readers never see a half-written file.
-        if suffix == '.safetensors':
-            from safetensors.torch import save_file
-            save_file(tensors, tmp, metadata=dict(format=NATIVE_FORMAT, version=str(NATIVE_VERSION), config=config))
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:  # Readers never see a half-written file.
+        if suffix == '.safetensors':  # Written through Python files: a full disk is an OSError naming `path`.
+            from safetensors.torch import save
+            f.write(save(tensors, metadata=dict(format=NATIVE_FORMAT, version=str(NATIVE_VERSION), config=config)))
         else:
-            torch.save(dict(format=NATIVE_FORMAT, version=NATIVE_VERSION, config=config, tensors=tensors), tmp)
+            torch.save(dict(format=NATIVE_FORMAT, version=NATIVE_VERSION, config=config, tensors=tensors), f)
     return path
 
 

@@ -9,6 +9,7 @@ from pstyle.options import FINITE_FLOAT
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
 from pstyle.metrics.weights import file_sha256
+from pstyle.torch_utils.fileio import describe_os_error
 
 
 def _load_G(network, device, with_sha256=False):
@@ -71,14 +72,15 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
             saved += 1
             if grid:
                 tiles.append(image)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if grid:
+            cols = int(np.ceil(np.sqrt(len(tiles))))
+            rows = int(np.ceil(len(tiles) / cols))
+            tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
+            gen.save_image(gen.image_grid(np.stack(tiles), rows, cols), outdir / 'grid.png')
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         kept = f' ({saved} images saved to {outdir} before it)' if saved else ''
-        raise click.ClickException(f'{exc}{kept}') from exc
-    if grid:
-        cols = int(np.ceil(np.sqrt(len(tiles))))
-        rows = int(np.ceil(len(tiles) / cols))
-        tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
-        gen.save_image(gen.image_grid(np.stack(tiles), rows, cols), outdir / 'grid.png')
+        message = describe_os_error(exc) if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else exc
+        raise click.ClickException(f'{message}{kept}') from exc
     click.echo(f'saved {saved} images to {outdir}')
 
 
@@ -93,8 +95,10 @@ def style_mix(network, truncation_psi, truncation_cutoff, class_idx, noise_mode,
         G = _load_G(network, device)
         grid = gen.style_mix_grid(G, gen.parse_range(row_seeds), gen.parse_range(col_seeds), col_styles,
                                   truncation_psi, class_idx, noise_mode, precision, batch_size)
+        outdir.mkdir(parents=True, exist_ok=True)
+        gen.save_image(grid, outdir / 'grid.png')
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    outdir.mkdir(parents=True, exist_ok=True)
-    gen.save_image(grid, outdir / 'grid.png')
+    except OSError as exc:  # Disk full, unwritable --outdir.
+        raise click.ClickException(describe_os_error(exc)) from exc
     click.echo(f'saved {outdir / "grid.png"}')

@@ -33,7 +33,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save, sha256_file
+from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save, naming, sha256_file
 
 from pstyle.models import checkpoint
 
@@ -205,7 +205,7 @@ def repair_run_dir(run_dir, kimg):
 
 def append_line(path, line):
     """Append one line to a text log (stats.jsonl, metric-*.jsonl, log.txt)."""
-    with open(path, 'a', encoding='utf-8') as f:
+    with naming(path), open(path, 'a', encoding='utf-8') as f:
         f.write(line + '\n')
 
 
@@ -225,7 +225,8 @@ def save_image_grid(images, path, grid):
     n, c, h, w = images.shape
     assert n == gw * gh, f'{n} images do not fill a {gw}x{gh} grid'
     tiled = images.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)  # [gh*H, gw*W, C]
-    PIL.Image.fromarray(tiled[:, :, 0] if c == 1 else tiled, 'L' if c == 1 else 'RGB').save(path)
+    with naming(path):
+        PIL.Image.fromarray(tiled[:, :, 0] if c == 1 else tiled, 'L' if c == 1 else 'RGB').save(path)
 
 
 def to_uint8(img):
