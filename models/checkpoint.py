@@ -139,7 +139,8 @@ def torch_load_checked(path):
         what = f'it references the global {found[1]}, which is not a tensor/data type' if found else str(e)
         raise CheckpointError(f'refusing to load {path}: torch.load(weights_only=True) rejected it: {what} '
                               f'(nothing from the file was executed)') from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError,
+            AttributeError, AssertionError, OverflowError, UnicodeDecodeError) as e:  # A damaged pickle stream.
         raise CheckpointError(f'{path} is truncated or not a valid torch file ({type(e).__name__}: {e})') from None
 
 

@@ -54,7 +54,10 @@ def _load_storage_from_bytes(data):
         raise CheckpointError('malformed tensor storage in the pickle')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # TypedStorage deprecation notices.
-        storage = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        try:
+            storage = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, AssertionError, EOFError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f'malformed tensor storage in the pickle ({type(e).__name__}: {e})') from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError('malformed tensor storage in the pickle')
     return storage
@@ -167,7 +170,7 @@ def restricted_load(path, allowed):
         except CheckpointError:
             raise
         except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, RuntimeError, MemoryError, OverflowError, UnicodeDecodeError) as e:
+                KeyError, RuntimeError, MemoryError, OverflowError, UnicodeDecodeError, AssertionError) as e:
             raise CheckpointError(f'{path} is truncated or not a valid pickle ({type(e).__name__}: {e})') from None
 
 

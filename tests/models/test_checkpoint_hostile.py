@@ -4,6 +4,7 @@ CheckpointError naming the problem; never a huge allocation, a raw traceback or 
 import collections
 import io
 import json
+import re
 import struct
 import zipfile
 
@@ -155,3 +156,32 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, G, value):
     with pytest.warns(UserWarning, match=r'G_ema.synthesis.b8.conv1.weight holds non-finite values .*allow_nonfinite=True'):
         nets = load_network(path, allow_nonfinite=True)
     assert not torch.isfinite(nets['G_ema'].synthesis.b8.conv1.weight).all()
+
+
+class DamagedStorage:
+    """Pickles as NVIDIA's nested storage bytes whose storage key was altered (torch asserts on it)."""
+
+    def __reduce__(self):
+        buf = io.BytesIO()
+        torch.save(torch.arange(4.).storage(), buf, _use_new_zipfile_serialization=False)
+        key = re.findall(rb'\d{8,}', buf.getvalue())[0]
+        return torch.storage._load_from_bytes, (buf.getvalue().replace(key, key[:-1] + b'x', 1),)
+
+
+def test_damaged_nested_storage_bytes_in_a_pickle_are_refused(tmp_path, G):
+    G_nv = export_nvidia.mirror(G)
+    G_nv.mapping._buffers['w_avg'] = DamagedStorage()
+    with pytest.raises(CheckpointError, match=r'malformed tensor storage in the pickle \(AssertionError: storage key'):
+        load_network(nvidia_pickle(tmp_path / 'storage.pkl', G_nv))
+
+
+def test_a_torch_file_whose_pickle_reads_a_missing_memo_entry_is_refused(tmp_path, G):
+    buf = io.BytesIO()
+    torch.save(dict(g_ema=generator_to_rosinality(G)), buf)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin, zipfile.ZipFile(out, 'w') as zout:
+        for name in zin.namelist():
+            zout.writestr(name, b'\x80\x02h\x05.' if name.endswith('data.pkl') else zin.read(name))  # BINGET 5, STOP
+    (tmp_path / 'memo.pt').write_bytes(out.getvalue())
+    with pytest.raises(CheckpointError, match=r'memo.pt is truncated or not a valid torch file \(KeyError: 5\)'):
+        load_network(tmp_path / 'memo.pt')
