@@ -47,7 +47,7 @@ def atomic_path(path):
         yield Path(tmp)
         os.replace(tmp, path)
     except OSError as e:  # A failed write names no file, or the temporary one: name the file being written.
-        if e.filename is None or str(e.filename) == tmp:
+        if _unnamed_write_error(e) or str(e.filename) == tmp:
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     finally:
@@ -61,9 +61,18 @@ def naming(path):
     try:
         yield
     except OSError as e:
-        if e.filename is None:
+        if _unnamed_write_error(e):
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
+
+
+# What a failing write() or close() raises without a file name (a network error inside the same block is not one).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _unnamed_write_error(e):
+    return e.filename is None and e.errno in WRITE_ERRNOS
 
 
 def describe_os_error(e):
