@@ -32,6 +32,7 @@ from .lpips_utils import load_lpips
 from .pairwise import pairwise_metrics
 from .registry import NEEDS, REGISTRY, MetricOptions, lookup, register  # noqa: F401 -- register: the API
 from .resize import check_protocol
+from pstyle.torch_utils.fileio import naming
 
 
 def versions() -> dict:
@@ -67,6 +68,10 @@ def source_features(source, extractor, features, batch_size=64, num_workers=None
         for idx, images in iter_batches(source, mine, batch_size, num_workers):
             out = extractor(images, features)
             for f in features:
+                if not bool(torch.isfinite(out[f]).all()):
+                    raise InputError(f'the {getattr(extractor, "name", type(extractor).__name__)} extractor gave '
+                                     f'non-finite {f} features (NaN or Inf) on items {idx[0]}..{idx[-1]} ({desc}); '
+                                     f'no metric is computed on them')
                 rows[f].append(out[f].cpu())
             order += idx
             bar.update(len(idx) * world)
@@ -216,11 +221,22 @@ def run_metrics(metrics, real=None, fake=None, network=None, options: MetricOpti
         if src is not None:
             meta[name] = dict(src.describe(), notes=src.notes_summary())
     meta['total_time_s'] = round(time.time() - t0, 3)
-    if opts.results_file is not None and ctx.rank == 0:
-        append_results(opts.results_file, records, meta)
     out['meta'] = meta
     out['records'] = records
+    if opts.results_file is not None and ctx.rank == 0:
+        try:
+            append_results(opts.results_file, records, meta)
+        except OSError as e:
+            raise ResultsWriteError(out, e) from e
     return out
+
+
+class ResultsWriteError(OSError):
+    """The metrics were computed but the results file could not be written; `results` holds them."""
+
+    def __init__(self, results, error):
+        super().__init__(error.errno, error.strerror, error.filename)
+        self.results = results
 
 
 def compute_metrics(metrics, real=None, fake=None, network=None, inception=None, vgg=None, lpips_model=None,
@@ -234,7 +250,8 @@ def summary_lines(out, results_file=None):
     """The human-readable report of a `run_metrics` result: one line per value, then the protocol."""
     lines = [f'{k:24s} {v:.6g}' if isinstance(v, float) else f'{k:24s} {v}'
              for k, v in out.items() if k not in ('meta', 'records', 'errors')]
-    return lines + [f'protocol {out["meta"]["protocol"]}; results appended to {results_file}']
+    appended = f'; results appended to {results_file}' if results_file is not None else ''
+    return lines + [f'protocol {out["meta"]["protocol"]}{appended}']
 
 
 def summary_json(out):
@@ -274,7 +291,7 @@ def append_results(path, records, meta):
     """One JSON line per metric (NVIDIA's metric-*.jsonl style), appended."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with open(path, 'a') as f:
+    with naming(path), open(path, 'a') as f:
         for r in records:
             r = dict(r, real=meta.get('real'), generated=meta.get('generated'), total_time_s=meta['total_time_s'])
             f.write(json.dumps(r, default=_json_default) + '\n')

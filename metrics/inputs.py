@@ -288,6 +288,11 @@ class NetworkSource:
         if img.shape[1] == 1:
             img = img.repeat(1, 3, 1, 1)
         assert img.ndim == 4 and img.shape[1] == 3, f'generator returned {list(img.shape)}'
+        finite = torch.isfinite(img).flatten(1).all(1)
+        if not bool(finite.all()):  # quantize() would turn NaN into black pixels, and the metric into a number.
+            seed = self.seeds[indices[int((~finite).nonzero()[0])]]
+            raise InputError(f'the generator produced non-finite values (NaN or Inf) for seed {seed} '
+                             f'({int((~finite).sum())} of {len(finite)} images in the batch); no metric is computed on them')
         return quantize(img)
 
 

@@ -21,6 +21,7 @@ import re
 import struct
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from pstyle.models.formats import (  # noqa: F401 (re-exported API)
     build_network,
     channel_kwargs,
     copy_state,
+    memory_budget,
     network_classes,
 )
 from pstyle.torch_utils.fileio import atomic_path
@@ -83,9 +85,12 @@ def _safetensors_metadata(path):
     if not header.startswith(b'{'):
         return None
     try:
-        return json.loads(header).get('__metadata__') or {}
+        meta = json.loads(header).get('__metadata__') or {}
     except (ValueError, UnicodeDecodeError):
         return None
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f'{path}: malformed safetensors header (__metadata__ must map names to strings)')
+    return meta
 
 
 # First global a pickle references -> its format. Scanning stops there; nothing is executed.
@@ -134,7 +139,8 @@ def torch_load_checked(path):
         what = f'it references the global {found[1]}, which is not a tensor/data type' if found else str(e)
         raise CheckpointError(f'refusing to load {path}: torch.load(weights_only=True) rejected it: {what} '
                               f'(nothing from the file was executed)') from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError,
+            AttributeError, AssertionError, OverflowError, UnicodeDecodeError) as e:  # A damaged pickle stream.
         raise CheckpointError(f'{path} is truncated or not a valid torch file ({type(e).__name__}: {e})') from None
 
 
@@ -215,12 +221,12 @@ def save_network(path, **networks):
     if suffix not in ('.pt', '.pth', '.safetensors'):
         raise CheckpointError(f'{path}: unknown extension {suffix!r}; use .pt, .pth or .safetensors')
     config, tensors = _native_payload(networks)
-    with atomic_path(path) as tmp:  # Readers never see a half-written file.
-        if suffix == '.safetensors':
-            from safetensors.torch import save_file
-            save_file(tensors, tmp, metadata=dict(format=NATIVE_FORMAT, version=str(NATIVE_VERSION), config=config))
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:  # Readers never see a half-written file.
+        if suffix == '.safetensors':  # Written through Python files: a full disk is an OSError naming `path`.
+            from safetensors.torch import save
+            f.write(save(tensors, metadata=dict(format=NATIVE_FORMAT, version=str(NATIVE_VERSION), config=config)))
         else:
-            torch.save(dict(format=NATIVE_FORMAT, version=NATIVE_VERSION, config=config, tensors=tensors), tmp)
+            torch.save(dict(format=NATIVE_FORMAT, version=NATIVE_VERSION, config=config, tensors=tensors), f)
     return path
 
 
@@ -241,16 +247,18 @@ def _load_native(path, payload):
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f'{path}: unreadable config ({e})') from None
     tensors = payload.get('tensors')
-    if not isinstance(config, dict) or not isinstance(tensors, dict):
+    if not isinstance(config, dict) or not isinstance(tensors, dict) or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
         raise CheckpointError(f'{path}: malformed {NATIVE_FORMAT} file')
+    budget = memory_budget(tensors.values())
     out = {}
     for name, entry in config.items():
         what = f'{name} in {path}'
         if not isinstance(entry, dict):
             raise CheckpointError(f'{what}: malformed config entry')
-        net = build_network(entry.get('class_name'), entry.get('init_kwargs'), what=what)
         prefix = name + '.'
         mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        net = build_network(entry.get('class_name'), entry.get('init_kwargs'), what=what, tensors=mine, max_bytes=budget)
         out[name] = copy_state(net, mine, what=what)
     return out
 
@@ -268,15 +276,31 @@ def _load_any(path, fmt, payload):
     return load_rosinality(payload, source=str(path))
 
 
-def load_network(path_or_url, device='cpu', *, cache_dir=None):
+def check_finite(nets, path, allow_nonfinite=False):
+    """Refuse networks holding NaN or Inf (they render NaN images), naming the first such tensor;
+    with `allow_nonfinite` only warn."""
+    for key in NETWORK_KEYS:
+        for name, tensor in (nets[key].state_dict().items() if key in nets else ()):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                message = f'{path}: {key}.{name} holds non-finite values (NaN or Inf)'
+                if not allow_nonfinite:
+                    raise CheckpointError(f'{message}; the network would produce NaN images. Load it with '
+                                          f'allow_nonfinite=True to inspect it anyway')
+                warnings.warn(f'{message}: loaded because allow_nonfinite=True', stacklevel=3)
+                return
+
+
+def load_network(path_or_url, device='cpu', *, cache_dir=None, allow_nonfinite=False):
     """{'G_ema' (always), 'G', 'D' (when present), 'format', 'source', ...} from any supported file.
 
     `path_or_url`: a local file, an http(s) URL, or a short name from PRETRAINED. Networks come back
-    in eval mode with requires_grad False, on `device`.
+    in eval mode with requires_grad False, on `device`. Non-finite weights are refused unless
+    `allow_nonfinite` (then a warning).
     """
     path = resolve_network(path_or_url, cache_dir=cache_dir)
     fmt, payload = _sniff(path)
     nets = _load_any(path, fmt, payload)
+    check_finite(nets, path, allow_nonfinite)
     if 'G_ema' not in nets:
         if 'G' not in nets:
             raise CheckpointError(f'{path} holds no generator (looked for G_ema and G)')

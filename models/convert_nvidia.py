@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import torch
 from pstyle.models.augment import AugmentPipe
-from pstyle.models.formats import CheckpointError, build_network, copy_state
+from pstyle.models.formats import CheckpointError, build_network, check_config_size, copy_state, memory_budget
 
 # ----------------------------------------------------------------------------
 # Safe stand-ins for the globals a snapshot references.
@@ -54,20 +54,31 @@ def _load_storage_from_bytes(data):
         raise CheckpointError('malformed tensor storage in the pickle')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # TypedStorage deprecation notices.
-        storage = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        try:
+            storage = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, AssertionError, EOFError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f'malformed tensor storage in the pickle ({type(e).__name__}: {e})') from None
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError('malformed tensor storage in the pickle')
     return storage
 
 
 def _check_rebuild_args(storage, offset, size, stride, hooks):
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
+    if not isinstance(storage, torch.storage.TypedStorage):
         raise CheckpointError('malformed tensor in the pickle: its storage is not a tensor storage')
     ints = [offset, *size, *stride]
     if not all(isinstance(v, int) and v >= 0 for v in ints) or len(size) != len(stride):
         raise CheckpointError('malformed tensor in the pickle: bad offset, size or stride')
     if hooks:
         raise CheckpointError('refusing to load a tensor that carries backward hooks')
+    # torch would grow the storage to fit the view, exposing uninitialised memory: refuse instead.
+    extent = 0 if 0 in size else offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # TypedStorage deprecation notices.
+        available = storage.size()
+    if extent > available:
+        raise CheckpointError(f'malformed tensor in the pickle: a view of shape {list(size)} reaches element {extent} '
+                              f'of a storage holding {available}')
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
@@ -159,7 +170,7 @@ def restricted_load(path, allowed):
         except CheckpointError:
             raise
         except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, RuntimeError, MemoryError, OverflowError, UnicodeDecodeError) as e:
+                KeyError, RuntimeError, MemoryError, OverflowError, UnicodeDecodeError, AssertionError) as e:
             raise CheckpointError(f'{path} is truncated or not a valid pickle ({type(e).__name__}: {e})') from None
 
 
@@ -212,6 +223,7 @@ def stub_kwargs(stub):
     if state.get('_init_args'):
         raise CheckpointError(f'{stub.class_name} was constructed with positional arguments; only keyword '
                               f'arguments (as NVIDIA\'s training code uses) are supported')
+    check_config_size(state.get('_init_kwargs'), f'{stub.class_name} in the pickle')
     kwargs = plain(dict(state.get('_init_kwargs') or {}))
     if not kwargs:
         raise CheckpointError(f'{stub.class_name} in the pickle has no recorded init_kwargs')
@@ -234,8 +246,10 @@ def rebuild(stub, name, source):
     if stub.class_name not in ('Generator', 'Discriminator'):
         raise CheckpointError(f'{name} in {source} is a {stub.class_name!r}; expected Generator or Discriminator')
     _check_stylegan2(stub, name)
-    net = build_network(stub.class_name, stub_kwargs(stub), what=f'{name} in {source}')
-    copy_state(net, stub_tensors(stub), what=f'{name} in {source}')
+    tensors = stub_tensors(stub)
+    net = build_network(stub.class_name, stub_kwargs(stub), what=f'{name} in {source}', tensors=tensors,
+                        max_bytes=memory_budget(tensors.values()))
+    copy_state(net, tensors, what=f'{name} in {source}')
     return net
 
 
@@ -267,5 +281,6 @@ def load_nvidia_pickle(path):
     if isinstance(data.get('augment_pipe'), PersistentStub):
         out['augment_pipe'] = _augment_pipe(data['augment_pipe'])
     if isinstance(data.get('training_set_kwargs'), dict):
+        check_config_size(data['training_set_kwargs'], f'training_set_kwargs in {path}')
         out['training_set_kwargs'] = plain(dict(data['training_set_kwargs']))
     return out

@@ -37,6 +37,7 @@ from pstyle.models.formats import (
     build_network,
     channel_kwargs,
     copy_state,
+    memory_budget,
 )
 from pstyle.torch_utils.fileio import atomic_torch_save
 
@@ -138,6 +139,8 @@ def _blur_keys(sd):
 
 def _filter_from_kernel(kernel, key):
     """rosinality's 2-D kernel -> our 1-D `resample_filter` (the default [1, 3, 3, 1] when it is that)."""
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or not 0 < kernel.shape[0] <= 16:
+        raise CheckpointError(f'{key}: blur kernel of shape {list(kernel.shape)}; expected a small square 2-D kernel')
     kernel = kernel.to(torch.float64)
     kernel = kernel / kernel.sum()
     f = kernel.sum(dim=0)
@@ -163,39 +166,54 @@ def _count(sd, pattern):
     return len([k for k in sd if re.fullmatch(pattern, k)])
 
 
+def _check_tensors(sd, what):
+    bad = [str(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f'{what}: entries that are not named tensors: {", ".join(bad[:8])}')
+
+
+def _dim(sd, key, axis, ndim, what):
+    """Size `axis` of tensor `key`, which must have `ndim` dimensions (a hostile file may give any shape)."""
+    if key not in sd:
+        raise CheckpointError(f'{what}: missing tensor {key}')
+    if sd[key].ndim != ndim:
+        raise CheckpointError(f'{what}: {key} has shape {list(sd[key].shape)}; expected {ndim} dimensions')
+    return int(sd[key].shape[axis])
+
+
 def generator_kwargs(sd, what, lr_mlp=0.01):
+    _check_tensors(sd, what)
     n_mlp = _count(sd, r'style\.\d+\.weight')
     n_rgb = _count(sd, r'to_rgbs\.\d+\.conv\.weight')
     if n_mlp == 0 or 'input.input' not in sd or 'conv1.conv.weight' not in sd:
         raise CheckpointError(f'{what}: no style.<i>, input.input or conv1 tensors; not a rosinality Generator')
     img_resolution = 2 ** (n_rgb + 2)
-    chans = {4: int(sd['input.input'].shape[1])}
+    chans = {4: _dim(sd, 'input.input', 1, 4, what)}
     for k in range(n_rgb):
-        if f'convs.{2 * k}.conv.weight' not in sd:
-            raise CheckpointError(f'{what}: missing tensor convs.{2 * k}.conv.weight')
-        chans[2 ** (k + 3)] = int(sd[f'convs.{2 * k}.conv.weight'].shape[1])
+        chans[2 ** (k + 3)] = _dim(sd, f'convs.{2 * k}.conv.weight', 1, 5, what)  # [1, out, in, k, k]
     synthesis = dict(architecture='skip', conv_clamp=None, **channel_kwargs(chans))
     blur = _read_blur(sd, what)
     if blur != DEFAULT_BLUR:
         synthesis['resample_filter'] = blur
-    return dict(z_dim=int(sd['style.1.weight'].shape[1]), w_dim=int(sd[f'style.{n_mlp}.weight'].shape[0]), c_dim=0,
-                img_resolution=img_resolution, img_channels=int(sd['to_rgb1.conv.weight'].shape[1]),
+    return dict(z_dim=_dim(sd, 'style.1.weight', 1, 2, what), w_dim=_dim(sd, f'style.{n_mlp}.weight', 0, 2, what), c_dim=0,
+                img_resolution=img_resolution, img_channels=_dim(sd, 'to_rgb1.conv.weight', 1, 5, what),
                 mapping_kwargs=dict(num_layers=n_mlp, lr_multiplier=lr_mlp), synthesis_kwargs=synthesis)
 
 
 def discriminator_kwargs(sd, what):
+    _check_tensors(sd, what)
     n_blocks = _count(sd, r'convs\.\d+\.conv1\.0\.weight')
     if 'convs.0.0.weight' not in sd or 'final_conv.0.weight' not in sd or n_blocks == 0:
         raise CheckpointError(f'{what}: no convs.0, convs.<i>.conv1 or final_conv tensors; not a rosinality Discriminator')
     img_resolution = 2 ** (n_blocks + 2)
-    ch4 = int(sd['final_conv.0.weight'].shape[0])
-    chans = {img_resolution: int(sd['convs.0.0.weight'].shape[0]), 4: ch4}
+    ch4 = _dim(sd, 'final_conv.0.weight', 0, 4, what)
+    chans = {img_resolution: _dim(sd, 'convs.0.0.weight', 0, 4, what), 4: ch4}
     for i in range(1, n_blocks + 1):
-        chans[img_resolution // 2 ** i] = int(sd[f'convs.{i}.conv2.1.weight'].shape[0])
-    kwargs = dict(c_dim=0, img_resolution=img_resolution, img_channels=int(sd['convs.0.0.weight'].shape[1]),
+        chans[img_resolution // 2 ** i] = _dim(sd, f'convs.{i}.conv2.1.weight', 0, 4, what)
+    kwargs = dict(c_dim=0, img_resolution=img_resolution, img_channels=_dim(sd, 'convs.0.0.weight', 1, 4, what),
                   architecture='resnet', conv_clamp=None, **channel_kwargs(chans),
                   # rosinality: stddev_group=4, stddev_feat=1 (the extra input channels of final_conv).
-                  epilogue_kwargs=dict(mbstd_group_size=4, mbstd_num_channels=int(sd['final_conv.0.weight'].shape[1]) - ch4))
+                  epilogue_kwargs=dict(mbstd_group_size=4, mbstd_num_channels=_dim(sd, 'final_conv.0.weight', 1, 4, what) - ch4))
     blur = _read_blur(sd, what)
     if blur != DEFAULT_BLUR:
         kwargs['block_kwargs'] = dict(resample_filter=blur)
@@ -219,7 +237,9 @@ def _apply_map(net, sd, pairs, what):
 
 
 def _latent_avg(latent_avg, w_dim, what):
-    w = torch.as_tensor(latent_avg, dtype=torch.float32)
+    if not isinstance(latent_avg, torch.Tensor):
+        raise CheckpointError(f'{what}: latent_avg is a {type(latent_avg).__name__}; expected a tensor [{w_dim}] or [1, {w_dim}]')
+    w = latent_avg.to(torch.float32)
     if w.ndim == 2 and (w == w[:1]).all():
         w = w[0]  # [1, w_dim] (rosinality's mean_latent) or identical rows.
     if tuple(w.shape) != (w_dim,):
@@ -236,7 +256,7 @@ def _estimate_w_avg(G, num=4096, seed=0):
 
 def generator_from_rosinality(sd, latent_avg=None, lr_mlp=0.01, what='rosinality generator'):
     """Our Generator from a rosinality `g_ema`/`g` state dict (+ `latent_avg` for truncation)."""
-    G = build_network('Generator', generator_kwargs(sd, what, lr_mlp), what=what)
+    G = build_network('Generator', generator_kwargs(sd, what, lr_mlp), what=what, max_bytes=memory_budget(sd.values()))
     has_noise = any(k.startswith('noises.') for k in sd)
     pairs = generator_key_map(G.img_resolution, G.mapping.num_layers, use_noise_const=has_noise)
     tensors = _apply_map(G, sd, pairs, what)
@@ -251,7 +271,7 @@ def generator_from_rosinality(sd, latent_avg=None, lr_mlp=0.01, what='rosinality
 
 def discriminator_from_rosinality(sd, what='rosinality discriminator'):
     """Our Discriminator (resnet) from a rosinality `d` state dict."""
-    D = build_network('Discriminator', discriminator_kwargs(sd, what), what=what)
+    D = build_network('Discriminator', discriminator_kwargs(sd, what), what=what, max_bytes=memory_budget(sd.values()))
     tensors = _apply_map(D, sd, discriminator_key_map(D.img_resolution), what)
     return copy_state(D, tensors, what=what, keep_missing=['*resample_filter'])
 

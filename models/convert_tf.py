@@ -19,9 +19,12 @@ import torch
 from pstyle.models.convert_nvidia import BASE_GLOBALS, plain, restricted_load
 from pstyle.models.formats import (
     CheckpointError,
+    _short,
     build_network,
     channel_kwargs,
+    check_config_size,
     copy_state,
+    memory_budget,
 )
 
 
@@ -32,6 +35,7 @@ class NetworkStub:
         if not isinstance(state, dict) or not isinstance(state.get('variables'), (list, tuple)):
             raise CheckpointError('malformed dnnlib.tflib Network state in the pickle')
         self.name = state.get('name')
+        check_config_size(state.get('static_kwargs'), f'TF network {_short(state.get("name"))}')
         self.static_kwargs = plain(dict(state.get('static_kwargs') or {}))
         self.components = dict(state.get('components') or {})
         self.own_variables = list(state['variables'])
@@ -215,13 +219,15 @@ def discriminator_kwargs(stub, variables, what):
 
 def convert_generator(stub, what='TF generator'):
     variables = stub.variables()
-    net = build_network('Generator', generator_kwargs(stub, variables, what), what=what)
+    net = build_network('Generator', generator_kwargs(stub, variables, what), what=what,
+                        max_bytes=memory_budget(variables.values()))
     return convert_variables(net, variables, generator_source, what)
 
 
 def convert_discriminator(stub, what='TF discriminator'):
     variables = stub.variables()
-    net = build_network('Discriminator', discriminator_kwargs(stub, variables, what), what=what)
+    net = build_network('Discriminator', discriminator_kwargs(stub, variables, what), what=what,
+                        max_bytes=memory_budget(variables.values()))
     return convert_variables(net, variables, discriminator_source, what)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from pstyle.models import deltas, latents, wplus
 from pstyle.torch_utils import cpu_features, misc
+from pstyle.torch_utils.fileio import naming
 
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
@@ -224,7 +225,8 @@ def save_image(array, path):
     from PIL import Image
     array = np.asarray(array)
     mode = 'L' if array.shape[-1] == 1 else 'RGB'
-    Image.fromarray(array[..., 0] if mode == 'L' else array, mode).save(path)
+    with naming(path):  # A full disk names the image, not just ENOSPC.
+        Image.fromarray(array[..., 0] if mode == 'L' else array, mode).save(path)
 
 
 def noise_inputs(noise):

@@ -78,7 +78,10 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
         cols = int(np.ceil(np.sqrt(len(tiles))))
         rows = int(np.ceil(len(tiles) / cols))
         tiles += [np.zeros_like(tiles[0])] * (rows * cols - len(tiles))
-        gen.save_image(gen.image_grid(np.stack(tiles), rows, cols), outdir / 'grid.png')
+        try:
+            gen.save_image(gen.image_grid(np.stack(tiles), rows, cols), outdir / 'grid.png')
+        except OSError as exc:  # Disk full, unwritable --outdir.
+            raise as_click_error(exc) from exc
     click.echo(f'saved {saved} images to {outdir}')
 
 
@@ -95,6 +98,9 @@ def style_mix(network, truncation_psi, truncation_cutoff, class_idx, noise_mode,
                                   truncation_psi, class_idx, noise_mode, precision, batch_size)
     except Exception as exc:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error
         raise as_click_error(exc) from exc
-    outdir.mkdir(parents=True, exist_ok=True)
-    gen.save_image(grid, outdir / 'grid.png')
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        gen.save_image(grid, outdir / 'grid.png')
+    except OSError as exc:  # Disk full, unwritable --outdir.
+        raise as_click_error(exc) from exc
     click.echo(f'saved {outdir / "grid.png"}')

@@ -3,10 +3,11 @@
 import click
 
 from pstyle.options import FINITE_FLOAT
-from pstyle.metrics.api import MetricOptions, REGISTRY, run_metrics, summary_json, summary_lines
+from pstyle.metrics.api import MetricOptions, REGISTRY, ResultsWriteError, run_metrics, summary_json, summary_lines
 from pstyle.metrics.distributed import init_from_env, rank_world
 from pstyle.metrics.inputs import InputError
 from pstyle.metrics.weights import WeightsNotFoundError
+from pstyle.torch_utils.fileio import describe_os_error
 
 
 def _csv(ctx, param, value):
@@ -62,13 +63,21 @@ def metrics(metric_names, real, fake, network, as_json, **options):
     """
     device = init_from_env(options.pop('device'))  # joins torchrun's process group when WORLD_SIZE > 1
     opts = MetricOptions(device=str(device), progress=not as_json, **options)
+    unwritten = None
     try:
         out = run_metrics(metric_names, real=real, fake=fake, network=network, options=opts)
+    except ResultsWriteError as e:  # Computed, but --results failed: print the values, then the error.
+        out, unwritten = e.results, e
     except (InputError, WeightsNotFoundError, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:
+        raise click.ClickException(describe_os_error(e)) from e
     if rank_world()[0] != 0:
         return
-    for line in [summary_json(out)] if as_json else summary_lines(out, opts.results_file):
+    for line in [summary_json(out)] if as_json else summary_lines(out, None if unwritten else opts.results_file):
         click.echo(line)
-    if out.get('errors'):  # After the values that were computed, so none is lost.
-        raise click.ClickException('; '.join(f'{name}: {message}' for name, message in out['errors'].items()))
+    errors = [f'{name}: {message}' for name, message in out.get('errors', {}).items()]
+    if unwritten is not None:
+        errors.append(f'the results were not appended to --results {describe_os_error(unwritten)}')
+    if errors:  # After the values that were computed, so none is lost.
+        raise click.ClickException('; '.join(errors))

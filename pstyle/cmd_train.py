@@ -8,6 +8,7 @@ from pstyle.training.train_config import AUG_MODES, DEFAULT_AUGPIPE, PRESETS, Co
 from pstyle.metrics.api import parse_metric
 from pstyle.training import launch
 from pstyle.training.phases import NonFiniteError
+from pstyle.torch_utils.fileio import describe_os_error
 
 
 def _metric_list(ctx, param, value):
@@ -120,5 +121,7 @@ def train(dry_run, **kwargs):
                                        **cfg), indent=2, sort_keys=True))
             return
         launch.train(options)
-    except (ConfigError, ValueError, OSError, NonFiniteError) as e:
+    except OSError as e:  # Disk full, unwritable --outdir: the file and the cause, no traceback.
+        raise click.ClickException(describe_os_error(e)) from e
+    except (ConfigError, ValueError, NonFiniteError) as e:
         raise click.ClickException(str(e)) from e

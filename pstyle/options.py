@@ -5,16 +5,20 @@ import math
 import click
 
 from pstyle.torch_utils.errors import PstyleError, typed_error
+from pstyle.torch_utils.fileio import describe_os_error
 
 # What a user can cause (a bad option, a missing file, an unreadable input, no dlib): one line, exit 1.
 USER_ERRORS = (ValueError, FileNotFoundError, PstyleError)
 
 
 def as_click_error(exc, suffix=''):
-    """A one-line click error for a user's error or a typed failure (out of memory included, named as such);
-    anything else (a bug: shape mismatches, internal RuntimeErrors) is raised again with its traceback."""
+    """A one-line click error for a user's error, a typed failure (out of memory included, named as such) or
+    a failed read/write (disk full, unwritable folder: the file and the cause); anything else (a bug: shape
+    mismatches, internal RuntimeErrors) is raised again with its traceback."""
     if isinstance(exc, click.ClickException):
         return exc
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return click.ClickException(f'{describe_os_error(exc)}{suffix}')
     typed = typed_error(exc)
     if typed is None and not isinstance(exc, USER_ERRORS):
         raise exc

@@ -1,6 +1,7 @@
 """File helpers shared by checkpoints, runs, caches and manifests: content hashes and atomic writes."""
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -47,6 +48,10 @@ def atomic_path(path):
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # After writing: some writers (safetensors) recreate the file.
         os.replace(tmp, path)
+    except OSError as e:  # A failed write names no file, or the temporary one: name the file being written.
+        if _unnamed_write_error(e) or str(e.filename) == tmp:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -67,6 +72,33 @@ def jsonable(value):
     return value
 
 
+@contextlib.contextmanager
+def naming(path):
+    """OSErrors raised inside that name no file (write() on a full disk) get `path` as their file name."""
+    try:
+        yield
+    except OSError as e:
+        if _unnamed_write_error(e):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+
+
+# What a failing write() or close() raises without a file name (a network error inside the same block is not one).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG}
+
+
+def _unnamed_write_error(e):
+    return e.filename is None and e.errno in WRITE_ERRNOS
+
+
+def describe_os_error(e):
+    """'<file>: No space left on device (ENOSPC)': the one-line report of a failed read or write."""
+    code = errno.errorcode.get(e.errno)
+    where = f'{e.filename}: ' if e.filename is not None else ''
+    return f'{where}{e.strerror or e}' + (f' ({code})' if code else '')
+
+
 def atomic_write_json(path, obj, indent=1):
     """JSON through `atomic_path` (readers see the old file or the complete new one)."""
     import json
@@ -78,6 +110,6 @@ def atomic_write_json(path, obj, indent=1):
 def atomic_torch_save(obj, path):
     """`torch.save` through `atomic_path`."""
     import torch
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        torch.save(obj, f)  # Through a Python file: a full disk is an OSError, not torch's RuntimeError.
     return Path(path)

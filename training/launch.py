@@ -54,10 +54,13 @@ def find_continuation(resume):
             raise ConfigError(f'--resume {path}: the run has no complete snapshot (network-snapshot-*.pt with training-state-*.pt)')
         return path, snap
     nimg = rd.snapshot_nimg(path.name)
-    if nimg is not None and path.is_file():
+    if nimg is not None and path.is_file() and (path.parent / 'training_options.json').is_file():
         state = rd.snapshot_paths(path.parent, nimg)[1]
-        if state.is_file() and (path.parent / 'training_options.json').is_file():
-            return path.parent, (path, state)
+        if not state.is_file():  # Not a fine-tuning source either: say so rather than start a new run.
+            raise ConfigError(f'--resume {path}: its {state.name} is missing, so the snapshot is incomplete (a crash '
+                              f'while saving?). Resume from {path.parent} to take its newest complete snapshot; to '
+                              f'fine-tune from this network instead, copy it out of its run directory.')
+        return path.parent, (path, state)
     return None
 
 

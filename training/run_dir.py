@@ -9,24 +9,31 @@ Layout (NVIDIA's, with our snapshot format):
         events.out.tfevents.*       TensorBoard, when `tensorboard` is installed
         reals.png, fakes_init.png, fakes<TAG>.png      image grids
         network-snapshot-<TAG>.pt   G, D, G_ema (`training.checkpoint.save_network`, atomic)
-        training-state-<TAG>.pt     optimizers, ADA, EMA/RNG states, counters: exact resume
+        training-state-<TAG>.pt     optimizers, ADA, EMA/RNG states, counters, the network file's sha256
         metric-<name>.jsonl         metrics computed on the snapshots
 
 <TAG> is NVIDIA's NNNNNN, the kimg (images shown to D / 1000), when the image count is a whole kimg;
 otherwise NNNNNN-MMMMMMimg with the exact image count MMMMMM (`000000-000256img`), so no snapshot of a
 run ever replaces another, even in runs shorter than 1 kimg.
+
+A snapshot is one unit although it is two files: the network is written first, then the training state,
+which records the network file's sha256 and so commits the pair. A crash at any instant leaves either a
+complete pair or a network without its state; `latest_snapshot` takes only complete pairs, and resuming a
+pair whose hashes differ is refused (`SnapshotError`). `repair_run_dir` clears what a crash left behind
+(temporary files, a torn last line, log entries newer than the snapshot resumed from).
 """
 
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import torch
 
-from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save
+from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save, naming, sha256_file
 
 from pstyle.models import checkpoint
 
@@ -67,14 +74,45 @@ def snapshot_paths(run_dir, nimg):
     return run_dir / f'network-snapshot-{tag}.pt', run_dir / f'training-state-{tag}.pt'
 
 
+class SnapshotError(ValueError):
+    """A snapshot that cannot be resumed: its two files do not belong together, or one is missing."""
+
+
+def pair_problem(net_path, state):
+    """Why the network file and a loaded training state are not one snapshot, or None when they are.
+
+    States written before the hash was recorded (no 'network_sha256') are taken as they are."""
+    expected = state.get('network_sha256') if isinstance(state, dict) else None
+    if expected is None:
+        return None
+    actual = sha256_file(net_path)
+    if actual != expected:
+        return (f'{net_path.name} has sha256 {actual[:16]}..., but its training state was written for a network '
+                f'with sha256 {expected[:16]}... (the two files come from different saves)')
+    return None
+
+
 def latest_snapshot(run_dir):
-    """(network path, state path) of the newest complete snapshot in a run dir, or None."""
-    found = []
-    for p in Path(run_dir).glob('network-snapshot-*.pt'):
-        nimg = snapshot_nimg(p.name)
-        if nimg is not None and snapshot_paths(run_dir, nimg)[1].is_file():
-            found.append(nimg)
-    return snapshot_paths(run_dir, max(found)) if found else None
+    """(network path, state path) of the newest complete snapshot in a run dir, or None.
+
+    Complete: both files exist and the state's recorded network hash matches. An incomplete newer
+    snapshot (a crash while saving) is passed over with a warning."""
+    run_dir = Path(run_dir)
+    found = sorted((nimg for p in run_dir.glob('network-snapshot-*.pt') if (nimg := snapshot_nimg(p.name)) is not None),
+                   reverse=True)
+    for nimg in found:
+        net_path, state_path = snapshot_paths(run_dir, nimg)
+        if not state_path.is_file():
+            warnings.warn(f'{net_path} has no {state_path.name} (a crash while saving?): passed over', stacklevel=2)
+            continue
+        try:
+            problem = pair_problem(net_path, load_training_state(state_path))
+        except checkpoint.CheckpointError as e:
+            problem = str(e)
+        if problem is None:
+            return net_path, state_path
+        warnings.warn(f'{problem}: passed over', stacklevel=2)
+    return None
 
 
 def save_training_state(path, state):
@@ -84,17 +122,91 @@ def save_training_state(path, state):
 
 def load_training_state(path):
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         raise checkpoint.CheckpointError(f'{path}: cannot read the training state ({type(e).__name__}: {e})') from None
+    if not isinstance(state, dict):
+        raise checkpoint.CheckpointError(f'{path}: not a training state (a {type(state).__name__})')
+    return state
+
+
+def load_snapshot(net_path, state_path):
+    """(training state, networks) of one snapshot, refused when the two files do not belong together."""
+    net_path, state_path = Path(net_path), Path(state_path)
+    state = load_training_state(state_path)
+    problem = pair_problem(net_path, state)
+    if problem is not None:
+        raise SnapshotError(f'cannot resume from {net_path}: {problem}. Resume from the run directory to take '
+                            f'its newest complete snapshot, or name an earlier network-snapshot file.')
+    return state, checkpoint.load_network(net_path)
 
 
 def save_snapshot(run_dir, nimg, networks, state):
-    """Write the training state, then the networks (both atomic); returns the network path."""
+    """Write the networks, then the training state with their file's sha256 (both atomic): the state
+    commits the pair. Returns the network path."""
     net_path, state_path = snapshot_paths(run_dir, nimg)
-    save_training_state(state_path, state)
     checkpoint.save_network(net_path, **networks)
+    save_training_state(state_path, dict(state, network_sha256=sha256_file(net_path)))
     return net_path
+
+
+# ----------------------------------------------------------------------------
+# After a crash.
+
+TMP_RE = re.compile(r'\..+\.[A-Za-z0-9_]+\.tmp')  # fileio.atomic_path's names: .<name>.<random>.tmp
+
+
+def read_jsonl(path):
+    """The complete JSON lines of a file (a torn last line is left out)."""
+    entries = []
+    for line in Path(path).read_text(encoding='utf-8').splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # Torn by a crash mid-write.
+    return entries
+
+
+def read_jsonl_if_any(path):
+    return read_jsonl(path) if Path(path).is_file() else []
+
+
+def trim_jsonl(path, keep):
+    """Rewrite a JSON-lines file (atomically) with the complete entries for which keep(entry) holds."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    text = path.read_text(encoding='utf-8')
+    entries = [e for e in read_jsonl(path) if keep(e)]
+    new = ''.join(json.dumps(e) + '\n' for e in entries)
+    if new != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(new, encoding='utf-8')
+
+
+def repair_run_dir(run_dir, kimg):
+    """Make a run directory continue from the snapshot at `kimg` as if nothing had happened after it:
+    temporary files of interrupted writes are removed; stats and metric lines newer than `kimg` (they
+    will be written again) and torn lines are dropped. Returns the names of the removed files."""
+    run_dir = Path(run_dir)
+    removed = []
+    for p in run_dir.iterdir():
+        if p.is_file() and TMP_RE.fullmatch(p.name):
+            p.unlink()
+            removed.append(p.name)
+    trim_jsonl(run_dir / 'stats.jsonl', lambda e: e.get('Progress/kimg', 0) <= kimg)
+    for p in run_dir.glob('metric-*.jsonl'):
+        trim_jsonl(p, lambda e: e.get('kimg', 0) <= kimg)
+    log = run_dir / 'log.txt'
+    if log.is_file() and log.stat().st_size and not log.read_bytes().endswith(b'\n'):
+        append_line(log, '')  # End a torn line, so the next one starts on its own.
+    return sorted(removed)
+
+
+def append_line(path, line):
+    """Append one line to a text log (stats.jsonl, metric-*.jsonl, log.txt)."""
+    with naming(path), open(path, 'a', encoding='utf-8') as f:
+        f.write(line + '\n')
 
 
 # ----------------------------------------------------------------------------
@@ -113,7 +225,8 @@ def save_image_grid(images, path, grid):
     n, c, h, w = images.shape
     assert n == gw * gh, f'{n} images do not fill a {gw}x{gh} grid'
     tiled = images.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)  # [gh*H, gw*W, C]
-    PIL.Image.fromarray(tiled[:, :, 0] if c == 1 else tiled, 'L' if c == 1 else 'RGB').save(path)
+    with naming(path):
+        PIL.Image.fromarray(tiled[:, :, 0] if c == 1 else tiled, 'L' if c == 1 else 'RGB').save(path)
 
 
 def to_uint8(img):
@@ -145,16 +258,14 @@ class RunLog:
             return
         if self.echo:
             print(msg, flush=True)
-        with open(self.run_dir / 'log.txt', 'a') as f:
-            f.write(msg + '\n')
+        append_line(self.run_dir / 'log.txt', msg)
 
     def stats(self, stats, cur_nimg):
         """Append {'name': {num, mean, std}, ..., 'Progress/kimg': ...} to stats.jsonl (+ TensorBoard)."""
         if not self.enabled:
             return
         entry = dict(stats, timestamp=time.time())
-        with open(self.run_dir / 'stats.jsonl', 'a') as f:
-            f.write(json.dumps(entry) + '\n')
+        append_line(self.run_dir / 'stats.jsonl', json.dumps(entry))
         if self._tb is not None:
             for name, value in stats.items():  # Whole kimg as the step and the tick's mean, as NVIDIA's loop.
                 value = value['mean'] if isinstance(value, dict) else value
@@ -164,8 +275,7 @@ class RunLog:
 
     def metric(self, name, result):
         if self.enabled:
-            with open(self.run_dir / f'metric-{name}.jsonl', 'a') as f:
-                f.write(json.dumps(result) + '\n')
+            append_line(self.run_dir / f'metric-{name}.jsonl', json.dumps(result))
 
     def close(self):
         if self._tb is not None:

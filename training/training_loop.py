@@ -20,7 +20,6 @@ from pstyle.datasets.dataset import ImageFolderDataset
 from pstyle.training.phases import NonFiniteError
 from pstyle.training.sampler import real_batches
 from pstyle.training.trainer import Trainer, rng_state, set_rng_state
-from pstyle.models.checkpoint import load_network
 
 
 def setup_backend(cfg, device):
@@ -115,11 +114,35 @@ def end_of_tick(trainer, run, cfg, grid_inputs, tick_time, tick_kimg, done, metr
             if distributed.is_main():
                 snapshot = rd.save_snapshot(run.run_dir, trainer.cur_nimg, trainer.networks(), state)
             if metrics_fn is not None:
-                for name, result in metrics_fn(trainer.G_ema, trainer.kimg).items():
-                    run.log(f'metric {name}: {result}')
-                    run.metric(name, dict(result, kimg=trainer.kimg, snapshot=str(snapshot)))
+                write_metrics(trainer, run, metrics_fn, snapshot)
     distributed.barrier()
     return snapshot
+
+
+def write_metrics(trainer, run, metrics_fn, snapshot, only=None):
+    """Measure G_ema (every rank takes part) and log the results of the names in `only` (default all)."""
+    for name, result in metrics_fn(trainer.G_ema, trainer.kimg).items():
+        if only is None or name in only:
+            run.log(f'metric {name}: {result}')
+            run.metric(name, dict(result, kimg=trainer.kimg, snapshot=str(snapshot)))
+
+
+def resume_snapshot(trainer, run, cfg, continue_from, metrics_fn):
+    """Continue from a snapshot: load it (a mismatched pair is refused), clear what a crash left in the
+    run directory, and measure the snapshot when a crash came between its save and its metric lines."""
+    trainer.load_state_dict(*rd.load_snapshot(*continue_from))
+    missing = None
+    if distributed.is_main():
+        removed = rd.repair_run_dir(run.run_dir, trainer.kimg)
+        if removed:
+            run.log(f'Removed the temporary files of interrupted writes: {", ".join(removed)}')
+        missing = [n for n in cfg.get('metrics') or () if not any(
+            e.get('kimg') == trainer.kimg for e in rd.read_jsonl_if_any(run.run_dir / f'metric-{n}.jsonl'))]
+    run.log(f'Resumed from {continue_from[0]} at kimg {trainer.kimg:.3f} (tick {trainer.cur_tick})')
+    missing = distributed.broadcast_object(missing)
+    if metrics_fn is not None and missing:
+        with preserved_rng(trainer):
+            write_metrics(trainer, run, metrics_fn, continue_from[0], only=missing)
 
 
 def training_loop(cfg, run_dir, device=None, continue_from=None, source=None, metrics_fn=None, echo=True, max_ticks=None):
@@ -137,8 +160,7 @@ def training_loop(cfg, run_dir, device=None, continue_from=None, source=None, me
     trainer = Trainer(cfg, device, dataset_labels(dataset), source=source, log=run.log)
     grid_inputs = make_grid_inputs(trainer, dataset, cfg)
     if continue_from is not None:
-        trainer.load_state_dict(rd.load_training_state(continue_from[1]), load_network(continue_from[0]))
-        run.log(f'Resumed from {continue_from[0]} at kimg {trainer.kimg:.3f} (tick {trainer.cur_tick})')
+        resume_snapshot(trainer, run, cfg, continue_from, metrics_fn)
     elif distributed.is_main():
         rd.write_json(run.run_dir / 'training_options.json', cfg)
         rd.save_image_grid(grid_inputs[1], run.run_dir / 'reals.png', grid_inputs[0])

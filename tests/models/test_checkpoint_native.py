@@ -100,7 +100,7 @@ def test_save_interrupted_mid_write(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def crashing_save(obj, f):
-        open(f, 'wb').write(b'partial')
+        f.write(b'partial')  # save_network hands torch.save an open file
         raise OSError('disk full')
     monkeypatch.setattr(torch, 'save', crashing_save)
     with pytest.raises(OSError, match='disk full'):

@@ -50,7 +50,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     A 1-D list stays separable when `separable` is True (default: when it has >= 8 taps), else
     it becomes its outer product; `normalize` divides by the sum, `gain` is spread as gain**(ndim/2).
     """
-    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
+    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32, device='cpu')  # Real even under torch.device('meta').
     if f.ndim not in (0, 1, 2) or f.numel() == 0:
         raise ValueError(f'setup_filter: f must be a scalar, 1-D or 2-D and non-empty, got shape {tuple(f.shape)}')
     if f.ndim == 0:
