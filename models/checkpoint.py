@@ -163,6 +163,9 @@ def _sniff(path):
         return _torch_format(path, payload), payload
     meta = _safetensors_metadata(path)
     if meta is not None:
+        if meta.get('format') == 'pstyle-encoder':
+            raise CheckpointError(f'{path} is an encoder (written by pstyle train-encoder), not a generator: give it '
+                                  f'as --encoder, and the generator it was trained for as --network')
         if meta.get('format') != NATIVE_FORMAT:
             raise CheckpointError(f'{path} is a safetensors file without {NATIVE_FORMAT} metadata '
                                   f'(only files written by save_network are supported)')

@@ -23,7 +23,7 @@ from PIL import Image
 from pstyle.models import deltas, latents
 from pstyle.models.render import to_uint8
 from pstyle.projectors import projector as P
-from pstyle.projectors import pti
+from pstyle.projectors import invert, pti
 from pstyle.projectors.align import align_face, load_image, load_transform
 from pstyle.projectors.image_io import list_images
 from pstyle.torch_utils import misc
@@ -195,19 +195,23 @@ def _comparable(settings):
 
 def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpips_model=None, identity_model=None,
                    network_sha256=None, align=False, crop='none', min_size=None, video=False, video_every=10,
-                   resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None):
+                   resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None, inversion=None):
     """Project every image of `inputs` (folder, file or list) into `outdir`; returns metrics.json's dict.
 
     Unreadable, tiny or non-square files are recorded under 'failed' and skipped. A failing batch
     raises ProjectionRunError after everything before it has been saved. progress: a
     `torch_utils.progress.reporter` factory (one report per batch's projection and per image's PTI), or None.
+    inversion: a `projectors.invert.Inversion` (encoder / encoder+optimize); None = optimize.
     """
+    inversion = inversion or invert.Inversion()
     cfg = (cfg or P.ProjectConfig()).check()
     outdir = Path(outdir)
     files = list_inputs(inputs)
     keys = unique_keys(files)
     settings = dict(project=cfg.as_dict(), pti=pti_cfg.as_dict() if pti_cfg else None, align=bool(align), crop=crop,
                     batch_size=batch_size, lpips=getattr(lpips_model, 'pstyle_info', None) if lpips_model else None)
+    if inversion.method != 'optimize':  # Optimize-only runs keep their settings (and resume across versions).
+        settings['inversion'] = inversion.describe()
     meta = dict(network_sha256=network_sha256, weights_sha256=deltas.weights_sha256(G), settings=settings)
     part = outdir if world_size == 1 else outdir / 'shards' / f'rank{rank:02d}'
     state = RunState(part, meta)
@@ -215,10 +219,10 @@ def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpip
         state.load()
     todo = [f for f in shard(files, rank, world_size) if keys[f][0] not in state.images]
     if cfg.lpips_weight > 0 and lpips_model is None:
-        lpips_model = P.default_lpips(misc.device_of(G))
+        lpips_model = P.default_lpips(misc.device_of(G)) if inversion.optimizes else invert.optional_lpips(misc.device_of(G))[0]
     w_stats = P.compute_w_stats(G, cfg.w_avg_samples)
     run = dict(G=G, cfg=cfg, pti_cfg=pti_cfg, outdir=outdir, lpips_model=lpips_model, identity_model=identity_model,
-               w_stats=w_stats, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress)
+               w_stats=w_stats, inversion=inversion, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress)
     batches = _batches(todo, keys, G, batch_size, state, align, crop, min_size, log)
     for number, batch in enumerate(batches):
         try:
@@ -271,12 +275,12 @@ def _batches(files, keys, G, batch_size, state, align, crop, min_size, log):
 def _project_batch(run, batch, state):
     G, cfg, outdir = run['G'], run['cfg'], run['outdir']
     targets = torch.from_numpy(np.stack([b['image'] for b in batch])).permute(0, 3, 1, 2)  # [N, C, H, W]
-    frames = {k: [] for k in range(len(batch))} if run['video'] else None
+    frames = {k: [] for k in range(len(batch))} if run['video'] and run['inversion'].optimizes else None
     callback = _video_callback(frames, targets, run['video_every']) if frames is not None else None
     start = time.time()
-    with run['progress'](cfg.num_steps, f'project {", ".join(b["key"] for b in batch)}') as bar:
-        result = P.project(G, targets, cfg, run['lpips_model'], run['identity_model'], run['w_stats'], callback=callback,
-                           progress=bar)
+    with run['progress'](run['inversion'].steps(cfg), f'project {", ".join(b["key"] for b in batch)}') as bar:
+        result = invert.invert(G, targets, run['inversion'], cfg, run['lpips_model'], run['identity_model'], run['w_stats'],
+                               callback=callback, progress=bar)
     seconds = (time.time() - start) / len(batch)
     for note in result.notes:
         if note not in state.notes:

@@ -500,5 +500,21 @@ def _finish(G, cfg, w_opt, noise, target, lpips_model, identity_model, steps_run
                             history=history, notes=notes)
 
 
+def measure(G, ws, targets, cfg=None, lpips_model=None, identity_model=None):
+    """ProjectionResult of given latents ws [N, num_ws, w_dim] (an encoder's), without optimisation: the fp32
+    render with G's own noise buffers and the same per-image metrics as `project` (steps 0)."""
+    cfg = (cfg or ProjectConfig()).check()
+    device = misc.device_of(G)
+    target = targets_to_float(targets, G, device)
+    N = target.shape[0]
+    micro_batch = cfg.micro_batch or (1 if device.type == 'cpu' else N)
+    history = {k: np.zeros([0, N], dtype=np.float32) for k in ('loss', 'lpips', 'mse')}
+    result = _finish(G, cfg, ws.to(device), None, target, lpips_model, identity_model, np.zeros(N, dtype=int), history,
+                     [], micro_batch)
+    for m in result.metrics:
+        m['stopped_early'] = False
+    return result
+
+
 # ----------------------------------------------------------------------------
 # (Saved noise maps are read by models.latents.load_projected_noise.)
