@@ -155,8 +155,9 @@ def train_encoder(cfg=None, resume=None, kimg=None, log=print, progress=None, ma
     """Train per `cfg` (EncoderTrainConfig), or continue the run directory `resume` exactly with its own options
     (`kimg` extends it). Returns the final encoder path (rank 0) or None. progress: a
     `torch_utils.progress.reporter` factory or None. max_steps: stop after this many steps, with a snapshot."""
+    device_name = _saved_options(resume).device if resume is not None else cfg.device if cfg is not None else 'auto'
+    device = distributed.init_from_env(None if device_name == 'auto' else device_name)  # Before the run dir is chosen.
     cfg, run_dir, state = _setup(cfg, resume, kimg)
-    device = distributed.init_from_env(cfg.device if cfg.device != 'auto' else None)
     rank, world = distributed.get_rank(), distributed.get_world_size()
     main = rank == 0
     G = load_network(cfg.network, device=device)['G_ema']
@@ -230,16 +231,23 @@ def _setup(cfg, resume, kimg=None):
             rd.write_json(run_dir / 'training_options.json', dataclasses.asdict(cfg))
         return cfg, run_dir, None
     run_dir = Path(resume)
-    options = run_dir / 'training_options.json'
-    if not options.is_file():
-        raise ValueError(f'--resume {run_dir}: not an encoder run directory (no training_options.json)')
-    saved = EncoderTrainConfig(**json.loads(options.read_text()))
+    saved = _saved_options(run_dir)
     if kimg is not None:
         saved.kimg = kimg                                                      # Extend (or shorten) the run.
     states = sorted(run_dir.glob('training-state-*.pt'), key=lambda p: _state_nimg(p))
     if not states:
         raise ValueError(f'--resume {run_dir}: no snapshot yet (training-state-*.pt)')
     return saved.check(), run_dir, rd.load_training_state(states[-1])
+
+
+def _saved_options(run_dir):
+    options = Path(run_dir) / 'training_options.json'
+    if not options.is_file():
+        raise ValueError(f'--resume {run_dir}: not an encoder run directory (no training_options.json)')
+    try:
+        return EncoderTrainConfig(**json.loads(options.read_text()))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'--resume {run_dir}: {options.name} is not an encoder run\'s options ({e})') from None
 
 
 def _state_nimg(path):
