@@ -143,6 +143,10 @@ def _torch_format(path, payload):
         return 'native'
     if is_rosinality(payload):
         return 'rosinality'
+    sd = payload.get('state_dict') if isinstance(payload, dict) else None
+    if isinstance(sd, dict) and any(isinstance(k, str) and k.startswith('encoder.') for k in sd):
+        raise CheckpointError(f'{path} is an e4e/pSp encoder without its decoder (no decoder.* tensors), not a '
+                              f'generator: give it as --encoder, and the generator it was trained with as --network')
     keys = list(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
     raise CheckpointError(f'{path} is a torch file but not a known network format (expected a {NATIVE_FORMAT} '
                           f'file, rosinality\'s g_ema/g/d, a pSp/e4e checkpoint or a bare generator state dict; '

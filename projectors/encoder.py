@@ -149,8 +149,6 @@ def _read_checkpoint(path):
     if not head.startswith(_TORCH_MAGIC):
         if head.lstrip(b'\xef\xbb\xbf \t\r\n').startswith(b'<'):
             what = 'an HTML/XML page (a failed or blocked download?); delete it and download the file again'
-        elif head[8:9] == b'{':
-            what = 'a safetensors file (a generator saved by save_network?)'
         elif head[:1] == b'\x80':
             what = 'a plain pickle (an NVIDIA/TensorFlow network snapshot?); it was not unpickled'
         else:

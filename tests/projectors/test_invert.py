@@ -139,9 +139,14 @@ def test_a_generator_given_as_encoder_says_so(G, files, tmp_path):
         I.prepare_inversion('encoder', tmp_path / 'G.pt', G)
 
 
-def test_an_encoder_given_as_generator_says_so(files):
+def test_an_encoder_given_as_generator_says_so(files, tmp_path):
     with pytest.raises(CheckpointError, match=r'enc.safetensors is an encoder .*not a generator: give it as --encoder'):
         load_network(files['encoder'])
+    net = SmallEncoder(num_ws=6, w_dim=16, input_size=16)
+    torch.save(dict(state_dict={f'encoder.{k}': v for k, v in net.state_dict().items()}, latent_avg=torch.zeros(6, 16),
+                    opts=dict(encoder_type='Encoder4Editing')), tmp_path / 'e4e.pt')
+    with pytest.raises(CheckpointError, match=r'e4e.pt is an e4e/pSp encoder without its decoder .*give it as --encoder'):
+        load_network(tmp_path / 'e4e.pt')
 
 
 def test_encoder_of_another_size_names_num_ws_and_w_dim(make_G, files, tmp_path):
