@@ -61,7 +61,7 @@ def prepare_inversion(method='optimize', encoder_file=None, G=None, device='cpu'
     if encoder_file is None:
         raise ValueError(f'--invert {method} needs an encoder: --encoder FILE (an e4e/pSp checkpoint or a file from '
                          f'pstyle train-encoder)')
-    encoder = load_encoder(encoder_file, device, precision='fp16' if precision == 'fp16' else precision)
+    encoder = load_encoder(encoder_file, device, precision=precision)        # CPU bf16, CUDA fp16 as the projection.
     check_encoder_matches(encoder, G)
     if encoder.input_nc != G.img_channels:
         raise CheckpointError(f'encoder {encoder.source} reads {encoder.input_nc}-channel images but the generator '
