@@ -108,7 +108,7 @@ def machine():
 @click.option('--count', type=click.IntRange(1), default=8, show_default=True, help='Photos.')
 @click.option('--steps', type=click.IntRange(1), default=25, show_default=True, help='N: encoder+optimize N vs optimize 4N.')
 @click.option('--e2e-steps', type=click.IntRange(1), default=500, show_default=True, help='Optimize steps of the end-to-end run (the default preset).')
-@click.option('--e2e-count', type=click.IntRange(1), default=4, show_default=True, help='Photos of the end-to-end run.')
+@click.option('--e2e-count', type=click.IntRange(0), default=4, show_default=True, help='Photos of the end-to-end run (0: skip it).')
 @click.option('--lpips/--no-lpips', 'use_lpips', default=True, show_default=True, help='LPIPS loss and metric (when its weights are present; else MSE).')
 @click.option('--threads', type=click.IntRange(0), default=0, help='torch CPU threads [torch default].')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Also write the results here.')
@@ -141,11 +141,17 @@ def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_coun
         ratio = q[f'encoder+optimize {steps}']['mse'] / q[f'optimize {4 * steps}']['mse']
         report['mse_ratio'] = ratio
         click.echo(f'MSE(encoder+optimize {steps}) / MSE(optimize {4 * steps}) = {ratio:.3f} (<= 1: the encoder start wins)')
+        if not e2e_count:
+            return _write(json_path, report)
         report['end_to_end'] = e2e = end_to_end(network, encoder, targets[:e2e_count], e2e_steps, cfg_kwargs, tmp)
         speedup = e2e['optimize']['s_per_photo'] / e2e['encoder']['s_per_photo']
         report['speedup'] = speedup
         click.echo(f'stylize s/photo: --invert encoder {e2e["encoder"]["s_per_photo"]:.3f}, --invert optimize '
                    f'({e2e_steps} steps) {e2e["optimize"]["s_per_photo"]:.3f}: x{speedup:.1f}')
+    _write(json_path, report)
+
+
+def _write(json_path, report):
     if json_path:
         with open(json_path, 'w') as f:
             json.dump(report, f, indent=2)

@@ -17,6 +17,7 @@ import time
 import torch
 from pstyle.metrics.lpips_utils import LPIPSWeightsError
 from pstyle.models import deltas
+from pstyle.models.latents import noise_layers
 from pstyle.models.checkpoint import CheckpointError
 from pstyle.projectors import projector as P
 from pstyle.projectors.encoder import check_encoder_matches, load_encoder
@@ -100,15 +101,27 @@ def invert(G, targets, inversion=None, cfg=None, lpips_model=None, identity_mode
         images = P.targets_to_float(targets, G, 'cpu')                       # [N, C, H, W] in [-1, 1], checked.
         init_ws = encode(inversion.encoder, images, inversion.batch_size)
         encoder_s = (time.perf_counter() - t0) / len(images)
-    if inversion.optimizes:
+    if inversion.method == 'encoder+optimize':
+        # Start where the encoder's reconstruction is: its latent with G's constant noise maps, and without the
+        # projector's latent perturbation, whose job is to explore away from the mean w (NVIDIA's projector).
+        cfg = dataclasses.replace(cfg, initial_noise_factor=0.0)
         result = P.project(G, targets, cfg, lpips_model, identity_model, w_stats, seeds=seeds, init_ws=init_ws,
-                           callback=callback, progress=progress)
+                           callback=callback, progress=progress, init_noise=const_noise(G, len(init_ws)))
+    elif inversion.optimizes:
+        result = P.project(G, targets, cfg, lpips_model, identity_model, w_stats, seeds=seeds, callback=callback,
+                           progress=progress)
     else:
         result = P.measure(G, init_ws, targets, cfg, lpips_model, identity_model)
     for m in result.metrics:
         m.update(inversion=inversion.method, encoder_seconds=encoder_s)
     result.notes.extend(n for n in inversion.notes if n not in result.notes)
     return result
+
+
+def const_noise(G, n):
+    """G's constant noise maps as per-image maps {layer: [n, 1, r, r]}: what `noise_mode='const'` renders with."""
+    return {name: layer.noise_const[None, None].expand(n, 1, -1, -1)
+            for name, layer in noise_layers(G).items()}
 
 
 def optional_lpips(device):

@@ -76,6 +76,16 @@ def test_encoder_plus_optimize_starts_at_the_encoder_latent(G, files, targets):
     assert np.mean([m['mse'] for m in moving.metrics]) < np.mean([m['mse'] for m in result.metrics])
 
 
+def test_encoder_plus_optimize_starts_from_the_constant_noise_it_was_encoded_with(G, files, targets):
+    inversion = I.prepare_inversion('encoder+optimize', files['encoder'], G)
+    still = P.ProjectConfig(num_steps=1, initial_learning_rate=1e-12, optimize_noise=True, **QUICK)
+    result = I.invert(G, targets, inversion, still)
+    for name, maps in I.const_noise(G, len(targets)).items():
+        expected = maps - maps.mean(dim=[1, 2, 3], keepdim=True)               # The projector renormalises each step.
+        expected = expected / expected.square().mean(dim=[1, 2, 3], keepdim=True).sqrt()
+        torch.testing.assert_close(result.noise[name], expected, rtol=0, atol=1e-5)
+
+
 def test_optimize_is_the_default_and_unchanged(G, targets):
     cfg = P.ProjectConfig(num_steps=3, **QUICK)
     a = I.invert(G, targets, None, cfg)
