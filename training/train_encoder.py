@@ -158,6 +158,48 @@ def train_encoder(cfg=None, resume=None, kimg=None, log=print, progress=None, ma
     device_name = _saved_options(resume).device if resume is not None else cfg.device if cfg is not None else 'auto'
     device = distributed.init_from_env(None if device_name == 'auto' else device_name)  # Before the run dir is chosen.
     cfg, run_dir, state = _setup(cfg, resume, kimg)
+    run, nimg, note = _build_run(cfg, run_dir, state, device)
+    G, net, main, (arch, _, input_size) = run['G'], run['encoder'].net, run['main'], run['arch']
+    rlog = rd.RunLog(run_dir, enabled=main, echo=False)
+    say = (lambda m: (rlog.log(m), log(m))) if main else (lambda m: None)
+    if note:
+        say(f'note: {note}')
+    val = _validation_set(G, cfg, run['w_mean'])
+    say(f'{arch} encoder ({sum(p.numel() for p in net.parameters()):,} parameters, input {input_size}^2) for '
+        f'{cfg.network} ({G.img_resolution}^2, {G.num_ws} W+ rows); {"resumed at" if nimg else "from"} {nimg} img; '
+        f'run dir {run_dir}')
+    total, tick_img = cfg.total_nimg(), max(1, int(cfg.tick_kimg * 1000))
+    steps = 0
+    tick_start, tick_nimg, tick_losses = time.time(), nimg, []
+    bar = progress(max(0, -(-(total - nimg) // cfg.batch)), 'train-encoder') if progress and main else None
+    while nimg < total and (max_steps is None or steps < max_steps):
+        terms = _step(run, nimg)
+        nimg += cfg.batch
+        steps += 1
+        tick_losses.append(terms)
+        if bar is not None:
+            bar.update(loss=terms['total'])
+        done = nimg >= total or (max_steps is not None and steps >= max_steps)
+        if nimg // tick_img > tick_nimg // tick_img or done:
+            tick = nimg // tick_img
+            snap = done or tick % cfg.snap_ticks == 0
+            _tick(run, rlog, say, nimg, tick_losses, time.time() - tick_start, val if snap else None)
+            if snap and main:
+                _snapshot(run, nimg, val)
+            tick_start, tick_nimg, tick_losses = time.time(), nimg, []
+    if bar is not None:
+        bar.close()
+    rlog.close()
+    if not main:
+        return None
+    final = run_dir / 'encoder.safetensors'
+    _save_encoder(run, final, nimg)
+    say(f'encoder saved to {final}')
+    return final
+
+
+def _build_run(cfg, run_dir, state, device):
+    """(run dict: G, encoder, Adam, losses, ...; images done so far; a note or None) of this process."""
     rank, world = distributed.get_rank(), distributed.get_world_size()
     main = rank == 0
     G = load_network(cfg.network, device=device)['G_ema']
@@ -179,42 +221,7 @@ def train_encoder(cfg=None, resume=None, kimg=None, log=print, progress=None, ma
     losses = Losses(cfg, w_std, lpips_model)
     run = dict(cfg=cfg, G=G, encoder=encoder, opt=opt, losses=losses, w_mean=w_mean, photos=photos, rank=rank, world=world,
                run_dir=run_dir, record=record, arch=(arch, arch_kwargs, input_size), main=main)
-    rlog = rd.RunLog(run_dir, enabled=main, echo=False)
-    say = (lambda m: (rlog.log(m), log(m))) if main else (lambda m: None)
-    if note:
-        say(f'note: {note}')
-    val = _validation_set(G, cfg, w_mean)
-    say(f'{arch} encoder ({sum(p.numel() for p in net.parameters()):,} parameters, input {input_size}^2) for '
-        f'{cfg.network} ({G.img_resolution}^2, {G.num_ws} W+ rows); {"resumed at" if nimg else "from"} {nimg} img; '
-        f'run dir {run_dir}')
-    total = cfg.total_nimg()
-    steps = 0
-    tick_start, tick_nimg, tick_losses = time.time(), nimg, []
-    bar = progress(max(0, -(-(total - nimg) // cfg.batch)), 'train-encoder') if progress and main else None
-    while nimg < total and (max_steps is None or steps < max_steps):
-        terms = _step(run, nimg)
-        nimg += cfg.batch
-        steps += 1
-        tick_losses.append(terms)
-        if bar is not None:
-            bar.update(loss=terms['total'])
-        done = nimg >= total or (max_steps is not None and steps >= max_steps)
-        if nimg // int(cfg.tick_kimg * 1000) > tick_nimg // int(cfg.tick_kimg * 1000) or done:
-            tick = nimg // int(cfg.tick_kimg * 1000)
-            snap = done or tick % cfg.snap_ticks == 0
-            _tick(run, rlog, say, nimg, tick_losses, time.time() - tick_start, val if snap else None)
-            if snap and main:
-                _snapshot(run, nimg, val)
-            tick_start, tick_nimg, tick_losses = time.time(), nimg, []
-    if bar is not None:
-        bar.close()
-    rlog.close()
-    if not main:
-        return None
-    final = run_dir / 'encoder.safetensors'
-    _save_encoder(run, final, nimg)
-    say(f'encoder saved to {final}')
-    return final
+    return run, nimg, note
 
 
 def _setup(cfg, resume, kimg=None):
