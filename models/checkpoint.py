@@ -149,6 +149,10 @@ def _torch_format(path, payload):
         return 'native'
     if is_rosinality(payload):
         return 'rosinality'
+    sd = payload.get('state_dict') if isinstance(payload, dict) else None
+    if isinstance(sd, dict) and any(isinstance(k, str) and k.startswith('encoder.') for k in sd):
+        raise CheckpointError(f'{path} is an e4e/pSp encoder without its decoder (no decoder.* tensors), not a '
+                              f'generator: give it as --encoder, and the generator it was trained with as --network')
     keys = list(payload)[:10] if isinstance(payload, dict) else type(payload).__name__
     raise CheckpointError(f'{path} is a torch file but not a known network format (expected a {NATIVE_FORMAT} '
                           f'file, rosinality\'s g_ema/g/d, a pSp/e4e checkpoint or a bare generator state dict; '
@@ -169,6 +173,9 @@ def _sniff(path):
         return _torch_format(path, payload), payload
     meta = _safetensors_metadata(path)
     if meta is not None:
+        if meta.get('format') == 'pstyle-encoder':
+            raise CheckpointError(f'{path} is an encoder (written by pstyle train-encoder), not a generator: give it '
+                                  f'as --encoder, and the generator it was trained for as --network')
         if meta.get('format') != NATIVE_FORMAT:
             raise CheckpointError(f'{path} is a safetensors file without {NATIVE_FORMAT} metadata '
                                   f'(only files written by save_network are supported)')

@@ -6,6 +6,10 @@ training code saves: `torch.save({'state_dict': {'encoder.*', 'decoder.*' (optio
 `output_size`) and every tensor is checked by name and shape. Nothing in a file is executed:
 `torch.load(weights_only=True)` only, and plain pickles (NVIDIA snapshots) are refused unread.
 
+It also reads our own encoder files (`pstyle train-encoder`, `save_trained_encoder`): a `.safetensors`
+file whose metadata holds `format: pstyle-encoder`, a version and a JSON config (architecture and its
+arguments, num_ws, w_dim, input size, the generator it was trained for: file sha256 and weights sha256).
+
 The returned `Encoder` adds `latent_avg` as the original does, so its output goes straight into
 `G.synthesis`. By default it runs with BatchNorm folded into the convolutions and, on the CPU, in
 channels_last memory format; `optimize=False` keeps the original's exact sequence of operations.
@@ -13,6 +17,7 @@ channels_last memory format; `optimize=False` keeps the original's exact sequenc
 
 import argparse
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -20,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from pstyle.models.checkpoint import (
     CheckpointError,
     Pretrained,
@@ -32,7 +39,10 @@ from pstyle.models.checkpoint import (
 )
 from pstyle.models.render import compute_dtype
 from pstyle.projectors import encoder_nets
+from pstyle.torch_utils.fileio import atomic_path
 
+ENCODER_FORMAT = 'pstyle-encoder'   # Metadata `format` of our encoder files.
+ENCODER_VERSION = 1
 _TORCH_MAGIC = (b'PK\x03\x04', b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.')  # zip torch.save; pre-1.6 torch.save
 
 # Published FFHQ encoders (1024x1024 generators, 18 W+ rows), on Google Drive; sha256 not published, so unchecked.
@@ -51,17 +61,19 @@ class Encoder(nn.Module):
     """An e4e / pSp encoder: `forward(images [N, C, H, W] in [-1, 1])` -> W+ [N, num_ws, w_dim], ready for G.synthesis.
 
     Attributes: `num_ws`, `w_dim`, `input_size` (256), `input_nc`, `kind` ('e4e' | 'psp'), `encoder_type`,
-    `generator_hint` ('sha256:<hex>' of the decoder's tensors when the file holds one, else the file name),
+    `generator_hint` ('sha256:<hex>' of the decoder's tensors when the file holds one, our files: of the
+    generator file; else the file name), `generator` (our files: the generator record of the config, else None),
     `source`, `precision` ('fp32' | 'bf16' | 'fp16', the default for forward).
     """
 
     def __init__(self, net, latent_avg, *, encoder_type, input_size=256, input_nc=3, add_latent_avg=True,
-                 generator_hint=None, source=None, channels_last=False):
+                 generator_hint=None, source=None, channels_last=False, kind=None, generator=None):
         super().__init__()
         self.net = net
         self.register_buffer('latent_avg', latent_avg.float())               # [num_ws, w_dim]
         self.encoder_type = encoder_type
-        self.kind = 'e4e' if encoder_type == 'Encoder4Editing' else 'psp'
+        self.kind = kind or ('e4e' if encoder_type == 'Encoder4Editing' else 'psp')
+        self.generator = generator
         self.num_ws, self.w_dim = int(latent_avg.shape[0]), int(latent_avg.shape[1])
         self.input_size, self.input_nc = input_size, input_nc
         self.add_latent_avg = add_latent_avg
@@ -137,8 +149,6 @@ def _read_checkpoint(path):
     if not head.startswith(_TORCH_MAGIC):
         if head.lstrip(b'\xef\xbb\xbf \t\r\n').startswith(b'<'):
             what = 'an HTML/XML page (a failed or blocked download?); delete it and download the file again'
-        elif head[8:9] == b'{':
-            what = 'a safetensors file (a generator saved by save_network?)'
         elif head[:1] == b'\x80':
             what = 'a plain pickle (an NVIDIA/TensorFlow network snapshot?); it was not unpickled'
         else:
@@ -209,6 +219,13 @@ def load_encoder(path_or_url_or_name, device='cpu', *, precision='fp32', optimiz
     to ~1e-5); False runs the original's modules as they are (the reference for parity and benchmarks).
     """
     path = resolve_encoder(path_or_url_or_name, cache_dir=cache_dir)
+    device = torch.device(device)
+    config = _native_config(path)
+    if config is not None:
+        encoder = _load_native(path, config, device, optimize)
+        compute_dtype(precision, device)
+        encoder.precision = precision
+        return encoder.to(device).eval().requires_grad_(False)
     sd, opts, latent_avg = _read_checkpoint(path)
     tensors = {k[len('encoder.'):]: v for k, v in sd.items() if k.startswith('encoder.')}
     encoder_type, n_styles, input_nc, se = _architecture(path, opts, tensors)
@@ -221,7 +238,6 @@ def load_encoder(path_or_url_or_name, device='cpu', *, precision='fp32', optimiz
     latent_avg = _latent_avg(path, latent_avg, n_styles, w_dim) if add else torch.zeros(n_styles, w_dim)
     decoder = {k: v for k, v in sd.items() if k.startswith('decoder.')}
     hint = f'sha256:{tensors_sha256(decoder)}' if decoder else path.name
-    device = torch.device(device)
     channels_last = optimize and device.type == 'cpu'
     if optimize:
         encoder_nets.fuse_for_inference(net)
@@ -243,3 +259,81 @@ def save_encoder(path, net, latent_avg, opts, decoder=None):
     state.update({f'decoder.{k}': v.detach().cpu() for k, v in (decoder or {}).items()})
     torch.save(dict(state_dict=state, latent_avg=latent_avg.detach().cpu(), opts=dict(opts)), path)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------
+# Our encoder files (pstyle train-encoder): safetensors, config in the metadata, nothing pickled.
+
+def build_architecture(arch, kwargs):
+    """A fresh network of `arch` ('SmallEncoder' or one of encoder_nets.ENCODER_TYPES) from its JSON kwargs."""
+    if arch == 'SmallEncoder':
+        return encoder_nets.SmallEncoder(**kwargs)
+    if arch in encoder_nets.ENCODER_TYPES:
+        return encoder_nets.build_encoder(arch, kwargs['n_styles'], kwargs.get('input_nc', 3), kwargs.get('se', True))
+    raise ValueError(f'unknown encoder architecture {arch!r}; expected SmallEncoder or one of '
+                     f'{", ".join(encoder_nets.ENCODER_TYPES)}')
+
+
+def save_trained_encoder(path, net, latent_avg, config):
+    """Write an encoder as .safetensors (tensors `net.*` and `latent_avg`, the JSON `config` in the metadata),
+    atomically. `config`: arch, arch_kwargs, num_ws, w_dim, input_size, input_nc, generator (dict), ..."""
+    path = Path(path)
+    if path.suffix != '.safetensors':
+        raise ValueError(f'{path}: encoder files are written as .safetensors')
+    tensors = {f'net.{k}': v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    tensors['latent_avg'] = latent_avg.detach().float().cpu().contiguous().clone()
+    meta = dict(format=ENCODER_FORMAT, version=str(ENCODER_VERSION), config=json.dumps(config, sort_keys=True))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def _native_config(path):
+    """The config of one of our encoder files; None when `path` is not a safetensors file at all."""
+    with open(path, 'rb') as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b'{':
+        return None
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f'{path} is truncated or not a valid safetensors file ({e})') from None
+    if meta.get('format') != ENCODER_FORMAT:
+        what = 'a generator (a portrait-stylegan network file): give it as --network' \
+            if meta.get('format') == 'portrait-stylegan' else f'a safetensors file with format {meta.get("format")!r}'
+        raise CheckpointError(f'{path} is {what}, not an encoder ({ENCODER_FORMAT} file from pstyle train-encoder, '
+                              f'or an e4e/pSp checkpoint)')
+    if meta.get('version') != str(ENCODER_VERSION):
+        raise CheckpointError(f'{path}: unsupported {ENCODER_FORMAT} version {meta.get("version")!r}')
+    try:
+        config = json.loads(meta['config'])
+        config['arch'], config['arch_kwargs'], config['num_ws'], config['w_dim'], config['input_size']  # noqa: B018
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f'{path}: unreadable encoder config ({type(e).__name__}: {e})') from None
+    return config
+
+
+def _load_native(path, config, device, optimize):
+    try:
+        tensors = load_file(str(path), device='cpu')
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f'{path} is truncated or not a valid safetensors file ({e})') from None
+    try:
+        net = build_architecture(config['arch'], config['arch_kwargs'])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f'{path}: cannot build the encoder of its config ({e})') from None
+    state = {k[len('net.'):]: v for k, v in tensors.items() if k.startswith('net.')}
+    copy_state(net, state, what=f'the net.* tensors of {path} ({config["arch"]})', keep_missing=['*num_batches_tracked'])
+    num_ws, w_dim = int(config['num_ws']), int(config['w_dim'])
+    latent_avg = _latent_avg(path, tensors.get('latent_avg'), num_ws, w_dim)
+    net.eval()
+    channels_last = optimize and device.type == 'cpu'
+    if optimize and config['arch'] in encoder_nets.ENCODER_TYPES:
+        encoder_nets.fuse_for_inference(net)
+    net = net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)
+    generator = config.get('generator') or {}
+    hint = f'sha256:{generator["sha256"]}' if generator.get('sha256') else path.name
+    return Encoder(net, latent_avg, encoder_type=config['arch'], input_size=int(config['input_size']),
+                   input_nc=int(config.get('input_nc', 3)), generator_hint=hint, source=str(path),
+                   channels_last=channels_last, kind='pstyle', generator=generator or None)

@@ -241,6 +241,46 @@ class BackboneEncoderUsingLastLayerIntoWPlus(IRBackbone):
         return self.linear(x).reshape(-1, self.n_styles, 512)
 
 
+class SmallEncoder(nn.Module):
+    """A plain convolutional encoder for small generators (`pstyle train-encoder`, 64x64 toys and up to 128x128).
+
+    Stride-2 stages (conv3x3 s2 + conv3x3, LeakyReLU 0.2) halve the image down to 4x4; the coarse rows read
+    the 4x4 features and the fine rows the 8x8 ones, each group through one EqualLinear (the split of pSp's
+    feature pyramid, Richardson et al. 2021 Section 3, without its IR-SE trunk). Predicts offsets from
+    latent_avg: `forward(x [N, input_nc, S, S])` -> [N, num_ws, w_dim].
+    """
+
+    def __init__(self, num_ws, w_dim, input_size, input_nc=3, channels=32, channel_max=256):
+        super().__init__()
+        if input_size < 8 or input_size & (input_size - 1):
+            raise ValueError(f'SmallEncoder needs a power-of-two input_size >= 8, got {input_size}')
+        self.num_ws, self.w_dim = num_ws, w_dim
+        self.coarse = min(COARSE, num_ws) if input_size > 8 else num_ws      # Rows read from the 4x4 features.
+        ch = lambda res: min(channels * input_size // res, channel_max)
+        self.input_layer = nn.Sequential(nn.Conv2d(input_nc, ch(input_size), 3, 1, 1), nn.LeakyReLU(0.2))
+        stages, res = [], input_size
+        while res > 4:
+            stages.append(nn.Sequential(nn.Conv2d(ch(res), ch(res // 2), 3, 2, 1), nn.LeakyReLU(0.2),
+                                        nn.Conv2d(ch(res // 2), ch(res // 2), 3, 1, 1), nn.LeakyReLU(0.2)))
+            res //= 2
+        self.body = nn.Sequential(*stages)
+        self.head_coarse = EqualLinear(ch(4) * 16, self.coarse * w_dim)
+        fine = num_ws - self.coarse
+        self.head_fine = EqualLinear(ch(8) * 16, fine * w_dim) if fine else None   # 8x8 pooled to 4x4.
+
+    def forward(self, x):
+        x = self.input_layer(x)
+        for stage in self.body[:-1]:
+            x = stage(x)
+        f8 = x                                                                 # [N, C, 8, 8]
+        f4 = self.body[-1](f8)                                                 # [N, C, 4, 4]
+        rows = [self.head_coarse(f4.flatten(1)).reshape(-1, self.coarse, self.w_dim)]
+        if self.head_fine is not None:
+            pooled = F.avg_pool2d(f8, 2).flatten(1)                            # [N, C * 16]
+            rows.append(self.head_fine(pooled).reshape(-1, self.num_ws - self.coarse, self.w_dim))
+        return torch.cat(rows, dim=1)                                          # [N, num_ws, w_dim]
+
+
 def build_encoder(encoder_type, n_styles, input_nc=3, se=True):
     """A freshly initialised encoder of one of ENCODER_TYPES (random weights; BatchNorm in eval mode)."""
     classes = {cls.__name__: cls for cls in (GradualStyleEncoder, Encoder4Editing, BackboneEncoderUsingLastLayerIntoW,

@@ -25,7 +25,7 @@ from PIL import Image
 from pstyle.models import deltas, latents
 from pstyle.models.render import to_uint8
 from pstyle.projectors import projector as P
-from pstyle.projectors import pti
+from pstyle.projectors import invert, pti
 from pstyle.projectors.align import align_face, load_image, load_transform
 from pstyle.torch_utils import misc
 from pstyle.torch_utils.errors import InputError, PstyleError, typed_error
@@ -99,27 +99,31 @@ def sidecar_transform(path):
 
 def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpips_model=None, identity_model=None,
                    network_sha256=None, align=False, crop='none', min_size=None, video=False, video_every=10,
-                   resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None):
+                   resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None, inversion=None):
     """Project every image of `inputs` (folder, file or list) into `outdir`; returns metrics.json's dict.
 
     Unreadable, tiny or non-square files, diverged projections and out-of-memory batches are recorded as
     failures and skipped (typed errors, torch_utils.errors). Any other error raises ProjectionRunError after
     everything before it has been saved. progress: a `torch_utils.progress.reporter` factory (one report per
     batch's projection and per image's PTI), or None.
+    inversion: a `projectors.invert.Inversion` (encoder / encoder+optimize); None = optimize.
     """
+    inversion = inversion or invert.Inversion()
     cfg = (cfg or P.ProjectConfig()).check()
     outdir = Path(outdir)
     items = plan(inputs)
     settings = dict(project=cfg.as_dict(), pti=pti_cfg.as_dict() if pti_cfg else None, align=bool(align), crop=crop,
                     batch_size=batch_size, lpips=getattr(lpips_model, 'pstyle_info', None) if lpips_model else None)
+    if inversion.method != 'optimize':  # Optimize-only runs keep their settings (and resume across versions).
+        settings['inversion'] = inversion.describe()
     meta = dict(network_sha256=network_sha256, weights_sha256=deltas.weights_sha256(G), settings=settings)
     part = outdir if world_size == 1 else outdir / 'shards' / f'rank{rank:02d}'
     run, rows, notes = _start(shard(items, rank, world_size), part, outdir, meta, resume, log)
     if cfg.lpips_weight > 0 and lpips_model is None:
-        lpips_model = P.default_lpips(misc.device_of(G))
+        lpips_model = P.default_lpips(misc.device_of(G)) if inversion.optimizes else invert.optional_lpips(misc.device_of(G))[0]
     w_stats = P.compute_w_stats(G, cfg.w_avg_samples)
     ctx = dict(G=G, cfg=cfg, pti_cfg=pti_cfg, outdir=outdir, lpips_model=lpips_model, identity_model=identity_model,
-               w_stats=w_stats, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress,
+               w_stats=w_stats, inversion=inversion, video=video, video_every=video_every, meta=meta, progress=progress or _no_progress,
                rows=rows, notes=notes)
     batches = _batches(run, run.pending(), G, batch_size, align, crop, min_size)
     for number, batch in enumerate(batches):
@@ -201,13 +205,13 @@ def _load(path, G, align, crop, min_size):
 def _project_batch(run, ctx, batch):
     G, cfg = ctx['G'], ctx['cfg']
     targets = torch.from_numpy(np.stack([b['image'] for b in batch])).permute(0, 3, 1, 2)  # [N, C, H, W]
-    frames = {k: [] for k in range(len(batch))} if ctx['video'] else None
+    frames = {k: [] for k in range(len(batch))} if ctx['video'] and ctx['inversion'].optimizes else None
     callback = _video_callback(frames, targets, ctx['video_every']) if frames is not None else None
     start = time.time()
     try:
-        with ctx['progress'](cfg.num_steps, f'project {", ".join(b["item"].source.name for b in batch)}') as bar:
-            result = P.project(G, targets, cfg, ctx['lpips_model'], ctx['identity_model'], ctx['w_stats'], callback=callback,
-                               progress=bar)
+        with ctx['progress'](ctx['inversion'].steps(cfg), f'project {", ".join(b["item"].source.name for b in batch)}') as bar:
+            result = invert.invert(G, targets, ctx['inversion'], cfg, ctx['lpips_model'], ctx['identity_model'],
+                                   ctx['w_stats'], callback=callback, progress=bar)
     except Exception as e:  # noqa: BLE001 -- typed (out of memory) fails this batch's images, the rest propagates
         typed = typed_error(e)
         if typed is None:

@@ -355,13 +355,14 @@ def auto_micro_batch(G, N, device):
 
 
 def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats=None, seeds=None, init_ws=None,
-            callback=None, progress=None):
+            callback=None, progress=None, init_noise=None):
     """Invert N target images together; returns a ProjectionResult.
 
     targets: uint8 [N, C, H, W] in [0, 255] at G.img_resolution. lpips_model: an `lpips.LPIPS`
     (None = LPIPS-VGG via metrics.lpips_utils when lpips_weight > 0). w_stats: (w_avg, w_std) from
     `compute_w_stats`, computed when None. seeds: per-image seeds (default: cfg.seed for all).
-    init_ws: optional start [N, num_ws, w_dim] (or [N, w_dim]) instead of w_avg.
+    init_ws: optional start [N, num_ws, w_dim] (or [N, w_dim]) instead of w_avg. init_noise: optional start
+    {layer: [N, 1, r, r]} of the optimised noise maps instead of fresh Gaussian ones.
     callback(step, index, synth) is called after each step with the active images' renders.
     progress: a `torch_utils.progress.Progress`, updated each step with the active images' mean loss.
     """
@@ -386,7 +387,7 @@ def project(G, targets, cfg=None, lpips_model=None, identity_model=None, w_stats
                              identity_model if cfg.id_weight > 0 else None, cfg.precision, micro_batch)
     w_avg, w_std = w_stats if w_stats is not None else compute_w_stats(G, cfg.w_avg_samples, device=device)
     gens = per_image_generators(N, cfg.seed, seeds)
-    w_opt, noise = _init_variables(G, cfg, N, w_avg, init_ws, gens, device)
+    w_opt, noise = _init_variables(G, cfg, N, w_avg, init_ws, gens, device, init_noise)
     params = [w_opt] + (list(noise.values()) if noise else [])
     opt = torch.optim.Adam(params, betas=(cfg.beta1, cfg.beta2), lr=cfg.initial_learning_rate)
 
@@ -452,7 +453,7 @@ def _gradients(G, loss_fn, cfg, params, index, w_noise, noise, dtype, micro_batc
     return torch.cat(synths), {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
 
-def _init_variables(G, cfg, N, w_avg, init_ws, gens, device):
+def _init_variables(G, cfg, N, w_avg, init_ws, gens, device, start_noise=None):
     """w_opt [N, 1 or num_ws, w_dim] (leaf, fp32) and the noise maps (or None)."""
     rows = 1 if cfg.space == 'w' else G.num_ws
     if init_ws is None:
@@ -467,7 +468,8 @@ def _init_variables(G, cfg, N, w_avg, init_ws, gens, device):
     w_opt = w.clone().detach().requires_grad_(True)
     noise = None
     if cfg.optimize_noise and noise_layers(G):
-        noise = init_noise(G, gens, device)
+        noise = init_noise(G, gens, device) if start_noise is None else \
+            {k: v.detach().clone().to(device) for k, v in start_noise.items()}
         for v in noise.values():
             v.requires_grad_(True)
     return w_opt, noise
@@ -516,6 +518,22 @@ def check_finite_result(what, ws, noise=None, metrics=None):
     are NaN or infinite: a diverged projection is a failure, never a result."""
     numbers = [v for v in (metrics or {}).values() if isinstance(v, float)]
     check_finite(what, ws, *(noise or {}).values(), *numbers)
+
+
+def measure(G, ws, targets, cfg=None, lpips_model=None, identity_model=None):
+    """ProjectionResult of given latents ws [N, num_ws, w_dim] (an encoder's), without optimisation: the fp32
+    render with G's own noise buffers and the same per-image metrics as `project` (steps 0)."""
+    cfg = (cfg or ProjectConfig()).check()
+    device = misc.device_of(G)
+    target = targets_to_float(targets, G, device)
+    N = target.shape[0]
+    micro_batch = cfg.micro_batch or auto_micro_batch(G, N, device)
+    history = {k: np.zeros([0, N], dtype=np.float32) for k in ('loss', 'lpips', 'mse')}
+    result = _finish(G, cfg, ws.to(device), None, target, lpips_model, identity_model, np.zeros(N, dtype=int), history,
+                     [], micro_batch)
+    for m in result.metrics:
+        m['stopped_early'] = False
+    return result
 
 
 # ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     'stylize-grid': ('pstyle.cmd_stylize', 'stylize_grid'),
     'dataset':     ('pstyle.cmd_dataset', 'dataset'),
     'train':       ('pstyle.cmd_train', 'train'),
+    'train-encoder': ('pstyle.cmd_train_encoder', 'train_encoder_cmd'),
     'nst':         ('pstyle.cmd_baselines', 'nst'),
     'adain':       ('pstyle.cmd_baselines', 'adain'),
     'adain-train': ('pstyle.cmd_baselines', 'adain_train'),

@@ -11,6 +11,7 @@ from pstyle.torch_utils import distributed as D
 from pstyle.torch_utils import progress
 from pstyle.projectors import project_folder as PF
 from pstyle.options import as_click_error
+from pstyle.projectors import invert as I
 from pstyle.metrics.weights import file_sha256
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
@@ -82,17 +83,20 @@ def _distributed(device):
 @click.option('--video-every', type=click.IntRange(min=1), default=10, show_default=True, help='Steps per video frame.')
 @click.option('--arcface', type=click.Path(dir_okay=False), default=None, help='model_ir_se50.pth for the identity term and metric.')
 @click.option('--resume', is_flag=True, help='Keep the results already in --outdir and project only the rest.')
+@click.option('--invert', 'inversion', type=click.Choice(I.INVERSIONS), default='optimize', show_default=True, help='optimize from the mean w; encoder: one forward pass of --encoder; encoder+optimize: optimize from the encoder\'s latent.')
+@click.option('--encoder', default=None, help='Encoder for --invert encoder / encoder+optimize: a file from pstyle train-encoder, an e4e/pSp checkpoint or its short name.')
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, initial_learning_rate, lpips_weight,
             mse_weight, id_weight, regularize_noise_weight, early_stop_lpips, pti_flag, pti_steps, pti_layers,
             delta_dtype, sets, batch_size, precision, device, seed, align, crop, min_size, video, video_every, arcface,
-            resume, quiet):
+            resume, quiet, inversion, encoder):
     """Project photos into the latent space of a generator (W or W+, optional noise and PTI).
 
     \b
     Examples:
       pstyle project --network ffhq --input aligned/ --outdir proj/
       pstyle project --network ffhq.pkl -i me.png --outdir proj/ --preset best --video
+      pstyle project --network G.pt -i photos/ --outdir proj/ --invert encoder+optimize --encoder enc.safetensors --steps 100
       torchrun --nproc_per_node 4 -m pstyle project --network ffhq -i aligned/ --outdir proj/
       pstyle generate --network ffhq --projected-w proj/latents.npz --outdir renders/
     """
@@ -107,11 +111,15 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
         cfg, pti_cfg = build_configs(preset, overrides, pti_flag, pti_overrides)
         rank, world_size, device, barrier = _distributed(device)
         G, network_sha256, device = _load(network, device)
-        lpips_model = _lpips(cfg, pti_cfg, device)
+        inv = I.prepare_inversion(inversion, encoder, G, device, cfg.precision)
+        for note in inv.notes:
+            click.echo(f'note: {note}', err=True)
+        lpips_model = _lpips(cfg, pti_cfg, device, inv)
         identity_model = _identity(cfg, arcface, device)
         doc = PF.project_folder(G, list(inputs), outdir, cfg, pti_cfg, batch_size, lpips_model, identity_model,
                                 network_sha256, align, crop, min_size, video, video_every, resume, rank, world_size,
-                                barrier, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet and rank == 0))
+                                barrier, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet and rank == 0),
+                                inversion=inv)
     except Exception as e:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error (ProjectionRunError is)
         raise as_click_error(e) from e
     if rank == 0 and doc is not None:
@@ -130,9 +138,14 @@ def _load(network, device):
     return nets['G_ema'].eval().requires_grad_(False), file_sha256(nets['path']), device
 
 
-def _lpips(cfg, pti_cfg, device):
-    needed = cfg.lpips_weight > 0 or (pti_cfg is not None and (pti_cfg.lpips_weight > 0 or pti_cfg.regularizer_lpips_weight > 0))
-    return P.default_lpips(device) if needed else None
+def _lpips(cfg, pti_cfg, device, inv):
+    for_pti = pti_cfg is not None and (pti_cfg.lpips_weight > 0 or pti_cfg.regularizer_lpips_weight > 0)
+    if not inv.optimizes and not for_pti and cfg.lpips_weight > 0:
+        model, note = I.optional_lpips(device)  # The encoder alone only reports LPIPS.
+        if note:
+            click.echo(f'note: {note}', err=True)
+        return model
+    return P.default_lpips(device) if cfg.lpips_weight > 0 or for_pti else None
 
 
 def _identity(cfg, arcface, device):

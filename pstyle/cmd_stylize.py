@@ -137,6 +137,8 @@ def _pipeline_options(f):
         click.option('--align/--no-align', default=True, show_default=True, help='FFHQ-align with dlib; --no-align: photos are already aligned squares.'),
         click.option('--landmarks', type=click.Path(dir_okay=False), default=None, help='dlib 68-point landmark model.'),
         click.option('--project-preset', type=click.Choice(['fast', 'default', 'best']), default='default', show_default=True, help='Projection preset (projectors/projector.py); `best` adds pivotal tuning.'),
+        click.option('--invert', type=click.Choice(['optimize', 'encoder', 'encoder+optimize']), default='optimize', show_default=True, help='Inversion into --base: optimize from the mean w, one forward pass of --encoder, or optimize from its latent.'),
+        click.option('--encoder', default=None, help='Encoder of --base for --invert encoder / encoder+optimize (pstyle train-encoder file, e4e/pSp checkpoint).'),
         click.option('--pti/--no-pti', 'pti', default=None, help='Pivotal tuning of the base per photo, blended with --styled [preset: best only].'),
         click.option('--pti-steps', type=click.IntRange(min=1), default=None, help='PTI steps [350].'),
         click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None, help='Projection steps (overrides the preset).'),
@@ -159,6 +161,7 @@ def _pipeline_config(kw, **extra):
                          align=kw.pop('align'), landmarks=kw.pop('landmarks'), project_preset=kw.pop('project_preset'),
                          project={k: v for k, v in project.items() if v is not None}, batch_size=kw.pop('batch_size'),
                          metrics=kw.pop('metrics'), device=kw.pop('device'), pti=kw.pop('pti'),
+                         invert=kw.pop('invert'), encoder=kw.pop('encoder'),
                          pti_settings=_pti_settings(kw.pop('pti_steps')), **extra)
 
 

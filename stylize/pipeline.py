@@ -20,6 +20,7 @@ from pstyle.models import deltas
 from pstyle.models import render as gen
 from pstyle.models import latents as latents_file
 from pstyle.projectors import align as A
+from pstyle.projectors import invert
 from pstyle.projectors import projector as P
 from pstyle.projectors import pti as T
 from pstyle.projectors.align import paste_back
@@ -45,6 +46,8 @@ class StylizeConfig:
     feather:        float = 0.1             # Paste-back soft edge (fraction of the face square).
     project_preset: str = 'default'         # projectors.projector.PRESETS ('fast', 'default', 'best').
     project:        dict = dataclasses.field(default_factory=dict)  # ProjectConfig overrides (num_steps, space, ...).
+    invert:         str = 'optimize'        # projectors.invert.INVERSIONS: optimize, encoder, encoder+optimize.
+    encoder:        str = None              # Encoder file (or short name) for the encoder inversions.
     pti:            bool = None             # Pivotal tuning of A per photo; None = the preset's choice (on for 'best').
     pti_settings:   dict = dataclasses.field(default_factory=dict)  # PTIConfig overrides (num_steps, ...).
     batch_size:     int = 4                 # Photos projected together (results do not depend on it).
@@ -129,22 +132,28 @@ class Projector:
     """Projects uint8 targets into one generator with a fixed config, LPIPS model and w statistics,
     and tunes the generator on each photo when pivotal tuning is on."""
 
-    def __init__(self, G, cfg, device, progress=None):
+    def __init__(self, G, cfg, device, progress=None, use_encoder=True):
         self.P = P
         self.progress = progress or (lambda total, desc: contextlib.nullcontext())  # torch_utils.progress.reporter
         self.G = G
         self.cfg = P.preset_config(cfg.project_preset, **cfg.project)
         self.pti_cfg = pti_config(cfg, self.cfg)
+        # The encoder belongs to the base generator: style images projected into B always optimize.
+        self.inversion = invert.prepare_inversion(cfg.invert, cfg.encoder, G, device, self.cfg.precision) \
+            if use_encoder else invert.Inversion()
         self.lpips = None
-        if self.cfg.lpips_weight > 0:
+        if self.cfg.lpips_weight > 0 and not self.inversion.optimizes and self.pti_cfg is None:
+            self.lpips = invert.optional_lpips(device)[0]  # Only reported: a missing file is no reason to stop.
+        elif self.cfg.lpips_weight > 0:
             self.lpips = P.default_lpips(device)  # A missing file stops the run here, once.
         self.w_stats = P.compute_w_stats(G, self.cfg.w_avg_samples, device=device)
         self.weights_sha256 = deltas.weights_sha256(G) if self.pti_cfg is not None else None
 
     def __call__(self, targets):
         """uint8 [N, H, W, 3] -> (ws [N, num_ws, w_dim], noise {layer: [N, 1, r, r]} or None, metrics)."""
-        with self.progress(self.cfg.num_steps, f'project {len(targets)} photo(s)') as bar:
-            result = self.P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats, progress=bar)
+        with self.progress(self.inversion.steps(self.cfg), f'project {len(targets)} photo(s)') as bar:
+            result = invert.invert(self.G, targets, self.inversion, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats,
+                                   progress=bar)
         return result.ws, result.noise, result.metrics
 
     def tune(self, target, ws, noise, delta_path, meta):
@@ -228,7 +237,7 @@ def image_projector(G, cfg, device, progress=None):
     prepared (aligned or not) and projected into G with `cfg`'s projection settings."""
     def project_images(arg):
         items = folder_run.plan(arg)
-        projector = Projector(G, cfg, device, progress)
+        projector = Projector(G, cfg, device, progress, use_encoder=False)
         targets = [prepare_photo(it.source, G.img_resolution, cfg)[0] for it in items]
         ws, _, _ = projector(np.stack(targets))
         return ws.cpu(), [it.name for it in items]
@@ -421,7 +430,7 @@ def _manifest(ctx, run):
         config=ctx.cfg.as_dict(), spec_text=ctx.cfg.spec.describe(),
         weights=models.weights, networks=dict(base=models.info['base'], styled=models.info['styled']),
         blend=models.info.get('blend'), runtime_differences=models.info.get('runtime_differences', []),
-        projection=projector.cfg.as_dict(), pti=projector.pti_cfg.as_dict() if projector.pti_cfg else None,
+        projection=projector.cfg.as_dict(), inversion=projector.inversion.describe(), pti=projector.pti_cfg.as_dict() if projector.pti_cfg else None,
         styles=ctx.style_names if ctx.style_names != [None] else None,
         metrics_available=ctx.scorer.available if ctx.scorer is not None else None,
         notes=ctx.scorer.notes if ctx.scorer is not None else [],

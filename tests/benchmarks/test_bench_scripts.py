@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
+from pstyle.models.checkpoint import save_network
 from pstyle.models.networks import Generator
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
@@ -78,3 +79,18 @@ def test_bench_serve_measures_every_mode_and_level_against_single(monkeypatch):
     assert all(r['ok'] == r['requests'] == 3 and r['p50_ms'] <= r['p99_ms'] for r in rows)
     assert all(r['throughput_vs_single'] > 0 for r in rows)
     assert [r['throughput_vs_single'] for r in rows if r['mode'] == 'single'] == [1.0, 1.0]
+
+
+def test_bench_inversion_compares_in_one_run(tmp_path, tiny_network_factory):
+    B = load('bench_inversion')
+    network = tmp_path / 'G.safetensors'
+    save_network(network, G_ema=tiny_network_factory())
+    out = tmp_path / 'inv.json'
+    result = CliRunner().invoke(B.main, ['--network', str(network), '--train-kimg', '0.032', '--count', '2', '--steps', '1',
+                                         '--e2e-steps', '2', '--e2e-count', '1', '--no-lpips', '--json', str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report['quality']) == {'encoder', 'encoder+optimize 1', 'optimize 1', 'optimize 4'}
+    assert report['mse_ratio'] == report['quality']['encoder+optimize 1']['mse'] / report['quality']['optimize 4']['mse']
+    assert report['end_to_end']['encoder']['num_ok'] == report['end_to_end']['optimize']['num_ok'] == 1
+    assert report['speedup'] > 0 and 'project' in report['end_to_end']['encoder']['stages']

@@ -185,7 +185,8 @@ def test_generator_files_are_not_encoders(fixtures, tmp_path, make_G):
                                               r'with encoder\.\* tensors \(it holds a generator only\)'):
         load_encoder(fixtures / 'rosinality_32.pt')
     save_network(tmp_path / 'G.safetensors', G_ema=make_G())
-    with pytest.raises(CheckpointError, match=r'G\.safetensors is a safetensors file'):
+    with pytest.raises(CheckpointError, match=r'G\.safetensors is a generator \(a portrait-stylegan network file\): '
+                                              r'give it as --network, not an encoder'):
         load_encoder(tmp_path / 'G.safetensors')
     torch.save(dict(state_dict={'decoder.style.1.weight': torch.zeros(2)}, latent_avg=torch.zeros(512)),
                tmp_path / 'decoder_only.pt')

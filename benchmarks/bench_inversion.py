@@ -1,0 +1,161 @@
+"""Inversion: encoder+optimize with N steps against optimize alone with 4N steps (reconstruction), and seconds per
+photo of `stylize --invert encoder` against `--invert optimize`, end to end, in one run on one machine.
+
+Targets are held-out renders of the generator (seeds from 100000 on, truncation psi 0.7: images the generator can
+reproduce, so the reconstruction error measures the inversion, not the generator's range) or `--photos DIR`.
+Without `--encoder`, one is trained first with `pstyle train-encoder`'s function for `--train-kimg`, and its
+training time is printed.
+
+    python benchmarks/bench_inversion.py                                  # the demo base network, quick
+    python benchmarks/bench_inversion.py --network G.pt --encoder enc.safetensors --steps 50 --count 16
+
+Rows: per method, mean reconstruction MSE (images in [-1, 1]) and LPIPS when its weights are present, seconds
+per photo; then the ratios `mse(encoder+optimize N) / mse(optimize 4N)` (<= 1: the encoder start is at least as
+good with a quarter of the steps) and `s/photo(optimize) / s/photo(encoder)` from the stylize manifests'
+per-photo stage times. Not a test: timings depend on the machine and its load (printed with the results).
+"""
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from PIL import Image
+
+from pstyle.models.checkpoint import load_network
+from pstyle.projectors import invert as I
+from pstyle.projectors import projector as P
+from pstyle.stylize import layer_weights as lw
+from pstyle.stylize import pipeline
+from pstyle.training.train_encoder import EncoderTrainConfig, train_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_network():
+    """The newest demo base snapshot carried in demo_runs/ (a 64x64 generator trained by this project)."""
+    found = sorted(REPO.glob('demo_runs/base/*/network-snapshot-*.pt'))
+    if not found:
+        raise click.UsageError('no demo snapshot under demo_runs/base: give --network')
+    return str(found[-1])
+
+
+@torch.no_grad()
+def held_out_targets(G, count, psi=0.7, first_seed=100_000):
+    """uint8 [count, C, H, W]: renders of seeds first_seed.. (NVIDIA's seed -> z), const noise."""
+    z = torch.from_numpy(np.stack([np.random.RandomState(first_seed + k).randn(G.z_dim) for k in range(count)])).float()
+    img = G(z, None, truncation_psi=psi, noise_mode='const')
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def photo_targets(folder, G, count):
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in ('.png', '.jpg', '.jpeg'))[:count]
+    images = [np.array(Image.open(p).convert('RGB').resize((G.img_resolution,) * 2, Image.Resampling.LANCZOS)) for p in paths]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def quality(G, inversion, targets, steps, lpips_model, cfg_kwargs):
+    """{method: {mse, lpips, s_per_photo}} for encoder, encoder+optimize N, optimize N and optimize 4N."""
+    runs = [('encoder', 'encoder', steps), (f'encoder+optimize {steps}', 'encoder+optimize', steps),
+            (f'optimize {steps}', 'optimize', steps), (f'optimize {4 * steps}', 'optimize', 4 * steps)]
+    w_stats = P.compute_w_stats(G, cfg_kwargs.get('w_avg_samples', 10000))
+    out = {}
+    for name, method, n in runs:
+        inv = I.Inversion(method, inversion.encoder if method != 'optimize' else None, inversion.batch_size)
+        cfg = P.ProjectConfig(num_steps=n, **cfg_kwargs)
+        start = time.perf_counter()
+        result = I.invert(G, targets, inv, cfg, lpips_model, w_stats=w_stats)
+        seconds = (time.perf_counter() - start) / len(targets)
+        lpips = [m['lpips'] for m in result.metrics if m['lpips'] is not None]
+        out[name] = dict(mse=float(np.mean([m['mse'] for m in result.metrics])),
+                         lpips=float(np.mean(lpips)) if lpips else None, s_per_photo=seconds)
+    return out
+
+
+def end_to_end(network, encoder, targets, steps, cfg_kwargs, tmp):
+    """Seconds per photo of the stylize pipeline (sum of the manifest's per-photo stage means) per inversion."""
+    photos = Path(tmp) / 'photos'
+    photos.mkdir(exist_ok=True)
+    for k, img in enumerate(targets.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(img).save(photos / f'{k:03d}.png')
+    out = {}
+    for method in ('encoder', 'optimize'):
+        cfg = pipeline.StylizeConfig(base=network, styled=network, spec=lw.make_spec(swap_res=8), align=False,
+                                     metrics=False, project=dict(cfg_kwargs, num_steps=steps), device='cpu',
+                                     invert=method, encoder=encoder if method == 'encoder' else None)
+        manifest = pipeline.stylize_photos(photos, Path(tmp) / method, cfg, log=lambda m: None)
+        stages = manifest['seconds']['per_photo']
+        out[method] = dict(s_per_photo=float(sum(stages.values())), stages=stages, num_ok=manifest['num_ok'])
+    return out
+
+
+def machine():
+    return dict(torch=torch.__version__, threads=torch.get_num_threads(), cpu=platform.processor() or platform.machine(),
+                cores=os.cpu_count(), python=platform.python_version(),
+                load_average=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None)
+
+
+@click.command()
+@click.option('--network', default=None, help='Generator [the newest demo base snapshot in demo_runs/].')
+@click.option('--encoder', default=None, help='Its encoder; none = train one first for --train-kimg.')
+@click.option('--train-kimg', type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True)
+@click.option('--photos', type=click.Path(exists=True, file_okay=False), default=None, help='Real photos instead of held-out renders.')
+@click.option('--count', type=click.IntRange(1), default=8, show_default=True, help='Photos.')
+@click.option('--steps', type=click.IntRange(1), default=25, show_default=True, help='N: encoder+optimize N vs optimize 4N.')
+@click.option('--e2e-steps', type=click.IntRange(1), default=500, show_default=True, help='Optimize steps of the end-to-end run (the default preset).')
+@click.option('--e2e-count', type=click.IntRange(0), default=4, show_default=True, help='Photos of the end-to-end run (0: skip it).')
+@click.option('--lpips/--no-lpips', 'use_lpips', default=True, show_default=True, help='LPIPS loss and metric (when its weights are present; else MSE).')
+@click.option('--threads', type=click.IntRange(0), default=0, help='torch CPU threads [torch default].')
+@click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Also write the results here.')
+def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_count, use_lpips, threads, json_path):
+    """encoder+optimize N vs optimize 4N (reconstruction); stylize --invert encoder vs optimize (s/photo)."""
+    if threads:
+        torch.set_num_threads(threads)
+    network = network or default_network()
+    G = load_network(network)['G_ema']
+    report = dict(machine=machine(), network=network)
+    click.echo(json.dumps(report))
+    lpips_model, note = I.optional_lpips('cpu') if use_lpips else (None, 'LPIPS off (--no-lpips)')
+    cfg_kwargs = dict(lpips_weight=1.0, mse_weight=0.0) if lpips_model is not None else dict(lpips_weight=0.0, mse_weight=1.0)
+    if note:
+        click.echo(f'note: {note.splitlines()[0][:160]}... optimising pixel MSE instead')
+    with tempfile.TemporaryDirectory() as tmp:
+        if encoder is None:
+            start = time.perf_counter()
+            encoder = str(train_encoder(EncoderTrainConfig(network=network, outdir=tmp, kimg=train_kimg, device='cpu',
+                                                           lpips_weight=0.8 if lpips_model is not None else 0.0),
+                                        log=lambda m: None))
+            report['encoder_training'] = dict(kimg=train_kimg, seconds=time.perf_counter() - start)
+            click.echo(f'trained an encoder for {train_kimg} kimg in {report["encoder_training"]["seconds"]:.0f} s')
+        inversion = I.prepare_inversion('encoder', encoder, G)
+        targets = photo_targets(photos, G, count) if photos else held_out_targets(G, count)
+        report['quality'] = q = quality(G, inversion, targets, steps, lpips_model, cfg_kwargs)
+        for name, row in q.items():
+            lp = f'  LPIPS {row["lpips"]:.4f}' if row['lpips'] is not None else ''
+            click.echo(f'{name:<22} MSE {row["mse"]:.5f}{lp}  {row["s_per_photo"]:.3f} s/photo')
+        ratio = q[f'encoder+optimize {steps}']['mse'] / q[f'optimize {4 * steps}']['mse']
+        report['mse_ratio'] = ratio
+        click.echo(f'MSE(encoder+optimize {steps}) / MSE(optimize {4 * steps}) = {ratio:.3f} (<= 1: the encoder start wins)')
+        if not e2e_count:
+            return _write(json_path, report)
+        report['end_to_end'] = e2e = end_to_end(network, encoder, targets[:e2e_count], e2e_steps, cfg_kwargs, tmp)
+        speedup = e2e['optimize']['s_per_photo'] / e2e['encoder']['s_per_photo']
+        report['speedup'] = speedup
+        click.echo(f'stylize s/photo: --invert encoder {e2e["encoder"]["s_per_photo"]:.3f}, --invert optimize '
+                   f'({e2e_steps} steps) {e2e["optimize"]["s_per_photo"]:.3f}: x{speedup:.1f}')
+    _write(json_path, report)
+
+
+def _write(json_path, report):
+    if json_path:
+        with open(json_path, 'w') as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()  # pylint: disable=no-value-for-parameter
