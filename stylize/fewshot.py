@@ -29,7 +29,7 @@ from pstyle.models import render as gen
 from pstyle.models import wplus
 from pstyle.models.checkpoint import load_network, torch_load_checked
 from pstyle.projectors import projector as P
-from pstyle.stylize import files, layer_weights
+from pstyle.stylize import blend, files, layer_weights
 from pstyle.stylize import pipeline as pipe
 from pstyle.torch_utils import misc
 from pstyle.torch_utils.fileio import atomic_torch_save, sha256_file
@@ -301,6 +301,18 @@ def finetune(G, targets, ws_ref, row_weights, cfg, D=None, lpips_model=None, sta
 def tuned_generator(G, delta, scale=1.0):
     """A copy of G with `delta` applied (scale as `models.deltas.apply_delta`)."""
     return deltas.apply_delta(copy.deepcopy(G), delta, scale=scale)
+
+
+def styled_generator(G, path, alpha=1.0, row_weights=None):
+    """A copy of G with the style (or PTI) delta at `path`: every tensor at base + alpha * w * (tuned - base), w the
+    weight of the W+ row owning it (`stylize.blend.parameter_weights`; 1 everywhere without row_weights).
+    alpha 0 is the base, 1 the tuned network. A delta made for another network is refused, naming both hashes."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f'--delta-alpha must be in [0, 1] (0 = base, 1 = tuned), got {alpha}')
+    scale = alpha
+    if row_weights is not None:
+        scale = {n: alpha * w for n, w in blend.parameter_weights(G, row_weights).items()}
+    return deltas.load_tuned_generator(G, path, scale)
 
 
 # ----------------------------------------------------------------------------
