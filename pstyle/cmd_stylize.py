@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pstyle.options import FINITE_FLOAT
+from pstyle.options import FINITE_FLOAT, styled_delta_options
 from pstyle.stylize import layer_weights as lw
 from pstyle.models.render import pick_device
 from pstyle.stylize.files import table_generator
@@ -19,6 +19,7 @@ from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.stylize.pipeline import stylize_photos
 from pstyle.stylize.pipeline import image_projector
 from pstyle.stylize import grid
+from pstyle.stylize.fewshot import styled_generator
 from pstyle.torch_utils import progress
 
 _ERRORS = (ValueError, FileNotFoundError, RuntimeError, KeyError)
@@ -116,9 +117,10 @@ _SOURCES = 'seeds:LIST, latents:FILE[:NAMES|INDICES] (names are file stems) or i
 @click.option('--force', is_flag=True, help='Use latents recorded for another network anyway.')
 @click.option('--device', default='auto', show_default=True)
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
+@styled_delta_options
 @_click_errors
 def mix(network, content, style, truncation_psi, noise_mode, align, project_preset, num_steps, lpips_weight, mse_weight,
-        force, device, outdir, **kw):
+        force, device, outdir, styled_delta, delta_alpha, **kw):
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
     device = _device(device)
     G, info = load_generator(network, device)
@@ -127,7 +129,8 @@ def mix(network, content, style, truncation_psi, noise_mode, align, project_pres
     project = dict(num_steps=num_steps, lpips_weight=lpips_weight, mse_weight=mse_weight)
     cfg = StylizeConfig(base=network, mix_style='images', align=align, project_preset=project_preset, pti=False,
                         project={k: v for k, v in project.items() if v is not None}, device=device)
-    result = mixing.run_mix(G, content, style, weights, truncation_psi, noise_mode, project_fn=image_projector(G, cfg, device),
+    G_render = G if styled_delta is None else styled_generator(G, styled_delta, delta_alpha)  # Images project into G.
+    result = mixing.run_mix(G_render, content, style, weights, truncation_psi, noise_mode, project_fn=image_projector(G, cfg, device),
                             network_sha256=info['sha256'], force=force)
     names = mixing.save_mix(result, outdir, info['sha256'])
     write_json(outdir / 'manifest.json', dict(kind='pstyle mix', network=info, content=content, style=style,
@@ -183,12 +186,16 @@ def _pti_settings(num_steps):
 @click.option('--feather', type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help='Paste-back soft edge.')
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
+@styled_delta_options
 @_click_errors
-def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, **kw):
+def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, quiet, styled_delta, delta_alpha, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
+    if styled_delta is not None and all(kw[k] is None for k in ('weights', 'swap_res', 'preset', 'rows')):
+        kw['preset'] = 'all'  # A few-shot style is the whole tuned network unless rows are chosen.
     spec = _spec(kw)
-    cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather)
+    cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather,
+                           styled_delta=styled_delta, delta_alpha=delta_alpha)
     manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
     click.echo(f'{manifest["num_ok"]} of {manifest["num_photos"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')
     for note in manifest['notes']:
