@@ -95,6 +95,25 @@ def tuned_names(G, tune_rows=None):
     return names
 
 
+def factor_shape(shape, rank):
+    """(m, n) of the matrix a tensor of `shape` is tuned as at `rank` ([out, in * k * k]), or None when it stays
+    full: 1-D tensors, rank 0, and matrices whose factors would not be smaller (r (m + n) >= m n)."""
+    if not rank or len(shape) < 2:
+        return None
+    m = int(shape[0])
+    n = int(np.prod(shape[1:]))
+    return (m, n) if rank * (m + n) < m * n else None
+
+
+def delta_size(shapes, rank, bytes_per_value=2):
+    """Bytes of a delta over tensors of these shapes, tuned at `rank` (0 = full), stored `bytes_per_value` each."""
+    values = 0
+    for shape in shapes:
+        mn = factor_shape(shape, rank)
+        values += rank * sum(mn) if mn is not None else int(np.prod(shape))
+    return values * bytes_per_value
+
+
 class DeltaParams:
     """The trainable delta of each tuned tensor: full (zeros at the start) or factors u [m, r] (zeros) and
     v [r, n] (N(0, 1/r), drawn from `seed`), so that tuning starts at the base network exactly."""
@@ -107,9 +126,8 @@ class DeltaParams:
         generator = torch.Generator().manual_seed(int(seed))
         for n in names:
             w = self.base[n]
-            m = w.shape[0] if w.ndim >= 2 else 0
-            k = w.numel() // max(m, 1)
-            if rank and w.ndim >= 2 and rank * (m + k) < m * k:
+            if (mk := factor_shape(w.shape, rank)) is not None:
+                m, k = mk
                 v = torch.randn([rank, k], generator=generator) / np.sqrt(rank)
                 self.tensors[n + deltas.LOWRANK_SUFFIXES[0]] = torch.zeros([m, rank], device=w.device)
                 self.tensors[n + deltas.LOWRANK_SUFFIXES[1]] = v.to(w.device)

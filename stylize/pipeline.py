@@ -62,7 +62,8 @@ class StylizeConfig:
         if self.styled is not None and self.styled_delta is not None:
             raise ValueError('give only one of --styled and --styled-delta (both are model B)')
         if self.styled is None and self.styled_delta is None and self.mix_style is None:
-            raise ValueError('nothing to stylize with: give --styled or --styled-delta (layer swapping) and/or --mix-style (latent mixing)')
+            raise ValueError('nothing to stylize with: give --styled (layer swapping) and/or --mix-style (latent mixing); '
+                             '--styled-delta is a --styled made from a weight delta')
         if self.mapping not in blend.MAPPING_MODES:
             raise ValueError(f'mapping must be one of {", ".join(blend.MAPPING_MODES)}, got {self.mapping!r}')
         if self.batch_size < 1:
