@@ -54,6 +54,7 @@ class FewshotConfig:
     distance:           str = 'l1'      # Between D features: 'l1' (JoJoGAN) or 'l2'.
     tune_rows:          str = None      # W+ row spec: tune only the tensors those rows own; None = all of synthesis.
     rank:               int = 0         # 0 = full-rank tuning; R = W0 + U V with U [out, R], V [R, in*k*k].
+    factor_lr_scale:    float = 4.0     # Learning rate of U and V relative to full tensors (benchmarks/bench_fewshot.py).
     samples:            int = 1         # Mixed latents per reference and step.
     precision:          str = 'fp32'    # 'fp32', 'bf16' (CPU/GPU autocast) or 'fp16' (CUDA).
     seed:               int = 0         # Random latents and the initial V factors.
@@ -66,8 +67,8 @@ class FewshotConfig:
         for name, value in positive.items():
             if int(value) != value or value < 1:
                 raise ValueError(f'few-shot {name} must be a positive integer, got {value}')
-        if not self.learning_rate > 0:
-            raise ValueError(f'few-shot learning rate must be > 0, got {self.learning_rate}')
+        if not (self.learning_rate > 0 and self.factor_lr_scale > 0):
+            raise ValueError(f'few-shot learning rates must be > 0, got {self.learning_rate} (x {self.factor_lr_scale} for factors)')
         if int(self.rank) != self.rank or self.rank < 0:
             raise ValueError(f'--rank must be an integer >= 0 (0 = full rank), got {self.rank}')
         choices = dict(loss=(self.loss, LOSSES), distance=(self.distance, DISTANCES),
@@ -139,6 +140,13 @@ class DeltaParams:
 
     def parameters(self):
         return list(self.tensors.values())
+
+    def param_groups(self, lr, factor_lr_scale):
+        """Adam groups: full tensors at `lr`, low-rank factors at `lr * factor_lr_scale` (U starts at zero, so
+        the delta of a factored tensor grows more slowly than a full one at the same rate)."""
+        factors = [t for k, t in self.tensors.items() if k.endswith(deltas.LOWRANK_SUFFIXES)]
+        full = [t for k, t in self.tensors.items() if not k.endswith(deltas.LOWRANK_SUFFIXES)]
+        return [g for g in (dict(params=full, lr=lr), dict(params=factors, lr=lr * factor_lr_scale)) if g['params']]
 
     def delta_of(self, n):
         if n in self.factored:
@@ -290,7 +298,7 @@ def finetune(G, targets, ws_ref, row_weights, cfg, D=None, lpips_model=None, sta
     if cfg.loss == 'lpips' and lpips_model is None:
         lpips_model = P.default_lpips(device)
     tunable = DeltaParams(G, tuned_names(G, cfg.tune_rows), cfg.rank, cfg.seed)
-    opt = torch.optim.Adam(tunable.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
+    opt = torch.optim.Adam(tunable.param_groups(cfg.learning_rate, cfg.factor_lr_scale), betas=(cfg.beta1, cfg.beta2))
     fingerprint = _fingerprint(G, cfg, ws_ref, row_weights)
     start, history = 0, []
     if resume and state_path is not None and Path(state_path).is_file():
