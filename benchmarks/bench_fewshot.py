@@ -101,6 +101,7 @@ def bench_speed(precisions=('fp32', 'bf16'), steps=2, g_config=PAPER_256, d_conf
         FS.finetune(G, targets, ws_ref, row_weights, cfg, D=D, callback=lambda step, _: stamps.append(time.perf_counter()))
         per_step = statistics.median(np.diff(stamps)) if len(stamps) > 1 else float('nan')
         rows.append(dict(precision=precision, s_per_step=per_step, s_per_300_steps=300 * per_step))
+        print(f'    ({precision}: {per_step:.2f} s/step)', file=sys.stderr, flush=True)  # Long runs: as measured.
     fp32 = rows[0]['s_per_step']
     for row in rows:
         row['vs_fp32'] = row['s_per_step'] / fp32
@@ -137,6 +138,7 @@ def main(argv=None):
     parser.add_argument('--quality-ranks', default='0,4,16', help='(b) ranks to tune (0 = full)')
     parser.add_argument('--quality-steps', type=int, default=100)
     parser.add_argument('--time-steps', type=int, default=2, help='(c) timed steps per precision (after one warm-up)')
+    parser.add_argument('--precisions', default='fp32,bf16', help='(c) precisions to time; the first is the baseline')
     parser.add_argument('--skip', default='', help='comma list of sizes,quality,speed to skip')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--out', default=None, help='write the results as JSON')
@@ -147,7 +149,7 @@ def main(argv=None):
     results = {}
     runs = dict(sizes=lambda: bench_sizes(ranks=[int(r) for r in args.ranks.split(',')]),
                 quality=lambda: bench_quality([int(r) for r in args.quality_ranks.split(',')], args.quality_steps),
-                speed=lambda: bench_speed(steps=args.time_steps))
+                speed=lambda: bench_speed(args.precisions.split(','), steps=args.time_steps))
     for name, run in runs.items():
         if name not in skip:
             results[name] = run()

@@ -300,3 +300,18 @@ def test_commands_refuse_a_delta_of_another_network(cli_files, fewshot_case):
     result = invoke('stylize', '--photos', root / 'ref0.png', '--base', root / 'other.pt', '--styled', root / 'base.pt',
                     '--styled-delta', style, '--outdir', root / 's', '--no-align', '--device', 'cpu')
     assert result.exit_code == 1 and 'give only one of --styled and --styled-delta' in result.output
+
+
+def test_pti_with_a_rank_saves_factors_and_returns_what_they_give_back(fewshot_case, tmp_path):
+    from pstyle.projectors import pti as T
+    G, case = fewshot_case['G'], fewshot_case
+    cfg = T.pti_config(num_steps=2, rank=2, lpips_weight=0.0, regularizer_lpips_weight=0.0)
+    path = tmp_path / 'p.safetensors'
+    G_tuned, info = T.tune_and_save(G, case['targets'][:1], case['ws_ref'][:1], None, cfg, None, path,
+                                    deltas.weights_sha256(G))
+    loaded, meta = deltas.load_delta(path)
+    assert meta['kind'] == 'pti' and any(isinstance(d, deltas.LowRank) for d in loaded.values())
+    back = deltas.load_tuned_generator(G, path).state_dict()
+    assert all(torch.equal(back[n], t) for n, t in G_tuned.state_dict().items())
+    with pytest.raises(ValueError, match='PTI rank must be an integer >= 0'):
+        T.pti_config(rank=-1)
