@@ -1,7 +1,7 @@
 """Few-shot styles benchmark (issue #14): delta sizes at 1024x1024, low-rank vs full-rank tuning, CPU fp32 vs bf16.
 
     python benchmarks/bench_fewshot.py                                  # quick defaults (a couple of minutes on 2 CPUs)
-    python benchmarks/bench_fewshot.py --quality-steps 100 --time-steps 300 --out bench_fewshot.json
+    python benchmarks/bench_fewshot.py --quality-steps 300 --time-steps 300 --precisions fp32,bf16 --out bench_fewshot.json
 
 (a) sizes: the official 1024x1024 generator (z_dim = w_dim = 512, channel_base 32768, 8 mapping layers) built under
     FakeTensorMode (shapes only, no weights allocated): bytes of the network (fp32, as saved) against the style delta
@@ -13,6 +13,7 @@
 (c) speed: seconds per few-shot step at 256x256 (NVIDIA's paper256 G and D, two references) in fp32 and under bf16
     autocast, and the ratio; x 300 gives the issue's 300-step figure.
 Timings are medians of the timed steps after one warm-up step; nothing here is compared with another run.
+Everything runs on the CPU (no GPU path yet).
 """
 
 import argparse
@@ -138,7 +139,8 @@ def main(argv=None):
     parser.add_argument('--quality-ranks', default='0,4,16', help='(b) ranks to tune (0 = full)')
     parser.add_argument('--quality-steps', type=int, default=100)
     parser.add_argument('--time-steps', type=int, default=2, help='(c) timed steps per precision (after one warm-up)')
-    parser.add_argument('--precisions', default='fp32,bf16', help='(c) precisions to time; the first is the baseline')
+    parser.add_argument('--precisions', default=None, help='(c) precisions to time, the first is the baseline '
+                        '[fp32,bf16; fp32 alone on CPUs without native bf16, where bf16 steps take many minutes]')
     parser.add_argument('--skip', default='', help='comma list of sizes,quality,speed to skip')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--out', default=None, help='write the results as JSON')
@@ -146,6 +148,10 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(',')))
+    if args.precisions is None:
+        args.precisions = 'fp32,bf16' if cpu_has_fast_bf16() else 'fp32'
+        if args.precisions == 'fp32' and 'speed' not in skip:
+            print('(c) bf16 skipped: this CPU has no native bf16 (give --precisions fp32,bf16 to time it anyway)')
     results = {}
     runs = dict(sizes=lambda: bench_sizes(ranks=[int(r) for r in args.ranks.split(',')]),
                 quality=lambda: bench_quality([int(r) for r in args.quality_ranks.split(',')], args.quality_steps),
