@@ -54,6 +54,8 @@ def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, 
         raise click.UsageError('give exactly one of --seeds and --projected-w')
     if pti and projected_w is None:
         raise click.UsageError('--pti goes with --projected-w')
+    if pti and styled_delta is not None:
+        raise click.UsageError('--pti and --styled-delta cannot be combined: PTI deltas are tied to the base network')
     saved, tiles = 0, []
     try:
         G, network_sha256 = _load_G(network, device, with_sha256=True)

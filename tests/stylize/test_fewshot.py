@@ -297,6 +297,9 @@ def test_commands_refuse_a_delta_of_another_network(cli_files, fewshot_case):
     result = invoke('mix', '--network', root / 'other.pt', '--content', 'seeds:0', '--style', 'seeds:1', '--outdir',
                     root / 'm', '--styled-delta', style, '--device', 'cpu')
     assert result.exit_code == 1 and 'this delta was made for the network' in result.output
+    result = invoke('generate', '--network', root / 'base.pt', '--projected-w', style, '--pti', '--outdir', root / 'g',
+                    '--styled-delta', style)
+    assert result.exit_code == 2 and '--pti and --styled-delta cannot be combined' in result.output
     result = invoke('stylize', '--photos', root / 'ref0.png', '--base', root / 'other.pt', '--styled', root / 'base.pt',
                     '--styled-delta', style, '--outdir', root / 's', '--no-align', '--device', 'cpu')
     assert result.exit_code == 1 and 'give only one of --styled and --styled-delta' in result.output
