@@ -124,7 +124,7 @@ def bench_pipeline(device, steps, count, pti_steps=0):
                                 pti=pti_steps > 0, pti_settings=dict(num_steps=pti_steps) if pti_steps else {})
             t0 = time.perf_counter()
             manifest = stylize_photos(photos, tmp / f'out_{label}', cfg, log=lambda _: None)
-            results[label] = dict(photos=manifest['num_photos'], ok=manifest['num_ok'],
+            results[label] = dict(photos=manifest['num_items'], ok=manifest['num_ok'],
                                   total_s=time.perf_counter() - t0, once_s=manifest['seconds'] | {'per_photo': None},
                                   per_photo_s=manifest['seconds']['per_photo'], notes=manifest['notes'])
     return results

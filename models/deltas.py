@@ -1,10 +1,18 @@
-"""Weight deltas (pivotal tuning per photo): the only reader and writer of delta files, and the weights hash
-that ties a delta or a latents file to its base network."""
+"""Weight deltas (pivotal tuning per photo, few-shot styles): the only reader and writer of delta files, and
+the weights hash that ties a delta or a latents file to its base network.
+
+A delta maps parameter names to `tuned - base`, either as a full tensor or as low-rank factors
+`LowRank(u [m, r], v [r, n])` with `tuned - base = (u @ v).reshape(shape)` (LoRA's parametrisation, Hu et al.
+2021, Eq. 3, applied to every weight flattened to [out, in * k * k]). Files: version 2 (`pstyle-delta`) holds
+both kinds; version 1 (`pstyle-pti-delta`, full tensors only, written before styles existed) still loads.
+"""
 
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from pstyle.torch_utils.fileio import atomic_path
@@ -12,13 +20,29 @@ from pstyle.torch_utils.folder_run import IMAGE_EXTENSIONS
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-DELTA_FORMAT = 'pstyle-pti-delta'
-
-
-DELTA_VERSION = 1
+DELTA_FORMAT = 'pstyle-delta'
+DELTA_VERSION = 2
+LEGACY_FORMATS = {'pstyle-pti-delta': 1}  # Full tensors only; read, never written.
+DELTA_KINDS = ('pti', 'style')
+LOWRANK_SUFFIXES = ('.lowrank_u', '.lowrank_v')  # File keys of a factorised tensor: <name>.lowrank_u, <name>.lowrank_v.
 
 
 DELTA_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+class LowRank(NamedTuple):
+    """tuned - base = (u @ v).reshape(shape): u [m, r], v [r, n], m * n = numel(shape)."""
+    u: torch.Tensor
+    v: torch.Tensor
+    shape: tuple
+
+    def full(self):
+        return (self.u.float() @ self.v.float()).reshape(self.shape)
+
+
+def dense(d):
+    """A delta entry (tensor or LowRank) as a float32 tensor."""
+    return d.full() if isinstance(d, LowRank) else d.float()
 
 
 @torch.no_grad()
@@ -37,59 +61,118 @@ def compute_delta(G_base, G_tuned, dtype='fp32'):
 
 
 @torch.no_grad()
-def apply_delta(G, delta, base_sha256=None):
-    """Add a delta to G's parameters in place (checks the base network when `base_sha256` is given)."""
+def apply_delta(G, delta, base_sha256=None, scale=1.0):
+    """Add a delta to G's parameters in place (checks the base network when `base_sha256` is given).
+
+    scale: a float, or {name: float} (missing names: 0), multiplying each tensor's delta: the lerp
+    base + s * (tuned - base) between the base (0) and the tuned network (1)."""
     if base_sha256 is not None:
         actual = weights_sha256(G)
         if actual != base_sha256:
             raise ValueError(f'this delta was made for the network with weights sha256 {base_sha256[:16]}..., '
                              f'but the given network has {actual[:16]}...: load the same base network')
     params = dict(G.named_parameters())
-    bad = [n for n in delta if n not in params or params[n].shape != delta[n].shape]
+    bad = [n for n in delta if n not in params or tuple(params[n].shape) != tuple(delta[n].shape)]
     if bad:
         raise ValueError(f'the delta does not fit this network: {", ".join(bad[:5])}')
     for name, d in delta.items():
+        s = scale.get(name, 0.0) if isinstance(scale, dict) else scale
+        if s == 0:
+            continue
         p = params[name]
-        p.copy_((p.float() + d.to(p.device, torch.float32)).to(p.dtype))
+        d = dense(d).to(p.device)
+        p.copy_((p.float() + (d if s == 1 else s * d)).to(p.dtype))
     return G
 
 
-def save_delta(path, delta, base_sha256, meta=None):
+@torch.no_grad()
+def factorize(delta, rank):
+    """Truncated SVD of each matrix-shaped entry to rank `rank` (the best rank-r approximation in Frobenius
+    norm, Eckart-Young); entries where factors would not be smaller, and 1-D ones, stay full."""
+    out = {}
+    for name, d in delta.items():
+        d = dense(d)
+        m = d.shape[0] if d.ndim >= 2 else 0
+        n = d.numel() // max(m, 1)
+        if d.ndim < 2 or rank * (m + n) >= m * n:
+            out[name] = d
+            continue
+        U, S, Vh = torch.linalg.svd(d.reshape(m, n), full_matrices=False)
+        out[name] = LowRank(U[:, :rank] * S[:rank], Vh[:rank], tuple(d.shape))
+    return out
+
+
+def cast_delta(delta, dtype='fp32'):
+    """Every tensor (and factor) of a delta in `dtype` (fp32, fp16, bf16), on the CPU and contiguous."""
+    if dtype not in DELTA_DTYPES:
+        raise ValueError(f'delta dtype must be one of {", ".join(DELTA_DTYPES)}, got {dtype!r}')
+    cast = lambda t: t.detach().to('cpu', DELTA_DTYPES[dtype]).contiguous()
+    return {n: LowRank(cast(d.u), cast(d.v), tuple(d.shape)) if isinstance(d, LowRank) else cast(d)
+            for n, d in delta.items()}
+
+
+def save_delta(path, delta, base_sha256, meta=None, kind='pti'):
     """Write a delta as `.safetensors` (default) or `.pt` (a plain dict, loadable with weights_only)."""
+    if kind not in DELTA_KINDS:
+        raise ValueError(f'delta kind must be one of {", ".join(DELTA_KINDS)}, got {kind!r}')
     path = Path(path)
-    info = dict(format=DELTA_FORMAT, version=DELTA_VERSION, base_weights_sha256=base_sha256, meta=meta or {})
+    tensors, lowrank = {}, {}
+    for name, d in delta.items():
+        if isinstance(d, LowRank):
+            tensors[name + LOWRANK_SUFFIXES[0]], tensors[name + LOWRANK_SUFFIXES[1]] = d.u.contiguous(), d.v.contiguous()
+            lowrank[name] = list(d.shape)
+        else:
+            tensors[name] = d.contiguous()
+    info = dict(format=DELTA_FORMAT, version=DELTA_VERSION, kind=kind, base_weights_sha256=base_sha256,
+                lowrank=lowrank, meta=meta or {})
     with atomic_path(path) as tmp:
         if path.suffix == '.pt':
-            torch.save(dict(info=json.dumps(info), delta=delta), tmp)
+            torch.save(dict(info=json.dumps(info), delta=tensors), tmp)
         else:
-            save_file(delta, str(tmp), metadata=dict(pstyle=json.dumps(info)))
+            save_file(tensors, str(tmp), metadata=dict(pstyle=json.dumps(info)))
     return path
 
 
 def load_delta(path):
-    """(delta {name: tensor}, info dict with base_weights_sha256 and meta) from `save_delta`'s file."""
+    """(delta {name: tensor or LowRank}, info dict with base_weights_sha256, kind and meta) from `save_delta`'s
+    file, or from a version 1 PTI delta."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'{path}: no such PTI delta file')
+        raise FileNotFoundError(f'{path}: no such PTI delta file or style delta file')
     try:
         if path.suffix == '.pt':
             payload = torch.load(path, map_location='cpu', weights_only=True)
-            info, delta = json.loads(payload['info']), payload['delta']
+            info, tensors = json.loads(payload['info']), payload['delta']
         else:
             with safe_open(str(path), framework='pt') as f:
                 info = json.loads((f.metadata() or {})['pstyle'])
-                delta = {k: f.get_tensor(k) for k in f.keys()}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 -- any decoding problem is the same error for the user
-        raise ValueError(f'{path}: not a PTI delta file ({type(e).__name__}: {e})') from e
-    if info.get('format') != DELTA_FORMAT:
-        raise ValueError(f'{path}: not a PTI delta file (format {info.get("format")!r})')
+        raise ValueError(f'{path}: not a PTI delta file or style delta file ({type(e).__name__}: {e})') from e
+    fmt = info.get('format')
+    if not (fmt == DELTA_FORMAT or LEGACY_FORMATS.get(fmt) == info.get('version')):
+        raise ValueError(f'{path}: not a PTI delta file or style delta file (format {fmt!r})')
+    info.setdefault('kind', 'pti')
+    delta = {}
+    for name, shape in info.get('lowrank', {}).items():
+        keys = [name + s for s in LOWRANK_SUFFIXES]
+        if any(k not in tensors for k in keys):
+            raise ValueError(f'{path}: the factors of {name} are missing from the file')
+        delta[name] = LowRank(tensors.pop(keys[0]), tensors.pop(keys[1]), tuple(shape))
+        if delta[name].u.shape[0] * delta[name].v.shape[1] != math.prod(shape):
+            raise ValueError(f'{path}: the factors of {name} do not make a tensor of shape {shape}')
+    delta.update(tensors)
     return delta, info
 
 
-def load_tuned_generator(G, path):
-    """A copy of G with the PTI delta at `path` applied (the base network is checked)."""
+def load_tuned_generator(G, path, scale=1.0):
+    """A copy of G with the delta at `path` applied (the base network is checked); `scale` as in `apply_delta`:
+    0 is the base, 1 the tuned network, a dict {name: weight} weights each tensor."""
     delta, info = load_delta(path)
-    return apply_delta(copy.deepcopy(G), delta, base_sha256=info['base_weights_sha256'])
+    try:
+        return apply_delta(copy.deepcopy(G), delta, base_sha256=info['base_weights_sha256'], scale=scale)
+    except ValueError as e:
+        raise ValueError(f'{path}: {e}') from None
 
 
 def delta_paths(latents_path, names):
@@ -115,7 +198,9 @@ def delta_paths(latents_path, names):
 
 
 def delta_nbytes(delta):
-    return int(sum(t.numel() * t.element_size() for t in delta.values()))
+    """Bytes of the tensors (the factors, for low-rank entries)."""
+    tensors = [t for d in delta.values() for t in ((d.u, d.v) if isinstance(d, LowRank) else (d,))]
+    return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
 def weights_sha256(module):

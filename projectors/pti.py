@@ -44,6 +44,7 @@ class PTIConfig:
     precision:                          str = 'fp32'
     seed:                               int = 0
     delta_dtype:                        str = 'fp32'    # Storage of the weight delta: fp32, fp16 or bf16.
+    rank:                               int = 0         # Store weight deltas as rank-R factors (truncated SVD); 0 = full.
 
     def check(self):
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
@@ -56,6 +57,8 @@ class PTIConfig:
             raise ValueError(f'delta_dtype must be one of {", ".join(D.DELTA_DTYPES)}, got {self.delta_dtype!r}')
         if self.precision not in P.PRECISIONS:
             raise ValueError(f'precision must be one of {P.PRECISIONS}, got {self.precision!r}')
+        if int(self.rank) != self.rank or self.rank < 0:
+            raise ValueError(f'PTI rank must be an integer >= 0 (0 = full deltas), got {self.rank}')
         if isinstance(self.trainable, str):
             self.trainable = tuple(p.strip() for p in self.trainable.split(',') if p.strip())
         if not self.trainable:
@@ -170,8 +173,11 @@ def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, met
     """
     start = time.time()
     G_tuned, info = tune(G, target, ws, noise, cfg, lpips_model, progress=progress)
-    delta = D.compute_delta(G, G_tuned, cfg.delta_dtype)
+    delta = D.compute_delta(G, G_tuned)
+    delta = D.cast_delta(D.factorize(delta, cfg.rank) if cfg.rank else delta, cfg.delta_dtype)
     D.save_delta(path, delta, base_sha256, meta)
+    if cfg.rank:
+        G_tuned = D.apply_delta(copy.deepcopy(G), delta)  # What the stored factors give back.
     return G_tuned, dict(steps=info['steps'], seconds=time.time() - start, delta_bytes=D.delta_nbytes(delta))
 
 

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     'layers':      ('pstyle.cmd_stylize', 'layers'),
     'stylize':     ('pstyle.cmd_stylize', 'stylize'),
     'stylize-grid': ('pstyle.cmd_stylize', 'stylize_grid'),
+    'fewshot':     ('pstyle.cmd_fewshot', 'fewshot_command'),
     'dataset':     ('pstyle.cmd_dataset', 'dataset'),
     'train':       ('pstyle.cmd_train', 'train'),
     'train-encoder': ('pstyle.cmd_train_encoder', 'train_encoder_cmd'),

@@ -5,10 +5,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pstyle.options import FINITE_FLOAT, as_click_error
+from pstyle.options import FINITE_FLOAT, as_click_error, styled_delta_options
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
 from pstyle.metrics.weights import file_sha256
+from pstyle.stylize.fewshot import styled_generator
 
 
 def _load_G(network, device, with_sha256=False):
@@ -45,15 +46,21 @@ MAX_GRID = 4096  # A grid is one image in memory: beyond this, use the per-seed 
 @click.option('--pti', is_flag=True, help='With --projected-w: render each image with its pivotal-tuning delta (pti/ beside the latents).')
 @click.option('--force', is_flag=True, help='With --projected-w: render latents recorded for another network anyway.')
 @click.option('--grid', is_flag=True, help='Also save all images as one grid.png.')
-def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, pti, force, grid):
+@styled_delta_options
+def generate(network, truncation_psi, truncation_cutoff, class_idx, noise_mode, precision, batch_size, device, outdir, seeds, projected_w, pti, force, grid,
+             styled_delta, delta_alpha):
     """Generate images from seeds or from saved W / W+ latents."""
     if (seeds is None) == (projected_w is None):
         raise click.UsageError('give exactly one of --seeds and --projected-w')
     if pti and projected_w is None:
         raise click.UsageError('--pti goes with --projected-w')
+    if pti and styled_delta is not None:
+        raise click.UsageError('--pti and --styled-delta cannot be combined: PTI deltas are tied to the base network')
     saved, tiles = 0, []
     try:
         G, network_sha256 = _load_G(network, device, with_sha256=True)
+        if styled_delta is not None:
+            G = styled_generator(G, styled_delta, delta_alpha)
         if seeds is not None:
             seed_list = gen.parse_range(seeds)
             if grid and len(seed_list) > MAX_GRID:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from pstyle.options import FINITE_FLOAT, as_click_error
+from pstyle.options import FINITE_FLOAT, as_click_error, styled_delta_options
 from pstyle.stylize import layer_weights as lw
 from pstyle.models.render import pick_device
 from pstyle.stylize.files import table_generator
@@ -19,6 +19,7 @@ from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.stylize.pipeline import stylize_photos
 from pstyle.stylize.pipeline import image_projector
 from pstyle.stylize import grid
+from pstyle.stylize.fewshot import styled_generator
 from pstyle.torch_utils import progress
 
 
@@ -113,16 +114,20 @@ _SOURCES = 'seeds:LIST, latents:FILE[:NAMES|INDICES] (names are file stems) or i
 @click.option('--force', is_flag=True, help='Use latents recorded for another network anyway.')
 @click.option('--device', default='auto', show_default=True)
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
+@styled_delta_options
 @_click_errors
 def mix(network, content, style, truncation_psi, noise_mode, align, project_preset, num_steps, lpips_weight, mse_weight,
-        force, device, outdir, **kw):
+        force, device, outdir, styled_delta, delta_alpha, **kw):
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
     device = _device(device)
     G, info = load_generator(network, device)
     project = dict(num_steps=num_steps, lpips_weight=lpips_weight, mse_weight=mse_weight)
     cfg = StylizeConfig(base=network, mix_style='images', align=align, project_preset=project_preset, pti=False,
                         project={k: v for k, v in project.items() if v is not None}, device=device)
-    manifest = mixing.mix_to_folder(G, content, style, _spec(kw), outdir, truncation_psi, noise_mode,
+    G_render = G if styled_delta is None else styled_generator(G, styled_delta, delta_alpha)  # Images project into G.
+    if styled_delta is not None:
+        info = dict(info, styled_delta=str(styled_delta), delta_alpha=delta_alpha)
+    manifest = mixing.mix_to_folder(G_render, content, style, _spec(kw), outdir, truncation_psi, noise_mode,
                                     project_fn=image_projector(G, cfg, device), network_info=info, force=force)
     click.echo(lw.format_weights(G, np.array(manifest['weights'])))
     click.echo(f'saved {len(manifest["images"])} mixes, grid.png and latents.npz to {outdir}')
@@ -179,12 +184,16 @@ def _pti_settings(num_steps):
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option('--resume', is_flag=True, help='Keep the photos already finished in --outdir (same networks and settings) and do only the rest.')
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
+@styled_delta_options
 @_click_errors
-def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, resume, quiet, **kw):
+def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, resume, quiet, styled_delta, delta_alpha, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
+    if styled_delta is not None and all(kw[k] is None for k in ('weights', 'swap_res', 'preset', 'rows')):
+        kw['preset'] = 'all'  # A few-shot style is the whole tuned network unless rows are chosen.
     spec = _spec(kw)
-    cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather)
+    cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather,
+                           styled_delta=styled_delta, delta_alpha=delta_alpha)
     manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet),
                               resume=resume)
     click.echo(f'{manifest["num_ok"]} of {manifest["num_items"]} photo(s) stylized ({spec.describe()}); manifest: {outdir / "manifest.json"}')

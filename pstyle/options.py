@@ -37,3 +37,13 @@ class FiniteFloat(click.ParamType):
 
 
 FINITE_FLOAT = FiniteFloat()
+
+
+def styled_delta_options(f):
+    """--styled-delta FILE and --delta-alpha A: render with the base network plus a weight delta (a
+    `pstyle fewshot` style, or a PTI delta), shared by stylize, generate and mix."""
+    f = click.option('--delta-alpha', type=click.FloatRange(0, 1), default=1.0, show_default=True,
+                     help='With --styled-delta: strength, a lerp of the weights (0 = base, 1 = tuned).')(f)
+    return click.option('--styled-delta', type=click.Path(exists=True, dir_okay=False), default=None,
+                        help='A weight delta of this network (style.safetensors from `pstyle fewshot`); '
+                             'refused when made for another network.')(f)

@@ -31,6 +31,8 @@ PRESETS = {
     'fine':      dict(lo=0.5, hi=1.0, help='B at the fine rows (64-1024 at 1024): texture and colour from B, like --swap-res 32'),
     # The finest band, t >= 3/4 (256-1024 at 1024): colour scheme and micro-texture, no shapes.
     'color':     dict(lo=0.75, hi=1.0, help='B at the finest rows (256-1024 at 1024): colour and micro-texture only'),
+    # Every row: the whole of B (a few-shot style delta is used this way by default, as JoJoGAN).
+    'all':       dict(lo=0.0, hi=1.0, help='B at every row'),
 }
 COLOR_PRESET = 'color'  # --preserve-color sets exactly these rows to 0 (content / base).
 DEFAULT_PRESET = 'fine'

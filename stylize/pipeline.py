@@ -37,6 +37,8 @@ STAGES = ('load', 'align', 'project', 'pti', 'render', 'paste', 'metrics')
 class StylizeConfig:
     base:           str = 'ffhq'            # Model A: file, URL or short name.
     styled:         str = None              # Model B (fine-tune of A); None = latent mixing only.
+    styled_delta:   str = None              # Or B = A + a weight delta file (`pstyle fewshot`'s style.safetensors).
+    delta_alpha:    float = 1.0             # B = A + delta_alpha * delta (0 = A, 1 = the tuned network).
     spec:           layer_weights.WeightSpec = dataclasses.field(default_factory=layer_weights.make_spec)
     mapping:        str = 'from-a'          # Mapping network and w_avg of the blended generator.
     mix_style:      str = None              # seeds:LIST | latents:FILE.npz[:SEL] | images:DIR|FILE; None = no mixing.
@@ -62,8 +64,11 @@ class StylizeConfig:
         return out
 
     def check(self):
-        if self.styled is None and self.mix_style is None:
-            raise ValueError('nothing to stylize with: give --styled (layer swapping) and/or --mix-style (latent mixing)')
+        if self.styled is not None and self.styled_delta is not None:
+            raise ValueError('give only one of --styled and --styled-delta (both are model B)')
+        if self.styled is None and self.styled_delta is None and self.mix_style is None:
+            raise ValueError('nothing to stylize with: give --styled (layer swapping) and/or --mix-style (latent mixing); '
+                             '--styled-delta is a --styled made from a weight delta')
         if self.mapping not in blend.MAPPING_MODES:
             raise ValueError(f'mapping must be one of {", ".join(blend.MAPPING_MODES)}, got {self.mapping!r}')
         if self.batch_size < 1:
@@ -88,6 +93,9 @@ def load_models(cfg, device, blend_now=True):
     t0 = time.perf_counter()
     G_a, info_a = files.load_generator(cfg.base, device)
     G_b, info_b = files.load_generator(cfg.styled, device) if cfg.styled is not None else (None, None)
+    if cfg.styled_delta is not None:
+        G_b = deltas.load_tuned_generator(G_a, cfg.styled_delta, cfg.delta_alpha)
+        info_b = dict(delta=str(cfg.styled_delta), delta_alpha=cfg.delta_alpha, sha256=info_a['sha256'])
     info = dict(base=info_a, styled=info_b, seconds=dict(load=time.perf_counter() - t0))
     weights = layer_weights.resolve(G_a, cfg.spec)
     G_render = G_a

@@ -76,9 +76,22 @@ def finetuned_generator(G, seed=2, scale=0.3):
 tiny_generator.finetuned = finetuned_generator
 
 
+TINY_D = dict(c_dim=0, img_channels=3, channel_base=256, channel_max=32)
+
+
+def tiny_discriminator(seed=1, resolution=16, **overrides):
+    """A Discriminator for `tiny_generator(resolution=...)`: eval mode, no gradients, seeded weights."""
+    from pstyle.models.networks import Discriminator
+    torch.manual_seed(seed)
+    return Discriminator(**dict(TINY_D, img_resolution=resolution, **overrides)).eval().requires_grad_(False)
+
+
+tiny_generator.discriminator = tiny_discriminator
+
+
 @pytest.fixture(scope='session')
 def tiny_network_factory():
-    """`tiny_generator` above (with `.finetuned`), for the folder conftests and tests of other configurations."""
+    """`tiny_generator` above (with `.finetuned` and `.discriminator`), for the folder conftests and tests of other configurations."""
     return tiny_generator
 
 
