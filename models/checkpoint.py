@@ -34,6 +34,7 @@ from pstyle.models.convert_rosinality import (
     load_rosinality,
 )
 from pstyle.models.convert_tf import load_tf_pickle
+from pstyle.models import demo
 from pstyle.models.export_nvidia import export_nvidia
 from pstyle.models.formats import (  # noqa: F401 (re-exported API)
     CheckpointError,
@@ -197,7 +198,7 @@ def detect_format(path):
 # ----------------------------------------------------------------------------
 # Our format.
 
-def _native_payload(networks):
+def _native_payload(networks, dtype=None):
     config, tensors = {}, {}
     for name, net in networks.items():
         if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', name):
@@ -211,15 +212,19 @@ def _native_payload(networks):
             raise CheckpointError(f'{name}: init_kwargs are not JSON-serializable: {e}') from None
         config[name] = dict(class_name=class_name, init_kwargs=kwargs)
         for key, value in net.state_dict().items():
-            tensors[f'{name}.{key}'] = value.detach().to('cpu').contiguous().clone()
+            value = value.detach().to('cpu')
+            if dtype is not None and value.is_floating_point():
+                value = value.to(dtype)
+            tensors[f'{name}.{key}'] = value.contiguous().clone()
     return json.dumps(config, sort_keys=True), tensors
 
 
-def save_network(path, **networks):
+def save_network(path, *, dtype=None, **networks):
     """Write networks (e.g. G=..., D=..., G_ema=...) as tensors + JSON config, atomically.
 
     `.safetensors` keeps the config in the file's metadata; `.pt`/`.pth` is a torch file that loads
-    with `torch.load(weights_only=True)`.
+    with `torch.load(weights_only=True)`. `dtype` (e.g. torch.float16) stores the floating-point
+    tensors in that type to halve the file; they load back into float32 networks.
     """
     path = Path(path)
     if not networks:
@@ -227,7 +232,7 @@ def save_network(path, **networks):
     suffix = path.suffix.lower()
     if suffix not in ('.pt', '.pth', '.safetensors'):
         raise CheckpointError(f'{path}: unknown extension {suffix!r}; use .pt, .pth or .safetensors')
-    config, tensors = _native_payload(networks)
+    config, tensors = _native_payload(networks, dtype)
     with atomic_path(path) as tmp, open(tmp, 'wb') as f:  # Readers never see a half-written file.
         if suffix == '.safetensors':  # Written through Python files: a full disk is an OSError naming `path`.
             from safetensors.torch import save
@@ -391,13 +396,16 @@ def download(url, dest, sha256=None, name=None, timeout=30):
 
 
 def resolve_network(name_or_url_or_path, cache_dir=None):
-    """A local Path for a file path, a short name (PRETRAINED, or $PSTYLE_NETWORK_<NAME>) or a URL.
+    """A local Path for a file path, a short name (the shipped demo networks, PRETRAINED, or
+    $PSTYLE_NETWORK_<NAME>) or a URL.
 
     URLs are downloaded once into the cache directory; later calls use the cached file.
     """
     text = str(name_or_url_or_path)
     if Path(text).expanduser().is_file():
         return Path(text).expanduser()
+    if demo.is_demo_name(text):
+        return demo.demo_network_path(text)
     name, entry = None, None
     if text in PRETRAINED:
         name, entry = text, PRETRAINED[text]
@@ -413,7 +421,7 @@ def resolve_network(name_or_url_or_path, cache_dir=None):
             return dest
         return download(text, dest, sha256=entry.sha256 if entry else None, name=name)
     raise CheckpointError(f'no such file: {text} (not a URL, and not one of the short names '
-                          f'{", ".join(PRETRAINED)})')
+                          f'{", ".join([*demo.DEMO_NETWORKS, *PRETRAINED])})')
 
 
 # ----------------------------------------------------------------------------
@@ -462,17 +470,24 @@ def network_info(nets):
     return info
 
 
-def convert_network(src, dst, format='native', skip_d=False, cache_dir=None):
-    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality|nvidia)."""
+def convert_network(src, dst, format='native', skip_d=False, cache_dir=None, skip_g=False, fp16=False):
+    """Load `src` (any format, URL or short name) and write it to `dst` as `format` (native|rosinality|nvidia).
+
+    `skip_g` leaves the training generator G out (G_ema is what renders); `fp16` stores the native
+    format's tensors in half precision (about half the size, e.g. for shipping).
+    """
     if format not in ('native', 'rosinality', 'nvidia'):
         raise CheckpointError(f'unknown output format {format!r}; use native, rosinality or nvidia')
+    if fp16 and format != 'native':
+        raise CheckpointError(f'--fp16 is for the native format only (the {format} format stores float32)')
     if format == 'nvidia' and skip_d:
         raise CheckpointError('--skip-d cannot be used with --format nvidia: NVIDIA\'s loader '
                               '(legacy.load_network_pkl) requires G, D and G_ema in a snapshot')
     nets = load_network(src, cache_dir=cache_dir)
-    present = {k: nets[k] for k in NETWORK_KEYS if k in nets and not (skip_d and k == 'D')}
+    skipped = {key for key, skip in (('D', skip_d), ('G', skip_g)) if skip}
+    present = {k: nets[k] for k in NETWORK_KEYS if k in nets and k not in skipped}
     if format == 'native':
-        save_network(dst, **present)
+        save_network(dst, dtype=torch.float16 if fp16 else None, **present)
     elif format == 'nvidia':
         export_nvidia(dst, present['G_ema'], G=present.get('G'), D=present.get('D'))
         if 'G' not in present:

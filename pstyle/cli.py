@@ -12,6 +12,7 @@ import click
 
 # name -> (module, attribute). Kept in one table so the command surface is visible at a glance.
 SUBCOMMANDS = {
+    'demo':        ('pstyle.cmd_demo', 'demo'),
     'generate':    ('pstyle.cmd_generate', 'generate'),
     'style-mix':   ('pstyle.cmd_generate', 'style_mix'),
     'convert':     ('pstyle.cmd_checkpoint', 'convert'),

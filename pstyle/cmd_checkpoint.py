@@ -17,9 +17,11 @@ from pstyle.models import checkpoint as C
                    'nvidia: a network snapshot (.pkl) for NVIDIA\'s legacy.load_network_pkl, whose embedded '
                    'module source (ours) runs when NVIDIA\'s code opens it')
 @click.option('--skip-d', is_flag=True, help='Leave the discriminator out (not with --format nvidia)')
+@click.option('--skip-g', is_flag=True, help='Leave the training generator G out; G_ema is what renders (nvidia: its G slot gets a copy of G_ema)')
+@click.option('--fp16', is_flag=True, help='native: store the tensors in half precision (half the size; they load as float32)')
 @click.option('--cache-dir', type=click.Path(file_okay=False, path_type=Path), default=None,
               help='Download cache for URLs and short names [default: $PSTYLE_CACHE_DIR or ~/.cache/portrait-stylegan/networks]')
-def convert(src, dst, fmt, skip_d, cache_dir):
+def convert(src, dst, fmt, skip_d, skip_g, fp16, cache_dir):
     """Convert SRC (NVIDIA/TF/rosinality/our file, URL or short name such as ffhq) to DST.
 
     \b
@@ -28,9 +30,10 @@ def convert(src, dst, fmt, skip_d, cache_dir):
       pstyle convert stylegan2-ffhq-config-f.pkl ffhq.pt
       pstyle convert ffhq-ft.pt ffhq-ft-rosinality.pt --format rosinality
       pstyle convert ffhq-ft.pt ffhq-ft.pkl --format nvidia
+      pstyle convert network-snapshot-000300.pt demo.safetensors --skip-g --fp16
     """
     try:
-        summary = C.convert_network(src, dst, format=fmt, skip_d=skip_d, cache_dir=cache_dir)
+        summary = C.convert_network(src, dst, format=fmt, skip_d=skip_d, skip_g=skip_g, fp16=fp16, cache_dir=cache_dir)
     except C.CheckpointError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f'{summary["source"]} ({summary["input_format"]}) -> {summary["output"]} '

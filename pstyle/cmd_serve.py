@@ -10,12 +10,14 @@ from pstyle.serve import config as C
 def build_config(base, styled, config, mapping, api_key, cors_origin, **kw):
     """Command options -> a checked ServeConfig (ValueError with the reason)."""
     styles = C.make_styles(base=base, styled=styled, config=config, mapping=mapping)
+    if C.is_default(base, config) and styled is None and kw.get('lpips_weight') is None and kw.get('mse_weight') is None:
+        kw.update(C.DEMO_PROJECTION)  # The demo networks offline: no LPIPS weights to load.
     api_key = api_key or os.environ.get(C.API_KEY_ENV) or None
     return C.ServeConfig(styles=styles, api_key=api_key, cors_origins=tuple(cors_origin), **kw).check()
 
 
 @click.command()
-@click.option('--base', default=None, help='Model A: photos are projected into it (file, URL or short name).')
+@click.option('--base', default=None, help='Model A: photos are projected into it (file, URL or short name) [default: the shipped demo, styled by demo-toon].')
 @click.option('--styled', default=None, help='Model B, fine-tuned from A: the style.')
 @click.option('--config', 'config', type=click.Path(exists=True, dir_okay=False), default=None, help='Several named styles: styles.json (see the README).')
 @click.option('--mapping', type=click.Choice(['from-a', 'from-b', 'blend']), default='from-a', show_default=True, help='With --base/--styled: mapping network of the blend.')

@@ -12,9 +12,11 @@ from pstyle.models import checkpoint
 API_KEY_ENV = 'PSTYLE_API_KEY'
 # What `pstyle serve` serves when given no network. The shipped demo networks (`demo`, `demo-toon`)
 # do not exist yet; once they do, set this to {'demo': dict(base='demo', styled='demo-toon')}.
-DEFAULT_STYLES = None
-NO_NETWORK_HELP = ('no network to serve: give --base NET (and --styled NET) or --config styles.json; '
-                   'the shipped demo networks (demo, demo-toon) are not available yet')
+# Without --base/--config: the shipped demo networks (models/demo.py), projected with the pixel loss only
+# (no LPIPS weights offline) unless --lpips-weight/--mse-weight say otherwise.
+DEFAULT_STYLES = {'demo-toon': dict(base='demo', styled='demo-toon')}
+DEMO_PROJECTION = dict(lpips_weight=0.0, mse_weight=1.0)
+NO_NETWORK_HELP = 'no network to serve: give --base NET (and --styled NET) or --config styles.json'
 INVERT_MODES = ('optimize',)  # 'encoder' comes with the encoder inversion.
 
 # Licences keyed off the short name or URL. NVIDIA's FFHQ/MetFaces/AFHQ weights are released under the
@@ -141,6 +143,11 @@ def load_styles_file(path):
     if default not in styles:
         raise ValueError(f'{path}: default style {default!r} is not one of {list(styles)}')
     return sorted(out, key=lambda s: s.name != default)
+
+
+def is_default(base=None, config=None):
+    """Whether make_styles falls back to DEFAULT_STYLES (no --base, no --config)."""
+    return base is None and config is None and bool(DEFAULT_STYLES)
 
 
 def make_styles(base=None, styled=None, config=None, mapping='from-a', name='default'):

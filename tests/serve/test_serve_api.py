@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from pstyle_tests_serve_helpers import decode_png, make_config, photo_bytes, wait_ready
+from pstyle.cmd_serve import build_config
+from pstyle.models import demo
 from pstyle.serve import config as C
 from pstyle.serve import jobs
 from pstyle.serve.app import create_app
@@ -333,9 +335,27 @@ def test_cors_is_off_by_default_and_on_for_a_given_origin(client_for):
 # ----------------------------------------------------------------------------
 # Configuration.
 
-def test_without_a_network_the_startup_error_says_what_to_give():
-    with pytest.raises(ValueError, match='no network to serve: give --base NET .* demo networks .* not available yet'):
-        C.make_styles()
+def test_without_a_network_the_shipped_demo_networks_are_served_with_the_pixel_loss():
+    [style] = C.make_styles()
+    assert (style.name, style.base, style.styled) == ('demo-toon', 'demo', 'demo-toon')
+    cfg = build_config(base=None, styled=None, config=None, mapping='from-a', api_key=None, cors_origin=())
+    assert (cfg.lpips_weight, cfg.mse_weight) == (0.0, 1.0)
+    chosen = build_config(base=None, styled=None, config=None, mapping='from-a', api_key=None, cors_origin=(),
+                          lpips_weight=0.5)
+    assert (chosen.lpips_weight, chosen.mse_weight) == (0.5, None)
+    with pytest.raises(ValueError, match='--styled needs --base'):
+        C.make_styles(styled='demo-toon')
+
+
+def test_the_default_demo_style_stylizes_a_sample_photo(tmp_path):
+    cfg = build_config(base=None, styled=None, config=None, mapping='from-a', api_key=None, cors_origin=(), steps=2,
+                       device='cpu')
+    with TestClient(create_app(cfg)) as client:
+        wait_ready(client)
+        photo = demo.sample_photos()[0].read_bytes()
+        r = stylize(client, photo)
+        assert r.status_code == 200, r.text
+        assert decode_png(r.content).shape == (64, 64, 3)
 
 
 def test_styles_file_lists_named_styles_default_first(tmp_path, nets):

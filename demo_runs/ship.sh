@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Ship the demo networks: G_ema and D of the base and toon snapshots as fp16 safetensors (no training G),
+# into models/demo/ (DEST overrides), and print their sha256 for models/demo.py and docs/demo_networks.md.
+# Usage: bash demo_runs/ship.sh BASE_SNAPSHOT.pt TOON_SNAPSHOT.pt
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$REPO/.venv/bin/python}
+DEST=${DEST:-$REPO/models/demo}
+cd "$REPO"
+export PYTHONPATH="$REPO"
+"$PY" -m pstyle convert "$1" "$DEST/demo.safetensors" --skip-g --fp16
+"$PY" -m pstyle convert "$2" "$DEST/demo-toon.safetensors" --skip-g --fp16
+sha256sum "$DEST/demo.safetensors" "$DEST/demo-toon.safetensors"

@@ -1,0 +1,49 @@
+"""The demo networks and sample photos that ship inside the package (issue #12).
+
+`demo` is a small generator trained by this project on synthetic `photo` portraits, `demo-toon`
+its fine-tune on the `toon` rendering of the same faces (`docs/demo_networks.md` has the recipe).
+They are toys, for trying the pipeline offline and for tests that judge quality, not face models.
+The sample photos are held-out `photo` renders (faces neither network saw), already aligned
+squares: every path that uses them runs with `--no-align` (dlib finds no face in a drawing).
+"""
+
+from pathlib import Path
+
+from pstyle.models.formats import CheckpointError
+from pstyle.torch_utils.fileio import sha256_file
+
+DEMO_DIR = Path(__file__).resolve().parent / 'demo'
+PHOTOS_DIR = DEMO_DIR / 'photos'
+
+# Short name -> (file in DEMO_DIR, sha256). The hashes are those recorded in docs/demo_networks.md;
+# a file that does not match was damaged (or replaced without updating this table).
+DEMO_NETWORKS = {
+    'demo':      ('demo.safetensors', '2b2f4e81b9e7aa7a6d41eeaabc0f409eb371dae97c4f3d910015b2efe63a7577'),
+    'demo-toon': ('demo-toon.safetensors', '104d7ed563128cd2a3757dbbe4bb17f0cde6f7e2787669bdb55dc462b901eb37'),
+}
+
+
+def is_demo_name(name):
+    return str(name) in DEMO_NETWORKS
+
+
+def demo_network_path(name):
+    """The shipped file of short name `name` (`demo` or `demo-toon`), checked against its sha256."""
+    filename, sha256 = DEMO_NETWORKS[str(name)]
+    path = DEMO_DIR / filename
+    if not path.is_file():
+        raise CheckpointError(f'the demo network {name!r} should ship at {path}, which is missing: '
+                            f'reinstall portrait-stylegan (pip install --force-reinstall) or restore the file from git')
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise CheckpointError(f'{path} (demo network {name!r}) does not match its recorded sha256 {sha256}: '
+                            f'the file is damaged; reinstall or restore it from git')
+    return path
+
+
+def sample_photos():
+    """The shipped sample photos (64x64 aligned squares), sorted by name."""
+    photos = sorted(PHOTOS_DIR.glob('*.png'))
+    if not photos:
+        raise CheckpointError(f'the demo sample photos should ship in {PHOTOS_DIR}, which holds none: '
+                            f'reinstall portrait-stylegan or restore the folder from git')
+    return photos
