@@ -19,7 +19,7 @@ from pstyle.models import checkpoint, demo
 from pstyle.models import render as gen
 from pstyle.projectors import pti
 from pstyle.projectors import projector as P
-from pstyle.stylize import blend, layer_weights
+from pstyle.stylize import blend, fewshot, layer_weights
 from pstyle.training.train_metrics import PixelFeatureExtractor
 
 NUM_PHOTOS = 2
@@ -120,3 +120,20 @@ def test_the_metrics_rank_the_demo_network_above_a_degraded_copy(nets, tmp_path)
     bad = run_metrics('fid,kid', real=real, network=degraded, options=opts, prebuilt=proxy)
     assert good['fid'] < 0.5 * bad['fid'], (good['fid'], bad['fid'])
     assert 'errors' not in good and good['kid_mean'] < bad['kid_mean']
+
+
+def test_few_shot_tuning_on_one_toon_drawing_brings_the_demo_network_toward_it(nets):
+    # JoJoGAN on the demo base: one reference (a held-out face drawn as a toon), inverted into `demo`, the fine
+    # rows mixed with random w, tuned against frozen-D features; full rank and rank 4 both move toward it.
+    G, D = nets['demo'], checkpoint.load_network('demo')['D']
+    reference = torch.from_numpy(portrait_image(1, 0, 'toon')).permute(2, 0, 1)[None].contiguous()
+    ws_ref = _project(G, reference, 'w+').ws
+    row_weights = layer_weights.resolve(G, layer_weights.make_spec())
+    fresh = fewshot.mixed_latents(G, ws_ref, row_weights, seed=0, step=fewshot.GRID_STEP, samples=4)
+
+    def distance(G_):  # Renders of mixed latents never trained on, against the reference.
+        return float((gen.render(G_, fresh) - (reference.float() / 127.5 - 1)).square().mean())
+    base = distance(G)
+    for rank in (0, 4):
+        delta, _ = fewshot.finetune(G, reference, ws_ref, row_weights, fewshot.FewshotConfig(steps=20, rank=rank), D=D)
+        assert distance(fewshot.tuned_generator(G, delta)) < 0.8 * base, rank
