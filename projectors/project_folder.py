@@ -97,7 +97,7 @@ def sidecar_transform(path):
 # ----------------------------------------------------------------------------
 # The run: a folder run (torch_utils.folder_run) whose manifest is metrics.json.
 
-def project_folder(G, inputs, outdir, cfg=None, pti_cfg=None, batch_size=4, lpips_model=None, identity_model=None,
+def project_folder(G, inputs, outdir, *, cfg=None, pti_cfg=None, batch_size=4, lpips_model=None, identity_model=None,
                    network_sha256=None, align=False, crop='none', min_size=None, video=False, video_every=10,
                    resume=False, rank=0, world_size=1, barrier=None, log=print, progress=None, inversion=None):
     """Project every image of `inputs` (folder, file or list) into `outdir`; returns metrics.json's dict.

@@ -116,9 +116,11 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
             click.echo(f'note: {note}', err=True)
         lpips_model = _lpips(cfg, pti_cfg, device, inv)
         identity_model = _identity(cfg, arcface, device)
-        doc = PF.project_folder(G, list(inputs), outdir, cfg, pti_cfg, batch_size, lpips_model, identity_model,
-                                network_sha256, align, crop, min_size, video, video_every, resume, rank, world_size,
-                                barrier, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet and rank == 0),
+        doc = PF.project_folder(G, list(inputs), outdir, cfg=cfg, pti_cfg=pti_cfg, batch_size=batch_size,
+                                lpips_model=lpips_model, identity_model=identity_model, network_sha256=network_sha256,
+                                align=align, crop=crop, min_size=min_size, video=video, video_every=video_every,
+                                resume=resume, rank=rank, world_size=world_size, barrier=barrier,
+                                log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet and rank == 0),
                                 inversion=inv)
     except Exception as e:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error (ProjectionRunError is)
         raise as_click_error(e) from e

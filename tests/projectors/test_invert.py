@@ -100,7 +100,7 @@ def test_folder_run_records_the_inversion_and_other_photos_go_on(G, files, tmp_p
         Image.fromarray(np.random.RandomState(k).randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(photos / f'p{k}.png')
     (photos / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 20)
     inversion = I.prepare_inversion('encoder', files['encoder'], G)
-    doc = project_folder(G, photos, tmp_path / 'out', P.ProjectConfig(**QUICK), batch_size=2, log=lambda m: None,
+    doc = project_folder(G, photos, tmp_path / 'out', cfg=P.ProjectConfig(**QUICK), batch_size=2, log=lambda m: None,
                          inversion=inversion)
     ok = {e['name']: e for e in doc['items'] if e['status'] == 'ok'}
     assert sorted(ok) == ['p0', 'p1', 'p2'] and [f['name'] for f in doc['failures']] == ['broken']

@@ -49,7 +49,7 @@ def mixed_folder(good_folder):
 
 def test_outputs_and_bad_files(G, mixed_folder, tmp_path):
     out = tmp_path / 'out'
-    doc = PF.project_folder(G, mixed_folder, out, P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
+    doc = PF.project_folder(G, mixed_folder, out, cfg=P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
     assert ok_names(doc) == ['a', 'b', 'c']
     failed = {f['name']: f['error'] for f in doc['failures']}
     assert set(failed) == {'d', 'e', 'f'} and {f['error_type'] for f in doc['failures']} == {'input'}
@@ -102,15 +102,15 @@ def test_a_failing_batch_keeps_earlier_results_and_resume_finishes(G, good_folde
     monkeypatch.setattr(P, 'project', flaky)
     cfg = P.ProjectConfig(**FAST)
     with pytest.raises(PF.ProjectionRunError, match=r'batch 2 \(c.png\) failed: RuntimeError: a bug.*--resume'):
-        PF.project_folder(G, good_folder, out, cfg, batch_size=2, log=lambda m: None)
+        PF.project_folder(G, good_folder, out, cfg=cfg, batch_size=2, log=lambda m: None)
     assert latents.load_latents(out / 'latents.npz')['names'] == ['a', 'b']
     assert (out / 'recon' / 'b.png').is_file()
-    doc = PF.project_folder(G, good_folder, out, cfg, batch_size=2, resume=True, log=lambda m: None)
+    doc = PF.project_folder(G, good_folder, out, cfg=cfg, batch_size=2, resume=True, log=lambda m: None)
     assert calls == [2, 1, 1]  # only c.png was projected again
     assert ok_names(doc) == ['a', 'b', 'c']
     assert latents.load_latents(out / 'latents.npz')['names'] == ['a', 'b', 'c']
     with pytest.raises(ValueError, match='results of another network or other settings'):
-        PF.project_folder(G, good_folder, out, P.ProjectConfig(**dict(FAST, num_steps=4)), resume=True, log=lambda m: None)
+        PF.project_folder(G, good_folder, out, cfg=P.ProjectConfig(**dict(FAST, num_steps=4)), resume=True, log=lambda m: None)
 
 
 def test_shards_cover_every_file_once_and_merge_in_order(G, good_folder, tmp_path):
@@ -120,11 +120,11 @@ def test_shards_cover_every_file_once_and_merge_in_order(G, good_folder, tmp_pat
     with pytest.raises(ValueError, match='rank 3 out of range'):
         PF.shard(items, 3, 3)
     cfg = P.ProjectConfig(**FAST)
-    single = PF.project_folder(G, good_folder, tmp_path / 'one', cfg, batch_size=3, log=lambda m: None)
+    single = PF.project_folder(G, good_folder, tmp_path / 'one', cfg=cfg, batch_size=3, log=lambda m: None)
     out = tmp_path / 'multi'
     # Ranks run one after the other here; under torchrun they run in parallel and rank 0 merges after a barrier.
-    PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=1, world_size=2, log=lambda m: None)
-    merged = PF.project_folder(G, good_folder, out, cfg, batch_size=1, rank=0, world_size=2, log=lambda m: None)
+    PF.project_folder(G, good_folder, out, cfg=cfg, batch_size=1, rank=1, world_size=2, log=lambda m: None)
+    merged = PF.project_folder(G, good_folder, out, cfg=cfg, batch_size=1, rank=0, world_size=2, log=lambda m: None)
     assert latents.load_latents(out / 'shards' / 'rank01' / 'latents.npz')['names'] == ['b']
     assert ok_names(merged) == ['a', 'b', 'c'] and entries(merged)['b']['outputs'] == ['recon/b.png', 'target/b.png']
     a, b = latents.load_latents(tmp_path / 'one' / 'latents.npz'), latents.load_latents(out / 'latents.npz')
@@ -138,7 +138,7 @@ def test_pti_in_a_folder_run(G, good_folder, tmp_path):
     out = tmp_path / 'out'
     pti_cfg = T.PTIConfig(num_steps=3, lpips_weight=0.0, regularizer_lpips_weight=0.0, trainable=('synthesis.b16.*',),
                           delta_dtype='fp16')
-    doc = PF.project_folder(G, [good_folder / 'a.png'], out, P.ProjectConfig(**FAST), pti_cfg, log=lambda m: None)
+    doc = PF.project_folder(G, [good_folder / 'a.png'], out, cfg=P.ProjectConfig(**FAST), pti_cfg=pti_cfg, log=lambda m: None)
     m = entries(doc)['a']['pti']
     assert m['delta'] == 'pti/a.safetensors' and m['recon'] == 'recon_pti/a.png' and m['steps'] == 3
     G_tuned = deltas.load_tuned_generator(G, out / m['delta'])
@@ -157,7 +157,7 @@ def test_video_sidecar_transform_and_names(G, tmp_path):
     (src / 'me.json').write_text(json.dumps(record))
     files = [src / 'me.png', src / 'me.jpg', src / 'x' / 'me.png']
     out = tmp_path / 'out'
-    doc = PF.project_folder(G, files, out, P.ProjectConfig(**dict(FAST, num_steps=4)), video=True, video_every=2, log=lambda m: None)
+    doc = PF.project_folder(G, files, out, cfg=P.ProjectConfig(**dict(FAST, num_steps=4)), video=True, video_every=2, log=lambda m: None)
     assert ok_names(doc) == ['me', 'me_jpg', 'me_png'] and entries(doc)['me']['video'] == 'video/me.mp4'  # imageio-ffmpeg is a dev dependency
     import imageio.v2 as imageio
     with imageio.get_reader(out / 'video' / 'me.mp4') as reader:
@@ -192,10 +192,10 @@ def test_latents_file_errors(G, tmp_path):
     with pytest.raises(ValueError, match='not a latents file written by pstyle project'):
         latents.load_latents(tmp_path / 'nv.npz')
     with pytest.raises(FileNotFoundError, match='missing: no such file or folder'):
-        PF.project_folder(G, tmp_path / 'missing', tmp_path / 'out', P.ProjectConfig(**FAST))
+        PF.project_folder(G, tmp_path / 'missing', tmp_path / 'out', cfg=P.ProjectConfig(**FAST))
     (tmp_path / 'empty').mkdir()
     with pytest.raises(ValueError, match='empty: no image files in this folder'):
-        PF.project_folder(G, tmp_path / 'empty', tmp_path / 'out', P.ProjectConfig(**FAST))
+        PF.project_folder(G, tmp_path / 'empty', tmp_path / 'out', cfg=P.ProjectConfig(**FAST))
 
 
 def test_align_option_records_the_transform(G, tmp_path):
@@ -204,7 +204,7 @@ def test_align_option_records_the_transform(G, tmp_path):
     src.mkdir()
     Image.fromarray(skimage.astronaut()).save(src / 'astronaut.png')
     Image.new('RGB', (64, 64), (90, 140, 200)).save(src / 'nobody.png')
-    doc = PF.project_folder(G, src, tmp_path / 'out', P.ProjectConfig(**FAST), align=True, log=lambda m: None)
+    doc = PF.project_folder(G, src, tmp_path / 'out', cfg=P.ProjectConfig(**FAST), align=True, log=lambda m: None)
     assert ok_names(doc) == ['astronaut'] and 'no face found' in entries(doc)['nobody']['error']
     transform = latents.load_latents(tmp_path / 'out' / 'latents.npz')['alignment'][0]
     assert transform['format'] == 'pstyle-ffhq-align' and transform['output_size'] == 16
@@ -220,13 +220,13 @@ def test_hostile_names_never_overwrite_and_resume_keeps_them(G, tmp_path):
         for j, name in enumerate(names):
             _photo(10 * k + j).save(tmp_path / sub / name)
     out, cfg = tmp_path / 'out', P.ProjectConfig(**FAST)
-    doc = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg, batch_size=4, log=lambda m: None)
+    doc = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg=cfg, batch_size=4, log=lambda m: None)
     names = ['photo 1', 'photo_1', 'x', 'x_png_2', 'y', 'y_png', '张三', '李四', 'x_png_3', 'x_png']
     assert ok_names(doc) == names and doc['summary']['num_images'] == 10
     assert sorted(p.name for p in (out / 'recon').iterdir()) == sorted(f'{n}.png' for n in names)
     assert latents.load_latents(out / 'latents.npz')['names'] == names
     assert entries(doc)['x_png_3']['input'] == str(tmp_path / 'two' / 'x.png')
-    again = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg, resume=True, log=lambda m: None)
+    again = PF.project_folder(G, [tmp_path / 'one', tmp_path / 'two'], out, cfg=cfg, resume=True, log=lambda m: None)
     assert ok_names(again) == names and latents.load_latents(out / 'latents.npz')['names'] == names
 
 
@@ -241,7 +241,7 @@ def test_divergence_and_out_of_memory_are_recorded_never_ok(G, good_folder, tmp_
         result.metrics[0]['mse'] = float('nan')  # the first image of the first batch diverged
         return result
     monkeypatch.setattr(P, 'project', flaky)
-    doc = PF.project_folder(G, good_folder, tmp_path / 'out', P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
+    doc = PF.project_folder(G, good_folder, tmp_path / 'out', cfg=P.ProjectConfig(**FAST), batch_size=2, log=lambda m: None)
     items = entries(doc)
     assert items['a']['status'] == 'failed' and items['a']['error_type'] == 'divergence' and 'a.png: diverged' in items['a']['error']
     assert items['b']['status'] == 'ok'
