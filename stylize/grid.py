@@ -67,7 +67,7 @@ def column_renderer(models, cfg, styles):
             G = cache.get(key, models.G_a)
         if styles is not None:
             ws = mixing.mix(ws, styles, weights)
-        return pipeline.render(G, ws, noise, cfg.noise_mode)[0]
+        return pipeline.render_uint8(G, ws, noise, cfg.noise_mode)[0]
     return render
 
 
@@ -151,7 +151,7 @@ def _grid_row(entry, item, target, ws, noise, projector, render, columns, out, n
                                dict(name=item.source.name))
     if info is not None:
         entry['pti'] = dict(info, delta=f'{out.stem}_pti/{item.name}.safetensors')
-    recon = pipeline.render(G_a, ws, noise, noise_mode)[0]
+    recon = pipeline.render_uint8(G_a, ws, noise, noise_mode)[0]
     row = [target, recon] + [render(ws, noise, spec, G_a) for _, spec in columns]
     entry.setdefault('seconds', {})['render'] = time.perf_counter() - t0
     return row

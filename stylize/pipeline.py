@@ -216,7 +216,7 @@ def _slice_noise(noise, k):
     return {name: v[k:k + 1] for name, v in noise.items()} if noise else None
 
 
-def render(G, ws, noise, noise_mode='const'):
+def render_uint8(G, ws, noise, noise_mode='const'):
     """W+ [M, num_ws, w_dim] with one photo's noise maps (broadcast to M) -> uint8 [M, H, W, C]."""
     if noise is not None and noise_mode == 'const':
         noise = {k: v.expand(ws.shape[0], -1, -1, -1) for k, v in noise.items()}
@@ -405,11 +405,11 @@ def _finish_photo(run, item, prepared, result, ctx):
 
 def _render_portraits(entry, name, G_a, G_render, ws, noise, ctx):
     """A's reconstruction to projected/, one portrait per style to <name>[-<style>].png; returns the portraits."""
-    recon = render(G_a, ws, noise, ctx.cfg.noise_mode)
+    recon = render_uint8(G_a, ws, noise, ctx.cfg.noise_mode)
     gen.save_image(recon[0], ctx.outdir / 'projected' / f'{name}.png')
     if ctx.styles is not None:
         ws = mixing.mix(ws.expand(len(ctx.styles), -1, -1), ctx.styles, ctx.models.weights)
-    images = render(G_render, ws, noise, ctx.cfg.noise_mode)
+    images = render_uint8(G_render, ws, noise, ctx.cfg.noise_mode)
     entry['portraits'] = {}
     for image, style in zip(images, ctx.style_names):
         out = output_name(name, style, len(ctx.style_names))
