@@ -3,7 +3,8 @@
 pSp: Richardson et al. 2021, "Encoding in Style: a StyleGAN Encoder for Image-to-Image Translation"
 (GradualStyleEncoder, Section 3, and the two single-layer baselines of its ablation).
 e4e: Tov et al. 2021, "Designing an Encoder for StyleGAN Image Manipulation" (Encoder4Editing, Section 4).
-Both sit on the IR-SE-50 backbone of ArcFace (Deng et al. 2019; Hu et al. 2018 for squeeze-excitation).
+Both sit on the IR-SE-50 backbone of ArcFace (Deng et al. 2019; Hu et al. 2018), shared with metrics/arcface.py
+in models/irse.py.
 
 Module and parameter names (`input_layer`, `body.<i>.res_layer.<k>`, `styles.<i>.convs.<k>`, `latlayer1`,
 ...) equal those the original training code saves under `encoder.*`, so a checkpoint's tensors load
@@ -17,9 +18,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pstyle.models.irse import BottleneckIR, IRTrunk, fold_batchnorm
 
-# IR-50 stages: (in_channels, depth, units); the first unit of each stage has stride 2.
-IR50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
 TAPS = (6, 20, 23)      # Body units whose outputs are c1 (128 ch, 1/4 size), c2 (256 ch, 1/8), c3 (512 ch, 1/16).
 COARSE, MIDDLE = 3, 7   # W+ rows [0, 3) read c3, rows [3, 7) the FPN's p2, rows [7, num_ws) p1 (pSp Section 3).
 ENCODER_TYPES = ('GradualStyleEncoder', 'Encoder4Editing',
@@ -47,57 +47,6 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, self.bias)
 
 
-class SEModule(nn.Module):
-    """Squeeze-excitation with bias-free 1x1 convolutions: x * sigmoid(fc2(relu(fc1(avgpool(x)))))."""
-
-    def __init__(self, channels, reduction=16):
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
-
-    def forward(self, x):
-        s = F.adaptive_avg_pool2d(x, 1)                              # [N, C, 1, 1]
-        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
-
-
-class Subsample(nn.Module):
-    """x[:, :, ::stride, ::stride]: what the original's MaxPool2d(1, stride) identity shortcut computes."""
-
-    def __init__(self, stride):
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x):
-        return x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
-
-
-class BottleneckIR(nn.Module):
-    """IR unit: BN -> conv3x3 -> PReLU -> conv3x3(stride) -> BN (-> SE), plus a (projected) shortcut."""
-
-    def __init__(self, in_channels, depth, stride, se=True):
-        super().__init__()
-        if in_channels == depth:
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_channels, depth, 1, stride, bias=False),
-                                                nn.BatchNorm2d(depth))
-        layers = [nn.BatchNorm2d(in_channels), nn.Conv2d(in_channels, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
-                  nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth)]
-        self.res_layer = nn.Sequential(*layers, *([SEModule(depth, 16)] if se else []))
-
-    def forward(self, x):
-        return self.shortcut_layer(x) + self.res_layer(x)
-
-    def fuse(self):
-        if isinstance(self.shortcut_layer, nn.MaxPool2d):
-            self.shortcut_layer = Subsample(self.shortcut_layer.stride)
-        else:
-            self.shortcut_layer = fold_batchnorm(*self.shortcut_layer)
-        # res_layer[0] normalizes the conv's zero-padded input, so it cannot be folded into the conv exactly.
-        self.res_layer[3] = fold_batchnorm(self.res_layer[3], self.res_layer[4])
-        self.res_layer[4] = nn.Identity()
-
-
 class GradualStyleBlock(nn.Module):
     """log2(spatial) stride-2 conv3x3 + LeakyReLU(0.01) down to 1x1, then an EqualLinear: one W+ row."""
 
@@ -112,18 +61,6 @@ class GradualStyleBlock(nn.Module):
 
     def forward(self, x):
         return self.linear(self.convs(x).reshape(-1, self.out_channels))   # [N, C, 1, 1] -> [N, C]
-
-
-def fold_batchnorm(conv, bn):
-    """conv followed by an eval-mode BatchNorm -> one conv with bias (same output up to rounding)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(conv.weight.device)
-    with torch.no_grad():
-        fused.weight.copy_(conv.weight * scale[:, None, None, None])
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
-    return fused
 
 
 def fuse_for_inference(net):
@@ -143,17 +80,8 @@ def fuse_for_inference(net):
 # ----------------------------------------------------------------------------
 # Encoders.
 
-class IRBackbone(nn.Module):
-    """The IR(-SE)-50 trunk shared by every encoder: input layer and 24 units at names `input_layer`, `body`."""
-
-    def __init__(self, input_nc=3, se=True):
-        super().__init__()
-        self.input_layer = nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        units = []
-        for in_channels, depth, count in IR50_STAGES:
-            units.append(BottleneckIR(in_channels, depth, 2, se))
-            units += [BottleneckIR(depth, depth, 1, se) for _ in range(count - 1)]
-        self.body = nn.Sequential(*units)
+class IRBackbone(IRTrunk):
+    """The IR(-SE)-50 trunk (models/irse.py) with the feature-pyramid taps the encoders read."""
 
     def pyramid_taps(self, x):
         """(c1, c2, c3): the body's features after units 6, 20 and 23."""

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pstyle.metrics.arcface import IR50_STAGES, IRSE50, arcface_input, load_arcface
+from pstyle.metrics.arcface import IRSE50, arcface_input, load_arcface
+from pstyle.models.irse import IR50_STAGES
 from pstyle.metrics.identity import ArcFaceEmbedder, DlibEmbedder, IdentityAccumulator, cosine, dlib_model_files
 from pstyle.metrics.inputs import InputError, open_images
 from pstyle.metrics.lpips_utils import LPIPSWeightsError, load_lpips, lpips_distance
