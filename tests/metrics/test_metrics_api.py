@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pstyle.metrics import stats_cache
@@ -41,13 +40,10 @@ def test_corrupt_cache_file_is_recomputed(image_sets, counting_extractor):
     assert counting_extractor.seen == 12
 
 
-def test_network_input_pr_and_ppl(tmp_path, image_sets, counting_extractor):
+def test_network_input_pr_and_ppl(tmp_path, image_sets, counting_extractor, tiny_network_factory):
     from pstyle.metrics.lpips_utils import load_lpips
     from pstyle.models.checkpoint import save_network
-    from pstyle.models.networks import Generator
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64)).eval()
+    G = tiny_network_factory(seed=0, resolution=32)
     save_network(str(tmp_path / 'g.pt'), G_ema=G)
     real, _ = image_sets
     lp = load_lpips('vgg', allow_random_backbone=True)

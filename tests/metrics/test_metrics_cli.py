@@ -82,12 +82,9 @@ def test_empty_folder_and_missing_weights(tmp_path, imgtools, monkeypatch):
     assert r.exit_code == 1 and 'vgg16-397923af.pth' in r.output and 'hub/checkpoints' in r.output
 
 
-def test_network_input(tmp_path, inception_pth, imgtools):
+def test_network_input(tmp_path, inception_pth, imgtools, tiny_network_factory):
     from pstyle.models.checkpoint import save_network
-    from pstyle.models.networks import Generator
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64)).eval()
+    G = tiny_network_factory(seed=0, resolution=32)
     save_network(str(tmp_path / 'g.pt'), G_ema=G)
     real = imgtools.write_folder(tmp_path / 'r', imgtools.make_images(2, size=32))
     r = _run(['--metrics', 'fid', '--real', real, '--network', str(tmp_path / 'g.pt'), '--num-gen', '2',

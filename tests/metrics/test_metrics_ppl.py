@@ -85,11 +85,8 @@ def test_bad_arguments(lp):
         compute_ppl(_LinearG(), lp, 0)
 
 
-def test_ppl_on_real_generator_randomizes_noise_like_nvidia(lp):
-    from pstyle.models.networks import Generator
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=32, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64)).eval()
+def test_ppl_on_real_generator_randomizes_noise_like_nvidia(lp, tiny_network_factory):
+    G = tiny_network_factory(seed=0, resolution=32)
     before = {k: v.clone() for k, v in G.named_buffers() if k.endswith('noise_const')}
     assert before, 'the Generator has no noise_const buffers'
     p1, d1 = compute_ppl(G, lp, num_samples=4, batch_size=2, crop=True, seed=0)

@@ -11,11 +11,8 @@ from pstyle.models.networks import Generator
 
 
 @pytest.fixture(scope='module')
-def G():
-    torch.manual_seed(1)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=256, channel_max=32))
-    return G.eval().requires_grad_(False)
+def G(tiny_network_factory):
+    return tiny_network_factory(seed=1)
 
 
 def test_parse_range():

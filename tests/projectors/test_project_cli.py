@@ -4,23 +4,19 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from pstyle.cli import main
 from pstyle import cmd_project as C
 from pstyle.models.checkpoint import save_network
-from pstyle.models.networks import Generator
 
 QUICK = ['--steps', '3', '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu']
 
 
 @pytest.fixture(scope='module')
-def network(tmp_path_factory):
-    torch.manual_seed(1)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
+def network(tmp_path_factory, tiny_network_factory):
+    G = tiny_network_factory(seed=1)
     path = tmp_path_factory.mktemp('net') / 'tiny.pt'
     save_network(path, G_ema=G)
     return path

@@ -8,14 +8,11 @@ from PIL import Image
 
 from pstyle.cli import main
 from pstyle.models.checkpoint import save_network
-from pstyle.models.networks import Generator
 
 
 @pytest.fixture(scope='module')
-def network(tmp_path_factory):
-    torch.manual_seed(3)
-    G = Generator(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=256, channel_max=32))
+def network(tmp_path_factory, tiny_network_factory):
+    G = tiny_network_factory(seed=3)
     path = tmp_path_factory.mktemp('net') / 'tiny.pt'
     save_network(path, G_ema=G)
     return path
@@ -130,11 +127,9 @@ def test_non_finite_truncation_is_refused(args):
     assert result.exit_code == 2 and f"{args[-1]!r} is not a finite number" in result.output
 
 
-def test_non_finite_latents_are_refused_not_rendered_black():
+def test_non_finite_latents_are_refused_not_rendered_black(tiny_network_factory):
     from pstyle.models import render
-    from pstyle.models.networks import Generator
-    G = Generator(z_dim=8, w_dim=8, c_dim=0, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
-                  synthesis_kwargs=dict(channel_base=64, channel_max=16))
+    G = tiny_network_factory(resolution=8)
     ws = torch.zeros(2, G.num_ws, G.w_dim)
     ws[1, 0, 0] = float('nan')
     with pytest.raises(ValueError, match='the latents contain NaN or Inf'):
