@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from pstyle.options import as_click_error
 from pstyle.projectors import align as A
 from pstyle.projectors.image_io import ImageLoadError
 
@@ -37,6 +38,8 @@ def align(src, outdir, size, all_faces, enable_padding, landmarks, upsample, det
         summary = A.align_folder(src, outdir, log=lambda m: click.echo(m, err=True), resume=resume, **kwargs)
     except _USER_ERRORS as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+        raise as_click_error(e) from e
     if summary_path is not None:
         summary_path.write_text(json.dumps(summary, indent=1) + '\n')
     _echo_summary(summary)
@@ -77,4 +80,6 @@ def paste_back(aligned_json, face, photo, out, feather, mask):
         result.save(out)
     except _USER_ERRORS as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+        raise as_click_error(e) from e
     click.echo(f'wrote {out}')

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from pstyle.models import checkpoint as C
+from pstyle.options import as_click_error
 
 
 @click.command()
@@ -36,6 +37,8 @@ def convert(src, dst, fmt, skip_d, skip_g, fp16, cache_dir):
         summary = C.convert_network(src, dst, format=fmt, skip_d=skip_d, skip_g=skip_g, fp16=fp16, cache_dir=cache_dir)
     except C.CheckpointError as e:
         raise click.ClickException(str(e)) from e
+    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+        raise as_click_error(e) from e
     click.echo(f'{summary["source"]} ({summary["input_format"]}) -> {summary["output"]} '
                f'({summary["output_format"]}): {", ".join(summary["networks"])}')
 

@@ -5,6 +5,7 @@ import tempfile
 import click
 
 from pstyle.datasets import dataset_tool, synthetic, synthetic_portraits
+from pstyle.options import as_click_error
 
 
 @click.command('dataset')
@@ -54,7 +55,9 @@ def dataset(source, synthetic, style, seed, dest, transform, resolution, resize_
         dataset_tool.convert_dataset(source, dest, transform=transform, resolution=resolution,
                                      resize_filter=resize_filter, max_images=max_images, labels=labels,
                                      channels=channels, log=click.echo, progress=progress, min_size=min_size)
-    except (ValueError, OSError, ImportError) as e:
+    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+        raise as_click_error(e) from e
+    except (ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from e
 
 

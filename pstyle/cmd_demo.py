@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from pstyle.options import as_click_error
 from pstyle.stylize import quickstart
 from pstyle.torch_utils import progress
 
@@ -20,8 +21,11 @@ def demo(outdir, num_steps, device, quiet):
     The demo networks are toys trained by this project on synthetic drawings (docs/demo_networks.md),
     for trying the pipeline and for tests; they are not face models.
     """
-    summary = quickstart.run_quickstart(outdir, num_steps=num_steps, device=device,
-                                        log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
+    try:
+        summary = quickstart.run_quickstart(outdir, num_steps=num_steps, device=device,
+                                            log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
+    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+        raise as_click_error(e) from e
     click.echo(f'saved {summary["figure"]} in {summary["seconds"]:.0f} s: samples (demo, demo-toon), then rows = sample '
                f'photos, columns = photo, projected, swap 4/8/16/32 (rows above the resolution from demo-toon)')
     click.echo(f'next: pstyle stylize --photos {summary["photos"]} --base demo --styled demo-toon --no-align '

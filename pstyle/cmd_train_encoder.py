@@ -2,6 +2,7 @@
 
 import click
 
+from pstyle.options import as_click_error
 from pstyle.torch_utils import progress
 from pstyle.training.train_encoder import ARCHS, EncoderTrainConfig, train_encoder
 
@@ -41,7 +42,9 @@ def train_encoder_cmd(network, kimg, resume, quiet, **kw):
     try:
         cfg = EncoderTrainConfig(network=network, **kw) if network is not None else None
         path = train_encoder(cfg, resume, kimg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
-    except (ValueError, OSError, RuntimeError) as e:
+    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+        raise as_click_error(e) from e
+    except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     if path is not None:
         click.echo(str(path))
