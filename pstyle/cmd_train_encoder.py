@@ -42,9 +42,7 @@ def train_encoder_cmd(network, kimg, resume, quiet, **kw):
     try:
         cfg = EncoderTrainConfig(network=network, **kw) if network is not None else None
         path = train_encoder(cfg, resume, kimg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
-    except OSError as e:  # disk full, unwritable folder: the file and the cause, in one line
+    except Exception as e:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error (a bug keeps its traceback)
         raise as_click_error(e) from e
-    except (ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from e
     if path is not None:
         click.echo(str(path))
