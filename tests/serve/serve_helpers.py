@@ -62,11 +62,13 @@ def free_port():
 
 @contextlib.contextmanager
 def running_server(nets, tmp_path, args=(), env=None, timeout=120):
-    """A real `pstyle serve --base A --styled B` subprocess on a free loopback port: yields (url, process)
-    once /healthz answers 200, and terminates it afterwards."""
+    """A real `pstyle serve --base A --styled B` subprocess on a free loopback port (nets None: no network
+    options, the shipped demo networks): yields (url, process) once /healthz answers 200, and terminates it
+    afterwards."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1', **(env or {}))
-    cmd = [sys.executable, '-m', 'pstyle', 'serve', '--base', nets[0], '--styled', nets[1], '--port', str(port),
+    networks = ['--base', nets[0], '--styled', nets[1]] if nets else []
+    cmd = [sys.executable, '-m', 'pstyle', 'serve', *networks, '--port', str(port),
            '--device', 'cpu', '--log-level', 'warning', *args]
     log_path = Path(tmp_path) / f'server-{port}.log'
     with open(log_path, 'wb') as log:

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pstyle.cli import main
+from pstyle.models import demo
 from pstyle_tests_serve_helpers import decode_png, photo_bytes, running_server
 
 KEY = 'test-key'
@@ -62,10 +63,14 @@ def test_a_bounded_mixed_load_gets_exactly_the_expected_status_for_every_request
     assert proc.poll() is None
 
 
-def test_serve_without_a_network_fails_at_startup_with_the_reason():
-    result = CliRunner().invoke(main, ['serve'])
-    assert result.exit_code == 1
-    assert 'no network to serve: give --base NET (and --styled NET) or --config styles.json' in result.output
+def test_serve_without_a_network_serves_the_shipped_demo_networks_offline(tmp_path):
+    with running_server(None, tmp_path, ['--steps', '2'], dict(TORCH_HOME=str(tmp_path / 'torch_home'))) as (url, proc):
+        health = httpx.get(url + '/healthz', timeout=10).json()
+        assert list(health['styles']) == ['demo-toon'] and set(health['styles']['demo-toon']) == {'base', 'styled'}
+        photo = demo.sample_photos()[0].read_bytes()
+        r = httpx.post(url + '/v1/stylize', files=dict(image=('p.png', photo)), data=dict(align='false'), timeout=120)
+        assert r.status_code == 200, r.text  # Projected with the pixel loss: no LPIPS weights in this TORCH_HOME.
+        assert decode_png(r.content).shape == (64, 64, 3)
 
 
 def test_serve_refuses_a_public_bind_without_a_key(nets, monkeypatch):
