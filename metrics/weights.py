@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 
 import torch
-from pstyle.torch_utils.fileio import atomic_path
+from pstyle.torch_utils.fileio import atomic_path, sha256_file
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -144,15 +144,11 @@ _sha_memo: dict = {}
 
 
 def file_sha256(path) -> str:
-    """sha256 of a file, memoized on (path, size, mtime) so the same file is hashed once per process."""
+    """`torch_utils.fileio.sha256_file`, memoized on (path, size, mtime): the same file is hashed once per process."""
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _sha_memo:
-        h = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''):
-                h.update(chunk)
-        _sha_memo[key] = h.hexdigest()
+        _sha_memo[key] = sha256_file(path)
     return _sha_memo[key]
 
 

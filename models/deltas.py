@@ -203,11 +203,16 @@ def delta_nbytes(delta):
     return int(sum(t.numel() * t.element_size() for t in tensors))
 
 
-def weights_sha256(module):
-    """sha256 over every parameter and buffer (name, dtype, shape, bytes), independent of the file format."""
+def tensors_sha256(tensors):
+    """sha256 of {name: tensor} (names, dtypes, shapes and bytes, in name order), independent of the file format."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(tensors.items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def weights_sha256(module):
+    """`tensors_sha256` over every parameter and buffer of `module`: identifies a network's weights."""
+    return tensors_sha256(module.state_dict())

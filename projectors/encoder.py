@@ -16,7 +16,6 @@ channels_last memory format; `optimize=False` keeps the original's exact sequenc
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from pstyle.models.checkpoint import (
     env_var_for,
     torch_load_checked,
 )
+from pstyle.models.deltas import tensors_sha256
 from pstyle.models.render import compute_dtype
 from pstyle.projectors import encoder_nets
 from pstyle.torch_utils.fileio import atomic_path
@@ -200,16 +200,6 @@ def _latent_avg(path, latent_avg, num_ws, w_dim):
         raise CheckpointError(f'{path}: latent_avg has shape {list(latent_avg.shape)}; expected [{w_dim}], '
                               f'[1, {w_dim}] or [{num_ws}, {w_dim}]')
     return t.expand(num_ws, w_dim).clone()
-
-
-def tensors_sha256(tensors):
-    """sha256 of {name: tensor} (names, dtypes, shapes and bytes, in name order): identifies a generator's weights."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        digest.update(f'{name}|{t.dtype}|{list(t.shape)}|'.encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_encoder(path_or_url_or_name, device='cpu', *, precision='fp32', optimize=True, cache_dir=None):

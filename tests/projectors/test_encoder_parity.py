@@ -5,7 +5,8 @@ import warnings
 import pytest
 import torch
 
-from pstyle.projectors.encoder import load_encoder, tensors_sha256
+from pstyle.models.deltas import tensors_sha256
+from pstyle.projectors.encoder import load_encoder
 
 TOL = 1e-4  # W+ agreement with the original code, fp32 on the CPU.
 
