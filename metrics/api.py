@@ -33,6 +33,7 @@ from .pairwise import pairwise_metrics
 from .registry import NEEDS, REGISTRY, MetricOptions, lookup, register  # noqa: F401 -- register: the API
 from .resize import check_protocol
 from pstyle.torch_utils.fileio import naming
+from pstyle.torch_utils import misc
 
 
 def versions() -> dict:
@@ -100,7 +101,7 @@ class MetricContext:
 
     def __init__(self, metrics, real_src, gen_src, opts, prebuilt, meta):
         self.metrics, self.real_src, self.gen_src, self.opts, self.meta = metrics, real_src, gen_src, opts, meta
-        self.device = torch.device(opts.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        self.device = torch.device(opts.device or misc.default_device())
         self.rank, self.world = rank_world()
         self._models = {'inception': prebuilt.inception, 'vgg16': prebuilt.vgg}
         self._lpips, self._embedder = prebuilt.lpips_model, prebuilt.embedder

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import torch
 import torch.nn as nn
+from pstyle.torch_utils import misc
 
 from . import weights as W
 from .inception import InceptionV3FID, load_inception_pth
@@ -18,7 +19,7 @@ from .resize import DEFAULT_PROTOCOL, check_protocol, preprocess
 
 
 def _device(device):
-    return torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
+    return torch.device(device if device is not None else misc.default_device())
 
 
 class FeatureExtractor:

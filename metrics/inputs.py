@@ -21,6 +21,7 @@ import torch
 from pstyle.models.checkpoint import load_network
 from pstyle.torch_utils.image_open import ImageTooLargeError, open_image
 from pstyle.torch_utils.zip_open import MEMBER_ERRORS, open_zip
+from pstyle.torch_utils import misc
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 NOTE_TEXT = {
@@ -246,7 +247,7 @@ class NetworkSource:
             raise InputError('no seeds to generate (num_gen must be at least 1)')
         self.truncation_psi, self.truncation_cutoff = float(truncation_psi), truncation_cutoff
         self.class_idx, self.noise_mode = class_idx, noise_mode
-        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        self.device = torch.device(device or misc.default_device())
         self._G = None
         self.notes = collections.Counter()
 

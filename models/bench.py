@@ -14,6 +14,7 @@ import time
 import torch
 from pstyle.models.networks import Generator
 from pstyle.torch_utils import cpu_features
+from pstyle.torch_utils import misc
 
 # Official configurations: 256² is NVIDIA's paper256 (channel_base 16384), 1024² their stylegan2/FFHQ.
 CONFIGS = {
@@ -81,7 +82,7 @@ def psnr(a, b):
 
 def bench_generator(resolution=256, batch_sizes=(1, 4, 16), device=None, repeat=3, backward=True, log=print, include_slow=False):
     """Print and return rows of images/s for forward (and forward+backward) per path and batch size."""
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = torch.device(device or misc.default_device())
     torch.manual_seed(0)
     G = Generator(**CONFIGS[resolution]).to(device).eval().requires_grad_(False)
     log(f'device: {torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_features.describe()} '

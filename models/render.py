@@ -73,7 +73,7 @@ def parse_range(text):
 def pick_device(device=None):
     """'cuda' when available unless asked otherwise."""
     if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        return torch.device(misc.default_device())
     try:
         picked = torch.device(device)
     except (RuntimeError, TypeError):  # torch's parser: one line for the user instead of its traceback

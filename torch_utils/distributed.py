@@ -7,6 +7,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from pstyle.torch_utils import misc
 
 TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -69,7 +70,7 @@ def init_from_env(device=None, timeout_s=1800):
     would make torchrun report the whole run as failed.
     """
     if device in (None, 'auto'):
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        device = misc.default_device()
     device = torch.device(device)
     if device.type == 'cuda' and device.index is None:
         device = torch.device('cuda', local_rank())

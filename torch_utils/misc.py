@@ -38,3 +38,8 @@ def device_of(module):
     for tensor in params_and_buffers(module):
         return tensor.device
     return torch.device('cpu')
+
+
+def default_device():
+    """The device of `--device auto`: 'cuda' when a GPU is available, else 'cpu' (the one place this is decided)."""
+    return 'cuda' if torch.cuda.is_available() else 'cpu'

@@ -29,6 +29,7 @@ from pstyle.datasets.dataset import ImageFolderDataset
 from pstyle.training.trainer import load_source
 from pstyle.training.training_loop import training_loop
 from pstyle.training.train_metrics import make_metrics_fn
+from pstyle.torch_utils import misc
 
 
 def dataset_info(cfg_kwargs):
@@ -66,7 +67,7 @@ def find_continuation(resume):
 
 def resolve_device(device):
     if device in (None, 'auto'):
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
+        return misc.default_device()
     if torch.device(device).type == 'cuda' and not torch.cuda.is_available():
         raise ConfigError(f'--device {device}: CUDA is not available here')
     return str(device)
