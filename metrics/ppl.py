@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .distributed import gather_rows
+from .inputs import InputError
 
 
 def slerp(a, b, t):
@@ -76,6 +77,9 @@ def ppl_distances(G, lpips_model, indices, batch_index, seed=0, epsilon=1e-4, sp
         zt0, zt1 = slerp(z0, z1, t.unsqueeze(1)), slerp(z0, z1, t.unsqueeze(1) + epsilon)
         wt0, wt1 = G.mapping(torch.cat([zt0, zt1]), torch.cat([c, c])).chunk(2)
     img = G.synthesis(torch.cat([wt0, wt1]), noise_mode='const', force_fp32=True)
+    if not torch.isfinite(img).all():  # NaN weights or latents: never a distance.
+        raise InputError(f'the generator produced non-finite values (NaN or Inf) for PPL samples '
+                         f'{indices[0]}..{indices[-1]}; no PPL is computed on them')
     img = _face_crop_and_downsample(img, crop)
     if img.shape[1] == 1:
         img = img.repeat(1, 3, 1, 1)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pstyle.metrics.inputs import InputError
 from pstyle.metrics.lpips_utils import load_lpips
 from pstyle.metrics.ppl import _face_crop_and_downsample, compute_ppl, filtered_mean, slerp
 
@@ -94,3 +95,10 @@ def test_ppl_on_real_generator_randomizes_noise_like_nvidia(lp, tiny_network_fac
     assert np.isfinite(p1) and p1 > 0 and d1.shape == (4,)
     np.testing.assert_array_equal(d1, d2)                   # deterministic given the seed
     assert all(torch.equal(v, dict(G.named_buffers())[k]) for k, v in before.items())   # caller's G untouched
+
+
+def test_a_generator_producing_nan_is_an_error_not_a_ppl(lp, tiny_network_factory):
+    G = tiny_network_factory()
+    G.synthesis.b16.torgb.bias.data[1] = float('nan')
+    with pytest.raises(InputError, match=r'the generator produced non-finite values \(NaN or Inf\) for PPL samples 0..1'):
+        compute_ppl(G, lp, num_samples=2, crop=False, batch_size=2)
