@@ -7,8 +7,9 @@
     FakeTensorMode (shapes only, no weights allocated): bytes of the network (fp32, as saved) against the style delta
     over every synthesis parameter, full (fp32, fp16) and at each --ranks in fp16; the issue's goal is <= 5% of G.
     A PTI delta tunes the same tensors, so the same figures apply to it.
-(b) quality: full-rank and low-rank tuning of a small random network pair (G, its D; references rendered by a
-    perturbed copy of G) with the same seed and steps: the final D-feature loss and the pixel distance of held-out
+(b) quality: full-rank and low-rank tuning with the same seed and steps, of a small random network pair (G, its D;
+    references rendered by a perturbed copy of G), or with `--quality-on demo` of the shipped trained `demo` network
+    (references: two held-out faces drawn as toons, projected into `demo` with 100 W+ steps, pixel loss): the final D-feature loss and the pixel distance of held-out
     mixed latents to the references, each as a ratio to full rank (the issue's goal: within 5%, i.e. <= 1.05).
 (c) speed: seconds per few-shot step at 256x256 (NVIDIA's paper256 G and D, two references) in fp32 and under bf16
     autocast, and the ratio; x 300 gives the issue's 300-step figure.
@@ -29,8 +30,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pstyle.datasets.synthetic_portraits import portrait_image  # noqa: E402
 from pstyle.models import render as gen  # noqa: E402
+from pstyle.models.checkpoint import load_network  # noqa: E402
 from pstyle.models.networks import Discriminator, Generator  # noqa: E402
+from pstyle.projectors import projector as P  # noqa: E402
 from pstyle.projectors.projector import cpu_has_fast_bf16  # noqa: E402
 from pstyle.stylize import fewshot as FS  # noqa: E402
 from pstyle.stylize import layer_weights  # noqa: E402
@@ -69,15 +73,25 @@ def make_case(g_config, d_config, references=2, seed=0):
     return G, D, targets, ws_ref, layer_weights.resolve(G, layer_weights.make_spec())
 
 
+def demo_case(references=2):
+    """(G, D, targets, ws_ref, row weights) on the shipped `demo`: held-out faces (seed 1) drawn as toons, inverted."""
+    nets = load_network('demo')
+    G, D = nets['G_ema'], nets['D']
+    targets = torch.from_numpy(np.stack([portrait_image(1, k, 'toon') for k in range(references)])).permute(0, 3, 1, 2)
+    cfg = P.ProjectConfig(space='w+', num_steps=100, lpips_weight=0.0, mse_weight=1.0, optimize_noise=False)
+    ws_ref = P.project(G, targets.contiguous(), cfg).ws
+    return G, D, targets.contiguous(), ws_ref, layer_weights.resolve(G, layer_weights.make_spec())
+
+
 def heldout_distance(G_tuned, G, targets, ws_ref, row_weights, samples=4):
     ws = FS.mixed_latents(G, ws_ref, row_weights, seed=0, step=FS.GRID_STEP, samples=samples)
     target = (targets.float() / 127.5 - 1).repeat_interleave(samples, dim=0)
     return float((gen.render(G_tuned, ws) - target).square().mean())
 
 
-def bench_quality(ranks=(0, 4, 16), steps=100, g_config=SMALL, d_config=SMALL_D):
+def bench_quality(ranks=(0, 4, 16), steps=100, g_config=SMALL, d_config=SMALL_D, on='random'):
     """Final loss (mean of the last 5 steps) and held-out distance of each rank, as ratios to full rank."""
-    G, D, targets, ws_ref, row_weights = make_case(g_config, d_config)
+    G, D, targets, ws_ref, row_weights = demo_case() if on == 'demo' else make_case(g_config, d_config)
     base = heldout_distance(G, G, targets, ws_ref, row_weights)
     rows = []
     for rank in ranks:
@@ -89,7 +103,7 @@ def bench_quality(ranks=(0, 4, 16), steps=100, g_config=SMALL, d_config=SMALL_D)
     for row in rows:
         row['loss_vs_full'] = row['loss'] / full['loss']
         row['heldout_vs_full'] = row['heldout'] / full['heldout']
-    return dict(steps=steps, resolution=g_config['img_resolution'], base_heldout=base, rows=rows)
+    return dict(steps=steps, resolution=int(G.img_resolution), networks=on, base_heldout=base, rows=rows)
 
 
 def bench_speed(precisions=('fp32', 'bf16'), steps=2, g_config=PAPER_256, d_config=PAPER_256_D):
@@ -138,6 +152,8 @@ def main(argv=None):
     parser.add_argument('--ranks', default='1,2,4,8,16', help='(a) ranks to size')
     parser.add_argument('--quality-ranks', default='0,4,16', help='(b) ranks to tune (0 = full)')
     parser.add_argument('--quality-steps', type=int, default=100)
+    parser.add_argument('--quality-on', choices=['random', 'demo'], default='random',
+                        help='(b) a small random network pair, or the shipped trained demo network')
     parser.add_argument('--time-steps', type=int, default=2, help='(c) timed steps per precision (after one warm-up)')
     parser.add_argument('--precisions', default=None, help='(c) precisions to time, the first is the baseline '
                         '[fp32,bf16; fp32 alone on CPUs without native bf16, where bf16 steps take many minutes]')
@@ -154,7 +170,8 @@ def main(argv=None):
             print('(c) bf16 skipped: this CPU has no native bf16 (give --precisions fp32,bf16 to time it anyway)')
     results = {}
     runs = dict(sizes=lambda: bench_sizes(ranks=[int(r) for r in args.ranks.split(',')]),
-                quality=lambda: bench_quality([int(r) for r in args.quality_ranks.split(',')], args.quality_steps),
+                quality=lambda: bench_quality([int(r) for r in args.quality_ranks.split(',')], args.quality_steps,
+                                              on=args.quality_on),
                 speed=lambda: bench_speed(args.precisions.split(','), steps=args.time_steps))
     for name, run in runs.items():
         if name not in skip:

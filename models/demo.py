@@ -18,8 +18,8 @@ PHOTOS_DIR = DEMO_DIR / 'photos'
 # Short name -> (file in DEMO_DIR, sha256). The hashes are those recorded in docs/demo_networks.md;
 # a file that does not match was damaged (or replaced without updating this table).
 DEMO_NETWORKS = {
-    'demo':      ('demo.safetensors', '2b2f4e81b9e7aa7a6d41eeaabc0f409eb371dae97c4f3d910015b2efe63a7577'),
-    'demo-toon': ('demo-toon.safetensors', '104d7ed563128cd2a3757dbbe4bb17f0cde6f7e2787669bdb55dc462b901eb37'),
+    'demo':      ('demo.safetensors', '2443ce9ed5315b26995662f89fdd2decc735dea9027f646d659f81f2bfe5806e'),
+    'demo-toon': ('demo-toon.safetensors', 'd5f2ae5cf541e4f5665d2af79e01c1a61b0e857307f4c15acde2de2d3436606e'),
 }
 
 

@@ -116,7 +116,7 @@ def test_unknown_torch_dict(tmp_path):
 def test_missing_file_and_unknown_name(tmp_path):
     with pytest.raises(CheckpointError, match='no such file: .*nope.pkl'):
         load_network(tmp_path / 'nope.pkl')
-    with pytest.raises(CheckpointError, match='not one of the short names ffhq, metfaces'):
+    with pytest.raises(CheckpointError, match='not one of the short names demo, demo-toon, ffhq, metfaces'):
         load_network('ffhq-typo')
 
 
