@@ -23,6 +23,7 @@ from pstyle.models import render as R
 from pstyle.models import wplus
 from pstyle.projectors import projector as P
 from pstyle.torch_utils import misc
+from pstyle.torch_utils.errors import check_finite
 
 
 @dataclasses.dataclass
@@ -163,6 +164,7 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None, p
             steps = step + 1
             break
     G_tuned.requires_grad_(False)
+    check_finite('pivotal tuning', history[-1]['loss'], *tuned)  # A diverged tuning is a failure, never a result.
     return G_tuned, dict(steps=steps, trainable=names, history=history)
 
 

@@ -10,6 +10,7 @@ from pstyle.projectors import pti as T
 from pstyle.models import deltas
 from pstyle.models import render as rendering
 from pstyle.models.render import to_uint8
+from pstyle.torch_utils.errors import DivergenceError
 
 
 @pytest.fixture(scope='module')
@@ -161,3 +162,10 @@ def test_row_specs_select_the_tensors_their_rows_own(G):
         T.trainable_names(G, ('discriminator.*',))
     with pytest.raises(ValueError, match='W\\+ rows 40 out of range'):
         T.trainable_names(G, ('40',))
+
+
+def test_a_diverged_tuning_is_a_typed_failure_not_a_result(G, case):
+    target, pivot = case
+    cfg = T.PTIConfig(num_steps=4, learning_rate=1e30, lpips_weight=0.0, regularizer_lpips_weight=0.0)
+    with pytest.raises(DivergenceError, match='pivotal tuning: diverged'):
+        T.tune(G, target, pivot, None, cfg)
