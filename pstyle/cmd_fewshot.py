@@ -18,6 +18,8 @@ from pstyle.torch_utils import progress
 @click.option('--landmarks', type=click.Path(dir_okay=False), default=None, help='dlib 68-point landmark model.')
 @click.option('--project-preset', type=click.Choice(['fast', 'default', 'best']), default='default', show_default=True, help='Inversion of the references (as `pstyle stylize`, without PTI).')
 @click.option('--project-steps', type=click.IntRange(min=1), default=None, help='Projection steps (overrides the preset).')
+@click.option('--invert', type=click.Choice(['optimize', 'encoder', 'encoder+optimize']), default='optimize', show_default=True, help='Inversion of the references into --base, as `pstyle stylize --invert`.')
+@click.option('--encoder', default=None, help='Encoder of --base for --invert encoder / encoder+optimize.')
 @click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Projection LPIPS weight (0 = no LPIPS, e.g. offline).')
 @click.option('--mse-weight', type=click.FloatRange(min=0), default=None, help='Projection pixel MSE weight.')
 @_weight_options
@@ -35,14 +37,15 @@ from pstyle.torch_utils import progress
 @click.option('--device', default='auto', show_default=True)
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr.')
 @_click_errors
-def fewshot_command(base, styles, outdir, align, landmarks, project_preset, project_steps, lpips_weight, mse_weight, tune_rows,
+def fewshot_command(base, styles, outdir, align, landmarks, project_preset, project_steps, invert, encoder, lpips_weight, mse_weight, tune_rows,
                     steps, learning_rate, loss, distance, rank, samples, precision, seed, checkpoint_every, resume, device, quiet,
                     **kw):
     """Few-shot style from reference portraits (JoJoGAN): fine-tune --base so that the references' latents,
     mixed with random latents on the rows of the per-row spec (default: fine), render the references."""
     project = dict(num_steps=project_steps, lpips_weight=lpips_weight, mse_weight=mse_weight, precision=precision)
     scfg = StylizeConfig(base=base, spec=_spec(kw), align=align, landmarks=landmarks, project_preset=project_preset,
-                         project={k: v for k, v in project.items() if v is not None}, pti=False, device=device)
+                         project={k: v for k, v in project.items() if v is not None}, pti=False, device=device,
+                         invert=invert, encoder=encoder)
     cfg = fewshot.FewshotConfig(steps=steps, learning_rate=learning_rate, loss=loss, distance=distance, tune_rows=tune_rows,
                                 rank=rank, samples=samples, precision=precision, seed=seed, checkpoint_every=checkpoint_every)
     manifest = fewshot.run_fewshot(styles, outdir, cfg, scfg, resume=resume, log=lambda m: click.echo(m, err=True),

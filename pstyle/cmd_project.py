@@ -71,6 +71,7 @@ def _distributed(device):
 @click.option('--pti-steps', type=click.IntRange(min=1), default=None, help='PTI steps [350].')
 @click.option('--pti-layers', default=None, help='Tuned parameters, comma-separated: W+ rows (fine, res:64-256, b32, 7-12: the tensors they own), layer names (b8.conv0) or glob patterns of parameter names [synthesis.*].')
 @click.option('--delta-dtype', type=click.Choice(['fp32', 'fp16', 'bf16']), default=None, help='Storage of the PTI weight delta [fp32].')
+@click.option('--pti-rank', type=click.IntRange(min=0), default=None, help='Store the PTI delta as rank-R factors per weight (compact; 0 = full) [0].')
 @click.option('--set', 'sets', multiple=True, metavar='KEY=VALUE', help='Any setting, e.g. --set lr_rampdown_length=0.3 --set pti.regularizer_alpha=20.')
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=4, show_default=True, help='Images optimised together (results do not depend on it).')
 @click.option('--precision', type=click.Choice(P.PRECISIONS), default=None, help='fp32, bf16 or fp16 (CUDA) [fp32].')
@@ -88,7 +89,7 @@ def _distributed(device):
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, initial_learning_rate, lpips_weight,
             mse_weight, id_weight, regularize_noise_weight, early_stop_lpips, pti_flag, pti_steps, pti_layers,
-            delta_dtype, sets, batch_size, precision, device, seed, align, crop, min_size, video, video_every, arcface,
+            delta_dtype, pti_rank, sets, batch_size, precision, device, seed, align, crop, min_size, video, video_every, arcface,
             resume, quiet, inversion, encoder):
     """Project photos into the latent space of a generator (W or W+, optional noise and PTI).
 
@@ -106,7 +107,7 @@ def project(network, inputs, outdir, preset, space, num_steps, optimize_noise, i
                      regularize_noise_weight=regularize_noise_weight, early_stop_lpips=early_stop_lpips, seed=seed)
     overrides = {**set_project, **{k: v for k, v in overrides.items() if v is not None}}
     pti_overrides = {**set_pti, **{k: v for k, v in dict(num_steps=pti_steps, trainable=pti_layers,
-                                                         delta_dtype=delta_dtype).items() if v is not None}}
+                                                         delta_dtype=delta_dtype, rank=pti_rank).items() if v is not None}}
     try:
         cfg, pti_cfg = build_configs(preset, overrides, pti_flag, pti_overrides)
         rank, world_size, device, barrier = _distributed(device)

@@ -146,6 +146,7 @@ def _pipeline_options(f):
         click.option('--encoder', default=None, help='Encoder of --base for --invert encoder / encoder+optimize (pstyle train-encoder file, e4e/pSp checkpoint).'),
         click.option('--pti/--no-pti', 'pti', default=None, help='Pivotal tuning of the base per photo, blended with --styled [preset: best only].'),
         click.option('--pti-steps', type=click.IntRange(min=1), default=None, help='PTI steps [350].'),
+        click.option('--pti-rank', type=click.IntRange(min=0), default=None, help='Store each PTI delta as rank-R factors per weight (compact; 0 = full) [0].'),
         click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None, help='Projection steps (overrides the preset).'),
         click.option('--space', type=click.Choice(['w', 'w+']), default=None, help='Projection space (overrides the preset).'),
         click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Projection LPIPS weight (0 = no LPIPS, e.g. offline).'),
@@ -167,11 +168,11 @@ def _pipeline_config(kw, **extra):
                          project={k: v for k, v in project.items() if v is not None}, batch_size=kw.pop('batch_size'),
                          metrics=kw.pop('metrics'), device=kw.pop('device'), pti=kw.pop('pti'),
                          invert=kw.pop('invert'), encoder=kw.pop('encoder'),
-                         pti_settings=_pti_settings(kw.pop('pti_steps')), **extra)
+                         pti_settings=_pti_settings(kw.pop('pti_steps'), kw.pop('pti_rank')), **extra)
 
 
-def _pti_settings(num_steps):
-    return {} if num_steps is None else dict(num_steps=num_steps)
+def _pti_settings(num_steps, rank=None):
+    return {k: v for k, v in dict(num_steps=num_steps, rank=rank).items() if v is not None}
 
 
 @click.command()

@@ -413,7 +413,8 @@ def run_fewshot(styles, outdir, cfg, stylize_cfg, resume=False, log=print, progr
     _save_figures(G, G_tuned, targets, ws_ref, grid_ws, outdir)
     manifest = files.jsonable(dict(
         version=MANIFEST_VERSION, kind='pstyle fewshot', base=base_info, config=cfg.as_dict(),
-        inversion=dict(align=stylize_cfg.align, project_preset=stylize_cfg.project_preset, project=stylize_cfg.project),
+        inversion=dict(align=stylize_cfg.align, project_preset=stylize_cfg.project_preset, project=stylize_cfg.project,
+                       method=stylize_cfg.invert, encoder=stylize_cfg.encoder),
         spec=stylize_cfg.spec.as_dict(), spec_text=stylize_cfg.spec.describe(), row_weights=row_weights,
         references=[dict(path=str(p), sha256=sha256_file(p)) for p in paths],
         delta=dict(path=delta_path.name, bytes=delta_path.stat().st_size, tensors=len(stored),

@@ -9,6 +9,7 @@ from PIL import Image
 
 from pstyle.cli import main
 from pstyle import cmd_project as C
+from pstyle.models import deltas
 from pstyle.models.checkpoint import save_network
 
 QUICK = ['--steps', '3', '--lpips-weight', '0', '--mse-weight', '1', '--set', 'w_avg_samples=100', '--device', 'cpu']
@@ -167,3 +168,17 @@ def test_progress_on_stderr_results_on_stdout(network, photos, tmp_path):
     assert any(line.startswith('pti p0.png: step 2/2 loss ') and 'done in' in line for line in err)
     quiet = CliRunner().invoke(main, [*args, '--outdir', str(tmp_path / 'q'), '--quiet'])
     assert quiet.exit_code == 0 and 'step 1/3' not in quiet.stderr and quiet.stdout == result.stdout.replace('/o/', '/q/')
+
+
+def test_pti_rank_stores_the_delta_as_low_rank_factors(network, photos, tmp_path):
+    outs = {}
+    for rank in ('0', '2'):
+        out = tmp_path / f'rank{rank}'
+        result = CliRunner().invoke(main, ['project', '--network', str(network), '-i', str(photos / 'p0.png'),
+                                           '--outdir', str(out), '--pti', '--pti-steps', '2', '--pti-rank', rank, *QUICK])
+        assert result.exit_code == 0, result.output
+        [item] = json.loads((out / 'metrics.json').read_text())['items']
+        outs[rank] = deltas.load_delta(out / item['pti']['delta'])[0]
+    assert not any(isinstance(d, deltas.LowRank) for d in outs['0'].values())
+    assert any(isinstance(d, deltas.LowRank) for d in outs['2'].values())
+    assert deltas.delta_nbytes(outs['2']) < deltas.delta_nbytes(outs['0'])

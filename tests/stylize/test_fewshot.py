@@ -21,6 +21,8 @@ from pstyle.cli import main
 from pstyle.models import deltas
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import save_network
+from pstyle.projectors.encoder import save_trained_encoder
+from pstyle.projectors.encoder_nets import SmallEncoder
 from pstyle.stylize import blend
 from pstyle.stylize import fewshot as FS
 from pstyle.stylize import layer_weights as lw
@@ -318,3 +320,23 @@ def test_pti_with_a_rank_saves_factors_and_returns_what_they_give_back(fewshot_c
     assert all(torch.equal(back[n], t) for n, t in G_tuned.state_dict().items())
     with pytest.raises(ValueError, match='PTI rank must be an integer >= 0'):
         T.pti_config(rank=-1)
+
+
+def test_fewshot_inverts_its_references_with_an_encoder_of_the_base(cli_files, fewshot_case):
+    root, out = cli_files, cli_files / 'run_encoder'
+    G = fewshot_case['G']
+    torch.manual_seed(0)
+    kwargs = dict(num_ws=G.num_ws, w_dim=G.w_dim, input_size=G.img_resolution, input_nc=3)
+    config = dict(arch='SmallEncoder', arch_kwargs=kwargs, num_ws=G.num_ws, w_dim=G.w_dim, input_size=G.img_resolution,
+                  input_nc=3, generator=dict(weights_sha256=deltas.weights_sha256(G)))
+    encoder = save_trained_encoder(root / 'enc.safetensors', SmallEncoder(**kwargs), G.mapping.w_avg[None].repeat(G.num_ws, 1),
+                                   config)
+    result = invoke('fewshot', '--base', root / 'base.pt', '--style', root / 'ref0.png', '--outdir', out, *PROJ,
+                    '--invert', 'encoder', '--encoder', encoder, '--steps', 1, '--quiet')
+    assert result.exit_code == 0, result.output
+    inversion = json.loads((out / 'manifest.json').read_text())['inversion']
+    assert (inversion['method'], inversion['encoder']) == ('encoder', str(encoder))
+    wrong = invoke('fewshot', '--base', root / 'base.pt', '--style', root / 'ref0.png', '--outdir', root / 'run_wrong',
+                   *PROJ, '--invert', 'encoder', '--encoder', root / 'base.pt', '--steps', 1, '--quiet')
+    assert wrong.exit_code != 0 and "Traceback" not in wrong.output  # A generator given as the encoder: one line.
+    assert "base.pt" in wrong.output, wrong.output
