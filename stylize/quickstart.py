@@ -39,19 +39,19 @@ def run_quickstart(outdir, num_steps=500, seeds=range(6), device='cpu', log=prin
     """Write samples.png, photos/, stylize_grid.png (+ .json), quickstart.png and quickstart.json into `outdir`."""
     outdir = Path(outdir)
     t0 = time.perf_counter()
-    seeds = list(seeds)
-    nets = {name: checkpoint.load_network(name, device=gen.pick_device(device))['G_ema'] for name in demo.DEMO_NETWORKS}
-    samples = samples_figure(nets['demo'], nets['demo-toon'], seeds, gen.pick_device(device))
+    seeds, torch_device, sample_photos = list(seeds), gen.pick_device(device), demo.sample_photos()
+    nets = {name: checkpoint.load_network(name, device=torch_device)['G_ema'] for name in demo.DEMO_NETWORKS}
+    samples = samples_figure(nets['demo'], nets['demo-toon'], seeds, torch_device)
     outdir.mkdir(parents=True, exist_ok=True)
     samples.save(outdir / 'samples.png')
     log(f'samples of demo and demo-toon: {outdir / "samples.png"}')
     photos = outdir / 'photos'
     photos.mkdir(exist_ok=True)
-    for path in demo.sample_photos():
+    for path in sample_photos:
         shutil.copyfile(path, photos / path.name)
     cfg = pipeline.StylizeConfig(base='demo', styled='demo-toon', align=False, project_preset='fast',
                                  project=dict(num_steps=num_steps, lpips_weight=0.0, mse_weight=1.0),
-                                 spec=layer_weights.make_spec(swap_res=SWAP_COLUMNS[0]), batch_size=len(demo.sample_photos()),
+                                 spec=layer_weights.make_spec(swap_res=SWAP_COLUMNS[0]), batch_size=len(sample_photos),
                                  metrics=False, device=device)
     record = grid.stylize_grid(photos, outdir / 'stylize_grid.png', cfg, 'swap-res', list(SWAP_COLUMNS),
                                log=log, progress=progress)
