@@ -21,20 +21,25 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pstyle.datasets.synthetic_portraits import portrait_image  # noqa: E402
+from pstyle.models import deltas  # noqa: E402
 from pstyle.models import render as gen  # noqa: E402
 from pstyle.models.checkpoint import load_network  # noqa: E402
 from pstyle.models.networks import Discriminator, Generator  # noqa: E402
+from pstyle.models.demo import sample_photos  # noqa: E402
 from pstyle.projectors import projector as P  # noqa: E402
+from pstyle.projectors import pti  # noqa: E402
 from pstyle.projectors.projector import cpu_has_fast_bf16  # noqa: E402
 from pstyle.stylize import fewshot as FS  # noqa: E402
 from pstyle.stylize import layer_weights  # noqa: E402
@@ -55,8 +60,8 @@ def bench_sizes(config=OFFICIAL_1024, ranks=(1, 2, 4, 8, 16)):
         G = Generator(**config)
     g_bytes = sum(int(np.prod(t.shape)) * 4 for t in G.state_dict().values())
     shapes = [tuple(p.shape) for n, p in G.named_parameters() if n in set(FS.tuned_names(G))]
-    rows = [dict(delta='full fp32', bytes=FS.delta_size(shapes, 0, 4)), dict(delta='full fp16', bytes=FS.delta_size(shapes, 0, 2))]
-    rows += [dict(delta=f'rank {r} fp16', rank=r, bytes=FS.delta_size(shapes, r, 2)) for r in ranks]
+    rows = [dict(delta='full fp32', bytes=deltas.delta_size(shapes, 0, 4)), dict(delta='full fp16', bytes=deltas.delta_size(shapes, 0, 2))]
+    rows += [dict(delta=f'rank {r} fp16', rank=r, bytes=deltas.delta_size(shapes, r, 2)) for r in ranks]
     for row in rows:
         row['percent_of_G'] = 100.0 * row['bytes'] / g_bytes
     return dict(resolution=config['img_resolution'], G_bytes=g_bytes, tuned_tensors=len(shapes), rows=rows)
@@ -106,6 +111,39 @@ def bench_quality(ranks=(0, 4, 16), steps=100, g_config=SMALL, d_config=SMALL_D,
     return dict(steps=steps, resolution=int(G.img_resolution), networks=on, base_heldout=base, rows=rows)
 
 
+def bench_pti(ranks=(4, 16), modes=('tune', 'svd'), steps=50, photos=3, lr=1e-3):
+    """PTI at a rank on the shipped `demo`: sample photos projected (100 W+ steps, pixel loss), then `steps` PTI
+    steps (pixel loss, locality regulariser on) at full rank and at each rank in each mode, fp16 deltas; the
+    reconstruction MSE of what the stored delta gives back, as a ratio to full rank, per photo."""
+    nets = load_network('demo')
+    G = nets['G_ema']
+    paths = sample_photos()[:photos]
+    targets = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert('RGB')) for p in paths])).permute(0, 3, 1, 2)
+    cfg = P.ProjectConfig(space='w+', num_steps=100, lpips_weight=0.0, mse_weight=1.0, optimize_noise=False)
+    ws = P.project(G, targets.contiguous(), cfg).ws
+    base_sha = deltas.weights_sha256(G)
+    variants = [(0, 'full')] + [(r, m) for r in ranks for m in modes]
+    rows = []
+    for k, path in enumerate(paths):
+        target = targets[k:k + 1].contiguous()
+        row = dict(photo=path.stem, no_pti=pti.pti_metrics(G, target, ws[k:k + 1], None, None)[0]['mse'])
+        for rank, mode in variants:
+            pcfg = pti.pti_config(num_steps=steps, learning_rate=lr, lpips_weight=0.0, regularizer_lpips_weight=0.0,
+                                  rank=rank, rank_mode='tune' if mode == 'full' else mode, delta_dtype='fp16')
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                G_tuned, info = pti.tune_and_save(G, target, ws[k:k + 1], None, pcfg, None, Path(tmp) / 'd.safetensors', base_sha)
+                key = 'full' if mode == 'full' else f'r{rank}-{mode}'
+                row[key] = pti.pti_metrics(G_tuned, target, ws[k:k + 1], None, None)[0]['mse']
+                row[key + '_bytes'] = info['delta_bytes']
+                row[key + '_s'] = time.perf_counter() - t0
+        for rank, mode in variants[1:]:
+            row[f'r{rank}-{mode}_vs_full'] = row[f'r{rank}-{mode}'] / row['full']
+        rows.append(row)
+        print(f'    ({path.stem} done)', file=sys.stderr, flush=True)
+    return dict(steps=steps, lr=lr, photos=len(paths), variants=[f'r{r}-{m}' for r, m in variants[1:]], rows=rows)
+
+
 def bench_speed(precisions=('fp32', 'bf16'), steps=2, g_config=PAPER_256, d_config=PAPER_256_D):
     """Median seconds per few-shot step (full rank, D loss) per precision, after one warm-up step."""
     G, D, targets, ws_ref, row_weights = make_case(g_config, d_config)
@@ -138,6 +176,16 @@ def report(results):
         for row in q['rows']:
             print(f'    rank {row["rank"]:>3}: loss {row["loss"]:.4f} ({row["loss_vs_full"]:.3f} x full), held-out '
                   f'{row["heldout"]:.4f} ({row["heldout_vs_full"]:.3f} x full), {row["seconds"]:.1f} s')
+    p = results.get('pti')
+    if p:
+        print(f'(d) PTI at a rank on demo, {p["steps"]} steps (lr {p["lr"]}, pixel loss), fp16 deltas: reconstruction MSE '
+              f'(x full rank) and delta bytes')
+        for row in p['rows']:
+            cells = [f'{v}: {row[v]:.5f} ({row[v + "_vs_full"]:.3f}x, {row[v + "_bytes"]} B)' for v in p['variants']]
+            print(f'    {row["photo"]}: no PTI {row["no_pti"]:.5f}, full {row["full"]:.5f} ({row["full_bytes"]} B); '
+                  + '; '.join(cells))
+        for v in p['variants']:
+            print(f'    {v}: worst {max(r[v + "_vs_full"] for r in p["rows"]):.3f}x full rank')
     t = results.get('speed')
     if t:
         print(f'(c) seconds per step at {t["resolution"]}x{t["resolution"]}, {t["references"]} references, '
@@ -154,10 +202,13 @@ def main(argv=None):
     parser.add_argument('--quality-steps', type=int, default=100)
     parser.add_argument('--quality-on', choices=['random', 'demo'], default='random',
                         help='(b) a small random network pair, or the shipped trained demo network')
+    parser.add_argument('--pti-ranks', default='4,16', help='(d) PTI ranks, each tuned as factors and as an SVD')
+    parser.add_argument('--pti-steps', type=int, default=50)
+    parser.add_argument('--pti-photos', type=int, default=3, help='(d) demo sample photos')
     parser.add_argument('--time-steps', type=int, default=2, help='(c) timed steps per precision (after one warm-up)')
     parser.add_argument('--precisions', default=None, help='(c) precisions to time, the first is the baseline '
                         '[fp32,bf16; fp32 alone on CPUs without native bf16, where bf16 steps take many minutes]')
-    parser.add_argument('--skip', default='', help='comma list of sizes,quality,speed to skip')
+    parser.add_argument('--skip', default='', help='comma list of sizes,quality,pti,speed to skip')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--out', default=None, help='write the results as JSON')
     args = parser.parse_args(argv)
@@ -172,6 +223,8 @@ def main(argv=None):
     runs = dict(sizes=lambda: bench_sizes(ranks=[int(r) for r in args.ranks.split(',')]),
                 quality=lambda: bench_quality([int(r) for r in args.quality_ranks.split(',')], args.quality_steps,
                                               on=args.quality_on),
+                pti=lambda: bench_pti([int(r) for r in args.pti_ranks.split(',')], steps=args.pti_steps,
+                                      photos=args.pti_photos),
                 speed=lambda: bench_speed(args.precisions.split(','), steps=args.time_steps))
     for name, run in runs.items():
         if name not in skip:

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from pstyle.torch_utils.fileio import atomic_path
 from pstyle.torch_utils.folder_run import IMAGE_EXTENSIONS
@@ -92,12 +93,10 @@ def factorize(delta, rank):
     out = {}
     for name, d in delta.items():
         d = dense(d)
-        m = d.shape[0] if d.ndim >= 2 else 0
-        n = d.numel() // max(m, 1)
-        if d.ndim < 2 or rank * (m + n) >= m * n:
+        if (mn := factor_shape(d.shape, rank)) is None:
             out[name] = d
             continue
-        U, S, Vh = torch.linalg.svd(d.reshape(m, n), full_matrices=False)
+        U, S, Vh = torch.linalg.svd(d.reshape(mn), full_matrices=False)
         out[name] = LowRank(U[:, :rank] * S[:rank], Vh[:rank], tuple(d.shape))
     return out
 
@@ -109,6 +108,91 @@ def cast_delta(delta, dtype='fp32'):
     cast = lambda t: t.detach().to('cpu', DELTA_DTYPES[dtype]).contiguous()
     return {n: LowRank(cast(d.u), cast(d.v), tuple(d.shape)) if isinstance(d, LowRank) else cast(d)
             for n, d in delta.items()}
+
+
+# ----------------------------------------------------------------------------
+# Tuning in the low-rank form (few-shot styles, PTI).
+
+def factor_shape(shape, rank):
+    """(m, n) of the matrix a tensor of `shape` is tuned as at `rank` ([out, in * k * k]), or None when it stays
+    full: 1-D tensors, rank 0, and matrices whose factors would not be smaller (r (m + n) >= m n)."""
+    if not rank or len(shape) < 2:
+        return None
+    m = int(shape[0])
+    n = int(np.prod(shape[1:]))
+    return (m, n) if rank * (m + n) < m * n else None
+
+
+def delta_size(shapes, rank, bytes_per_value=2):
+    """Bytes of a delta over tensors of these shapes, tuned at `rank` (0 = full), stored `bytes_per_value` each."""
+    values = 0
+    for shape in shapes:
+        mn = factor_shape(shape, rank)
+        values += rank * sum(mn) if mn is not None else int(np.prod(shape))
+    return values * bytes_per_value
+
+
+class DeltaParams:
+    """The trainable delta of each tuned tensor: full (zeros at the start) or factors u [m, r] (zeros) and
+    v [r, n] (N(0, 1/r), drawn from `seed`), so that tuning starts at the base network exactly."""
+
+    def __init__(self, G, names, rank, seed):
+        params = dict(G.named_parameters())
+        self.base = {n: params[n].detach() for n in names}
+        self.shapes = {n: tuple(params[n].shape) for n in names}
+        self.tensors, self.factored = {}, set()
+        generator = torch.Generator().manual_seed(int(seed))
+        for n in names:
+            w = self.base[n]
+            if (mk := factor_shape(w.shape, rank)) is not None:
+                m, k = mk
+                v = torch.randn([rank, k], generator=generator) / np.sqrt(rank)
+                self.tensors[n + LOWRANK_SUFFIXES[0]] = torch.zeros([m, rank], device=w.device)
+                self.tensors[n + LOWRANK_SUFFIXES[1]] = v.to(w.device)
+                self.factored.add(n)
+            else:
+                self.tensors[n] = torch.zeros_like(w)
+        for t in self.tensors.values():
+            t.requires_grad_(True)
+
+    def parameters(self):
+        return list(self.tensors.values())
+
+    def param_groups(self, lr, factor_lr_scale):
+        """Adam groups: full tensors at `lr`, low-rank factors at `lr * factor_lr_scale` (U starts at zero, so
+        the delta of a factored tensor grows more slowly than a full one at the same rate)."""
+        factors = [t for k, t in self.tensors.items() if k.endswith(LOWRANK_SUFFIXES)]
+        full = [t for k, t in self.tensors.items() if not k.endswith(LOWRANK_SUFFIXES)]
+        return [g for g in (dict(params=full, lr=lr), dict(params=factors, lr=lr * factor_lr_scale)) if g['params']]
+
+    def delta_of(self, n):
+        if n in self.factored:
+            u, v = (self.tensors[n + s] for s in LOWRANK_SUFFIXES)
+            return (u @ v).reshape(self.shapes[n])  # [m, r] @ [r, n] -> the tensor's shape
+        return self.tensors[n]
+
+    def synthesis_params(self):
+        """{name inside G.synthesis: W0 + delta} for `torch.func.functional_call`."""
+        return {n[len('synthesis.'):]: self.base[n] + self.delta_of(n) for n in self.base}
+
+    @torch.no_grad()
+    def delta(self):
+        """{name: tensor or LowRank} of the tensors that changed, detached fp32 copies."""
+        out = {}
+        for n in self.base:
+            if n in self.factored:
+                u, v = (self.tensors[n + s].detach().clone() for s in LOWRANK_SUFFIXES)
+                if u.any():
+                    out[n] = LowRank(u, v, self.shapes[n])
+            elif self.tensors[n].any():
+                out[n] = self.tensors[n].detach().clone()
+        return out
+
+
+def synthesize(G, params, ws, **kwargs):
+    """G.synthesis(ws, **kwargs) with some tensors replaced by `params` ({name inside G.synthesis: tensor}, as
+    `DeltaParams.synthesis_params` gives), unfused; the base module is never modified."""
+    return torch.func.functional_call(G.synthesis, params, (ws,), dict(kwargs, fused_modconv=False))
 
 
 def save_delta(path, delta, base_sha256, meta=None, kind='pti'):

@@ -25,6 +25,8 @@ from pstyle.projectors import projector as P
 from pstyle.torch_utils import misc
 from pstyle.torch_utils.errors import check_finite
 
+RANK_MODES = ('tune', 'svd')
+
 
 @dataclasses.dataclass
 class PTIConfig:
@@ -45,7 +47,9 @@ class PTIConfig:
     precision:                          str = 'fp32'
     seed:                               int = 0
     delta_dtype:                        str = 'fp32'    # Storage of the weight delta: fp32, fp16 or bf16.
-    rank:                               int = 0         # Store weight deltas as rank-R factors (truncated SVD); 0 = full.
+    rank:                               int = 0         # Rank-R weight deltas (per weight as [out, in*k*k]); 0 = full.
+    rank_mode:                          str = 'tune'    # 'tune': tune W0 + U V directly; 'svd': tune fully, store a truncated SVD.
+    factor_lr_scale:                    float = 4.0     # Learning rate of U and V relative to full tensors ('tune').
 
     def check(self):
         if int(self.num_steps) != self.num_steps or self.num_steps < 1:
@@ -60,6 +64,10 @@ class PTIConfig:
             raise ValueError(f'precision must be one of {P.PRECISIONS}, got {self.precision!r}')
         if int(self.rank) != self.rank or self.rank < 0:
             raise ValueError(f'PTI rank must be an integer >= 0 (0 = full deltas), got {self.rank}')
+        if self.rank_mode not in RANK_MODES:
+            raise ValueError(f'PTI rank_mode must be one of {", ".join(RANK_MODES)}, got {self.rank_mode!r}')
+        if self.factor_lr_scale <= 0:
+            raise ValueError(f'PTI factor_lr_scale must be > 0, got {self.factor_lr_scale}')
         if isinstance(self.trainable, str):
             self.trainable = tuple(p.strip() for p in self.trainable.split(',') if p.strip())
         if not self.trainable:
@@ -135,23 +143,30 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None, p
         lpips_model = P.default_lpips(device)
 
     G_orig = G
-    G_tuned = copy.deepcopy(G).eval().requires_grad_(False)
-    names = trainable_names(G_tuned, cfg.trainable)
-    params = dict(G_tuned.named_parameters())
-    tuned = [params[n].requires_grad_(True) for n in names]
-    opt = torch.optim.Adam(tuned, lr=cfg.learning_rate)
+    names = trainable_names(G, cfg.trainable)
+    if cfg.rank and cfg.rank_mode == 'tune':
+        tunable = low_rank_tunable(G, names, cfg)
+        tuned = tunable.parameters()
+        opt = torch.optim.Adam(tunable.param_groups(cfg.learning_rate, cfg.factor_lr_scale))
+        synthesis = lambda w, **kwargs: D.synthesize(G, tunable.synthesis_params(), w, **kwargs)
+    else:
+        tunable = None
+        G_tuned = copy.deepcopy(G).eval().requires_grad_(False)
+        params = dict(G_tuned.named_parameters())
+        tuned = [params[n].requires_grad_(True) for n in names]
+        opt = torch.optim.Adam(tuned, lr=cfg.learning_rate)
+        synthesis = lambda w, **kwargs: G_tuned.synthesis(w, fused_modconv=False, **kwargs)
     lpips_target = P.LPIPSDistance(lpips_model, target, cfg.lpips_resolution) if lpips_model is not None else None
     generator = torch.Generator().manual_seed(int(cfg.seed))
     history, steps = [], cfg.num_steps
     for step in range(cfg.num_steps):
         with P._autocast(device, cfg.precision):
-            synth = G_tuned.synthesis(pivot, noise_mode='const', dtype=dtype, fused_modconv=False,
-                                      noise_inputs=R.noise_inputs(noise))
+            synth = synthesis(pivot, noise_mode='const', dtype=dtype, noise_inputs=R.noise_inputs(noise))
             l2 = (synth.float() - target).square().mean()
             lp = lpips_target(synth)[0] if lpips_target is not None else torch.zeros([], device=device)
             loss = cfg.l2_weight * l2 + cfg.lpips_weight * lp
             if cfg.use_locality_regularization and step % cfg.locality_regularization_interval == 0:
-                loss = loss + locality_loss(G_orig, G_tuned, pivot, cfg, lpips_model, generator, dtype)
+                loss = loss + locality_loss(G_orig, synthesis, pivot, cfg, lpips_model, generator, dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -163,9 +178,22 @@ def tune(G, target, ws, noise=None, cfg=None, lpips_model=None, callback=None, p
         if cfg.early_stop_lpips is not None and lpips_target is not None and float(lp.detach()) < cfg.early_stop_lpips:
             steps = step + 1
             break
-    G_tuned.requires_grad_(False)
     check_finite('pivotal tuning', history[-1]['loss'], *tuned)  # A diverged tuning is a failure, never a result.
-    return G_tuned, dict(steps=steps, trainable=names, history=history)
+    info = dict(steps=steps, trainable=names, history=history)
+    if tunable is not None:  # The factors are the result: G_tuned is what they give back.
+        info['delta'] = tunable.delta()
+        G_tuned = D.apply_delta(copy.deepcopy(G).eval(), info['delta'])
+    return G_tuned.requires_grad_(False), info
+
+
+def low_rank_tunable(G, names, cfg):
+    """`models.deltas.DeltaParams` over the tensors PTI tunes (synthesis only: W0 + U V replaces them in
+    `functional_call` of G.synthesis), U zero so that tuning starts at G exactly."""
+    outside = [n for n in names if not n.startswith('synthesis.')]
+    if outside:
+        raise ValueError(f'low-rank PTI tunes synthesis parameters only, but trainable selects {", ".join(outside[:3])}: '
+                         f'use rank 0, rank_mode "svd", or trainable patterns inside synthesis')
+    return D.DeltaParams(G, names, cfg.rank, cfg.seed)
 
 
 def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, meta=None, progress=None):
@@ -175,20 +203,25 @@ def tune_and_save(G, target, ws, noise, cfg, lpips_model, path, base_sha256, met
     """
     start = time.time()
     G_tuned, info = tune(G, target, ws, noise, cfg, lpips_model, progress=progress)
-    delta = D.compute_delta(G, G_tuned)
-    delta = D.cast_delta(D.factorize(delta, cfg.rank) if cfg.rank else delta, cfg.delta_dtype)
+    if 'delta' in info:  # Tuned as factors.
+        delta = info['delta']
+    else:
+        delta = D.compute_delta(G, G_tuned)
+        delta = D.factorize(delta, cfg.rank) if cfg.rank else delta
+    delta = D.cast_delta(delta, cfg.delta_dtype)
     D.save_delta(path, delta, base_sha256, meta)
-    if cfg.rank:
-        G_tuned = D.apply_delta(copy.deepcopy(G), delta)  # What the stored factors give back.
+    if cfg.rank or cfg.delta_dtype != 'fp32':
+        G_tuned = D.apply_delta(copy.deepcopy(G), delta)  # What the stored delta gives back.
     return G_tuned, dict(steps=info['steps'], seconds=time.time() - start, delta_bytes=D.delta_nbytes(delta))
 
 
-def locality_loss(G_orig, G_tuned, pivot, cfg, lpips_model, generator, dtype):
-    """Eq. 4: L2 and LPIPS between the tuned and original G at latents near the pivot (noise off, as PTI)."""
+def locality_loss(G_orig, synthesis, pivot, cfg, lpips_model, generator, dtype):
+    """Eq. 4: L2 and LPIPS between the tuned (`synthesis(ws, **kwargs)`) and original G at latents near the pivot
+    (noise off, as PTI)."""
     w_r = morphed_ws(G_orig, pivot, cfg, generator)
     with torch.no_grad():
         old = G_orig.synthesis(w_r, noise_mode='none', dtype=dtype, fused_modconv=False).float()
-    new = G_tuned.synthesis(w_r, noise_mode='none', dtype=dtype, fused_modconv=False).float()
+    new = synthesis(w_r, noise_mode='none', dtype=dtype).float()
     loss = cfg.regularizer_l2_weight * (new - old).square().mean()
     if lpips_model is not None and cfg.regularizer_lpips_weight > 0:
         loss = loss + cfg.regularizer_lpips_weight * P.LPIPSDistance(lpips_model, old, cfg.lpips_resolution)(new).mean()

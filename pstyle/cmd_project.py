@@ -71,7 +71,7 @@ def _distributed(device):
 @click.option('--pti-steps', type=click.IntRange(min=1), default=None, help='PTI steps [350].')
 @click.option('--pti-layers', default=None, help='Tuned parameters, comma-separated: W+ rows (fine, res:64-256, b32, 7-12: the tensors they own), layer names (b8.conv0) or glob patterns of parameter names [synthesis.*].')
 @click.option('--delta-dtype', type=click.Choice(['fp32', 'fp16', 'bf16']), default=None, help='Storage of the PTI weight delta [fp32].')
-@click.option('--pti-rank', type=click.IntRange(min=0), default=None, help='Store the PTI delta as rank-R factors per weight (compact; 0 = full) [0].')
+@click.option('--pti-rank', type=click.IntRange(min=0), default=None, help='Tune the PTI delta as rank-R factors per weight, W0 + U V (compact; 0 = full; --set pti.rank_mode=svd: tune fully, store a truncated SVD) [0].')
 @click.option('--set', 'sets', multiple=True, metavar='KEY=VALUE', help='Any setting, e.g. --set lr_rampdown_length=0.3 --set pti.regularizer_alpha=20.')
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=4, show_default=True, help='Images optimised together (results do not depend on it).')
 @click.option('--precision', type=click.Choice(P.PRECISIONS), default=None, help='fp32, bf16 or fp16 (CUDA) [fp32].')

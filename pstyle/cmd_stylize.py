@@ -146,7 +146,7 @@ def _pipeline_options(f):
         click.option('--encoder', default=None, help='Encoder of --base for --invert encoder / encoder+optimize (pstyle train-encoder file, e4e/pSp checkpoint).'),
         click.option('--pti/--no-pti', 'pti', default=None, help='Pivotal tuning of the base per photo, blended with --styled [preset: best only].'),
         click.option('--pti-steps', type=click.IntRange(min=1), default=None, help='PTI steps [350].'),
-        click.option('--pti-rank', type=click.IntRange(min=0), default=None, help='Store each PTI delta as rank-R factors per weight (compact; 0 = full) [0].'),
+        click.option('--pti-rank', type=click.IntRange(min=0), default=None, help='Tune each PTI delta as rank-R factors per weight, W0 + U V (compact; 0 = full) [0].'),
         click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None, help='Projection steps (overrides the preset).'),
         click.option('--space', type=click.Choice(['w', 'w+']), default=None, help='Projection space (overrides the preset).'),
         click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Projection LPIPS weight (0 = no LPIPS, e.g. offline).'),

@@ -97,88 +97,6 @@ def tuned_names(G, tune_rows=None):
     return names
 
 
-def factor_shape(shape, rank):
-    """(m, n) of the matrix a tensor of `shape` is tuned as at `rank` ([out, in * k * k]), or None when it stays
-    full: 1-D tensors, rank 0, and matrices whose factors would not be smaller (r (m + n) >= m n)."""
-    if not rank or len(shape) < 2:
-        return None
-    m = int(shape[0])
-    n = int(np.prod(shape[1:]))
-    return (m, n) if rank * (m + n) < m * n else None
-
-
-def delta_size(shapes, rank, bytes_per_value=2):
-    """Bytes of a delta over tensors of these shapes, tuned at `rank` (0 = full), stored `bytes_per_value` each."""
-    values = 0
-    for shape in shapes:
-        mn = factor_shape(shape, rank)
-        values += rank * sum(mn) if mn is not None else int(np.prod(shape))
-    return values * bytes_per_value
-
-
-class DeltaParams:
-    """The trainable delta of each tuned tensor: full (zeros at the start) or factors u [m, r] (zeros) and
-    v [r, n] (N(0, 1/r), drawn from `seed`), so that tuning starts at the base network exactly."""
-
-    def __init__(self, G, names, rank, seed):
-        params = dict(G.named_parameters())
-        self.base = {n: params[n].detach() for n in names}
-        self.shapes = {n: tuple(params[n].shape) for n in names}
-        self.tensors, self.factored = {}, set()
-        generator = torch.Generator().manual_seed(int(seed))
-        for n in names:
-            w = self.base[n]
-            if (mk := factor_shape(w.shape, rank)) is not None:
-                m, k = mk
-                v = torch.randn([rank, k], generator=generator) / np.sqrt(rank)
-                self.tensors[n + deltas.LOWRANK_SUFFIXES[0]] = torch.zeros([m, rank], device=w.device)
-                self.tensors[n + deltas.LOWRANK_SUFFIXES[1]] = v.to(w.device)
-                self.factored.add(n)
-            else:
-                self.tensors[n] = torch.zeros_like(w)
-        for t in self.tensors.values():
-            t.requires_grad_(True)
-
-    def parameters(self):
-        return list(self.tensors.values())
-
-    def param_groups(self, lr, factor_lr_scale):
-        """Adam groups: full tensors at `lr`, low-rank factors at `lr * factor_lr_scale` (U starts at zero, so
-        the delta of a factored tensor grows more slowly than a full one at the same rate)."""
-        factors = [t for k, t in self.tensors.items() if k.endswith(deltas.LOWRANK_SUFFIXES)]
-        full = [t for k, t in self.tensors.items() if not k.endswith(deltas.LOWRANK_SUFFIXES)]
-        return [g for g in (dict(params=full, lr=lr), dict(params=factors, lr=lr * factor_lr_scale)) if g['params']]
-
-    def delta_of(self, n):
-        if n in self.factored:
-            u, v = (self.tensors[n + s] for s in deltas.LOWRANK_SUFFIXES)
-            return (u @ v).reshape(self.shapes[n])  # [m, r] @ [r, n] -> the tensor's shape
-        return self.tensors[n]
-
-    def synthesis_params(self):
-        """{name inside G.synthesis: W0 + delta} for `torch.func.functional_call`."""
-        return {n[len('synthesis.'):]: self.base[n] + self.delta_of(n) for n in self.base}
-
-    @torch.no_grad()
-    def delta(self):
-        """{name: tensor or deltas.LowRank} of the tensors that changed, detached fp32 copies."""
-        out = {}
-        for n in self.base:
-            if n in self.factored:
-                u, v = (self.tensors[n + s].detach().clone() for s in deltas.LOWRANK_SUFFIXES)
-                if u.any():
-                    out[n] = deltas.LowRank(u, v, self.shapes[n])
-            elif self.tensors[n].any():
-                out[n] = self.tensors[n].detach().clone()
-        return out
-
-
-def synthesize(G, params, ws, dtype=None):
-    """G.synthesis with some tensors replaced by `params` (the base module is never modified)."""
-    kwargs = dict(noise_mode='const', dtype=dtype, fused_modconv=False)
-    return torch.func.functional_call(G.synthesis, params, (ws,), kwargs)
-
-
 # ----------------------------------------------------------------------------
 # Training pairs and the loss.
 
@@ -298,7 +216,7 @@ def finetune(G, targets, ws_ref, row_weights, cfg, D=None, lpips_model=None, sta
     misc.assert_shape(ws_ref, [None, G.num_ws, G.w_dim])
     if cfg.loss == 'lpips' and lpips_model is None:
         lpips_model = P.default_lpips(device)
-    tunable = DeltaParams(G, tuned_names(G, cfg.tune_rows), cfg.rank, cfg.seed)
+    tunable = deltas.DeltaParams(G, tuned_names(G, cfg.tune_rows), cfg.rank, cfg.seed)
     opt = torch.optim.Adam(tunable.param_groups(cfg.learning_rate, cfg.factor_lr_scale), betas=(cfg.beta1, cfg.beta2))
     fingerprint = _fingerprint(G, cfg, ws_ref, row_weights)
     start, history = 0, []
@@ -309,7 +227,7 @@ def finetune(G, targets, ws_ref, row_weights, cfg, D=None, lpips_model=None, sta
     for step in range(start, cfg.steps):
         ws = mixed_latents(G, ws_ref, row_weights, cfg.seed, step, cfg.samples)
         with P._autocast(device, cfg.precision):
-            loss = loss_fn(synthesize(G, tunable.synthesis_params(), ws, dtype).float(), index)
+            loss = loss_fn(deltas.synthesize(G, tunable.synthesis_params(), ws, noise_mode='const', dtype=dtype).float(), index)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

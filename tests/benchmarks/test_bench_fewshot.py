@@ -16,7 +16,7 @@ def load():
     return module
 
 
-def test_bench_fewshot_reports_sizes_quality_and_speed(capsys):
+def test_bench_fewshot_reports_sizes_quality_pti_and_speed(capsys):
     B = load()
     sizes = B.bench_sizes(config=dict(TINY_G, img_resolution=64), ranks=(1, 2))
     full, r1, r2 = (row['bytes'] for row in sizes['rows'][1:])
@@ -25,5 +25,8 @@ def test_bench_fewshot_reports_sizes_quality_and_speed(capsys):
     assert [r['rank'] for r in quality['rows']] == [0, 2] and quality['rows'][0]['loss_vs_full'] == 1.0
     speed = B.bench_speed(steps=1, g_config=TINY_G, d_config=TINY_D)
     assert [r['precision'] for r in speed['rows']] == ['fp32', 'bf16'] and speed['rows'][0]['vs_fp32'] == 1.0
-    B.report(dict(sizes=sizes, quality=quality, speed=speed))
-    assert '% of G' in capsys.readouterr().out
+    pti = B.bench_pti(ranks=(2,), steps=1, photos=1)
+    assert pti['variants'] == ['r2-tune', 'r2-svd'] and pti['rows'][0]['r2-tune_bytes'] < pti['rows'][0]['full_bytes']
+    B.report(dict(sizes=sizes, quality=quality, speed=speed, pti=pti))
+    out = capsys.readouterr().out
+    assert '% of G' in out and '(d) PTI at a rank on demo' in out and 'r2-svd: worst' in out

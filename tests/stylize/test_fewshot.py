@@ -322,6 +322,29 @@ def test_pti_with_a_rank_saves_factors_and_returns_what_they_give_back(fewshot_c
         T.pti_config(rank=-1)
 
 
+def test_pti_at_a_rank_tunes_the_factors_and_improves_the_reconstruction(fewshot_case):
+    from pstyle.projectors import pti as T
+    G, case = fewshot_case['G'], fewshot_case
+    target, ws = case['targets'][:1], case['ws_ref'][:1]
+    before = T.pti_metrics(G, target, ws, None, None)[0]['mse']
+    settings = dict(num_steps=8, learning_rate=3e-3, lpips_weight=0.0, regularizer_lpips_weight=0.0, rank=2)
+    G_tuned, info = T.tune(G, target, ws, cfg=T.pti_config(**settings))
+    factored = {n: d for n, d in info['delta'].items() if isinstance(d, deltas.LowRank)}
+    assert factored and all(d.u.shape[1] == 2 and torch.linalg.matrix_rank(d.full().reshape(d.u.shape[0], -1)) <= 2
+                            for d in factored.values())
+    back = deltas.apply_delta(copy.deepcopy(G), info['delta']).state_dict()
+    assert all(torch.equal(back[n], t) for n, t in G_tuned.state_dict().items())
+    assert T.pti_metrics(G_tuned, target, ws, None, None)[0]['mse'] < 0.9 * before
+    # rank_mode 'svd': the full tuning, stored as its truncated SVD.
+    full, _ = T.tune(G, target, ws, cfg=T.pti_config(**dict(settings, rank=0)))
+    svd_tuned, svd_info = T.tune(G, target, ws, cfg=T.pti_config(**dict(settings, rank_mode='svd')))
+    assert 'delta' not in svd_info and all(torch.equal(a, b) for a, b in zip(svd_tuned.parameters(), full.parameters()))
+    with pytest.raises(ValueError, match='low-rank PTI tunes synthesis parameters only, but trainable selects mapping'):
+        T.tune(G, target, ws, cfg=T.pti_config(**dict(settings, trainable='mapping.*,synthesis.*')))
+    with pytest.raises(ValueError, match="PTI rank_mode must be one of tune, svd, got 'lora'"):
+        T.pti_config(rank_mode='lora')
+
+
 def test_fewshot_inverts_its_references_with_an_encoder_of_the_base(cli_files, fewshot_case):
     root, out = cli_files, cli_files / 'run_encoder'
     G = fewshot_case['G']
