@@ -19,6 +19,7 @@ from pstyle.training.train_encoder import ARCHS, EncoderTrainConfig, train_encod
 @click.option('--mse-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='Pixel MSE image term.')
 @click.option('--latent-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='W+ term (normalised by the spread of w).')
 @click.option('--photos', type=click.Path(exists=True, file_okay=False), default=None, help='Aligned photos: a domain-adaptation phase after --kimg, half of each batch real, image loss only.')
+@click.option('--arcface', type=click.Path(exists=True, dir_okay=False), default=None, help='model_ir_se50.pth: start the IR-SE-50 trunk of --arch psp/e4e from ArcFace, as pSp/e4e do [random].')
 @click.option('--photo-kimg', type=click.FloatRange(min=0), default=None, help='Length of the photo phase [kimg / 4].')
 @click.option('--tick', 'tick_kimg', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help='kimg per log line.')
 @click.option('--snap', 'snap_ticks', type=click.IntRange(min=1), default=10, show_default=True, help='Snapshot and validation grid every this many ticks.')
@@ -33,6 +34,7 @@ def train_encoder_cmd(network, kimg, resume, quiet, **kw):
     Examples:
       pstyle train-encoder --network G.pt --kimg 50 --outdir encoder-runs
       pstyle train-encoder --network ffhq256.pkl --photos aligned/ --kimg 200
+      pstyle train-encoder --network ffhq256.pkl --arch psp --arcface model_ir_se50.pth
       pstyle train-encoder --resume encoder-runs/00000-encoder-G --kimg 100
       torchrun --nproc_per_node 4 -m pstyle train-encoder --network ffhq --batch 32
       pstyle project --network G.pt -i photos/ --outdir proj/ --invert encoder --encoder encoder-runs/00000-encoder-G/encoder.safetensors

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from pstyle.metrics.lpips_utils import LPIPSWeightsError
-from pstyle.metrics.weights import file_sha256
+from pstyle.metrics.weights import ARCFACE_IRSE50, file_sha256, load_tensors
 from pstyle.models import deltas
 from pstyle.models.checkpoint import load_network
+from pstyle.models.irse import IRTrunk
 from pstyle.projectors import encoder as E
 from pstyle.projectors import projector as P
 from pstyle.projectors.project_folder import load_target
@@ -64,6 +65,7 @@ class EncoderTrainConfig:
     mse_weight:     float = 1.0
     lpips_weight:   float = 0.8         # 0 = off; used only when the LPIPS weights are present.
     photos:         str = None          # Folder of aligned photos for the domain-adaptation phase.
+    arcface:        str = None          # model_ir_se50.pth: initial IR-SE-50 trunk (pSp/e4e), psp/e4e only.
     photo_kimg:     float = None        # Its length; None = kimg / 4 when photos are given.
     tick_kimg:      float = 1.0         # Log and stats every tick.
     snap_ticks:     int = 10            # Snapshot and validation grid every this many ticks.
@@ -99,6 +101,28 @@ def encoder_architecture(G, arch='auto'):
                          f'(use --arch small)')
     name = 'GradualStyleEncoder' if arch == 'psp' else 'Encoder4Editing'
     return name, dict(n_styles=G.num_ws, input_nc=G.img_channels, se=True), 256
+
+
+def init_from_arcface(net, path):
+    """Copy ArcFace's IR-SE-50 trunk (`model_ir_se50.pth`: `input_layer.*`, `body.*`) into a pSp/e4e encoder, as
+    pSp and e4e start training (their `load_weights` with `strict=False`); the heads keep their random init. The
+    input layer is skipped when the encoder's input channels are not 3. Returns the number of tensors copied."""
+    own = net.state_dict()
+    if not isinstance(net, IRTrunk):
+        raise ValueError(f'--arcface {path}: initialises the IR-SE-50 trunk of --arch psp or e4e; this encoder '
+                         f'({type(net).__name__}) has none')
+    state = {k.removeprefix('module.'): v for k, v in load_tensors(path, ARCFACE_IRSE50).items()}
+    wanted = [k for k in own if k.startswith('body.') or (k.startswith('input_layer.') and
+                                                          own['input_layer.0.weight'].shape[1] == 3)]
+    for k in wanted:
+        if k not in state and not k.endswith('num_batches_tracked'):
+            raise ValueError(f'--arcface {path}: not an ArcFace IR-SE-50 state_dict: it lacks {k} (expected '
+                             f'model_ir_se50.pth as distributed with pSp/e4e)')
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape):
+            raise ValueError(f'--arcface {path}: {k} has shape {list(state[k].shape)}, the encoder needs '
+                             f'{list(own[k].shape)} (IR-SE-50 expected, not IR-50 or IR-100)')
+    net.load_state_dict({k: state[k] for k in wanted if k in state}, strict=False)
+    return sum(k in state for k in wanted)
 
 
 # ----------------------------------------------------------------------------
@@ -211,6 +235,8 @@ def _build_run(cfg, run_dir, state, device):
     latent_avg = w_mean.reshape(1, G.w_dim).repeat(G.num_ws, 1)
     encoder = E.Encoder(net, latent_avg, encoder_type=arch, input_size=input_size, input_nc=G.img_channels,
                         kind='pstyle').to(device)
+    if cfg.arcface and state is None:                                          # A resumed run has its own weights.
+        init_from_arcface(net, cfg.arcface)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr or (1e-3 if arch == 'SmallEncoder' else 1e-4))
     nimg = 0
     if state is not None:

@@ -175,3 +175,33 @@ def test_torchrun_matches_one_process(network, tmp_path, torchrun):
     # gradient difference shows as up to ~1e-4 on a few weights; on average the runs agree to rounding.
     diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert float(diff.mean()) < 1e-5 and float(diff.max()) < 1e-3, (float(diff.mean()), float(diff.max()))
+
+
+def test_arcface_weights_initialise_the_ir_se_trunk_and_nothing_else(network, tmp_path):
+    from pstyle.metrics.arcface import IRSE50
+    from pstyle.projectors.encoder_nets import GradualStyleEncoder
+    torch.manual_seed(1)
+    arcface = IRSE50().state_dict()
+    path = tmp_path / 'model_ir_se50.pth'
+    torch.save({f'module.{k}': v for k, v in arcface.items()}, path)  # As saved from nn.DataParallel.
+    torch.manual_seed(0)
+    net = GradualStyleEncoder(n_styles=6, input_nc=3, se=True)
+    head_before = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith(('body.', 'input_layer.'))}
+    copied = T.init_from_arcface(net, path)
+    after = net.state_dict()
+    trunk = [k for k in after if k.startswith(('body.', 'input_layer.'))]
+    assert copied == len([k for k in trunk if k in arcface]) and copied > 200
+    assert all(torch.equal(after[k], arcface[k]) for k in trunk if k in arcface)
+    assert all(torch.equal(after[k], v) for k, v in head_before.items())
+    # Other input channels: the trunk's body only (pSp drops input_layer when input_nc != 3).
+    net4 = GradualStyleEncoder(n_styles=6, input_nc=4, se=True)
+    first = net4.state_dict()['input_layer.0.weight'].clone()
+    T.init_from_arcface(net4, path)
+    assert torch.equal(net4.state_dict()['input_layer.0.weight'], first)
+    assert torch.equal(net4.state_dict()['body.0.res_layer.1.weight'], arcface['body.0.res_layer.1.weight'])
+    # Wrong files and a small encoder: one error naming the file and the problem.
+    torch.save({k: v for k, v in arcface.items() if not k.startswith('body.23.')}, tmp_path / 'cut.pth')
+    with pytest.raises(ValueError, match=r'cut.pth: not an ArcFace IR-SE-50 state_dict: it lacks body.23.'):
+        T.init_from_arcface(net, tmp_path / 'cut.pth')
+    with pytest.raises(ValueError, match=r'initialises the IR-SE-50 trunk of --arch psp or e4e; this encoder \(SmallEncoder\)'):
+        T.train_encoder(config(network, tmp_path / 'runs', arcface=str(path)), log=lambda m: None)
