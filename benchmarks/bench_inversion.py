@@ -8,6 +8,11 @@ training time is printed.
 
     python benchmarks/bench_inversion.py                                  # the demo base network, quick
     python benchmarks/bench_inversion.py --network G.pt --encoder enc.safetensors --steps 50 --count 16
+    python benchmarks/bench_inversion.py --paper256 --e2e-count 2      # end to end only, paper256-size G and pSp encoder
+
+`--paper256`: the issue's end-to-end figure needs a 256x256 generator of NVIDIA's paper256 size and an IR-SE-50
+encoder; no trained one exists here, so both are built with random weights (the speed of either path does not
+depend on the weights) and only the end-to-end timing runs, no reconstruction quality.
 
 Rows: per method, mean reconstruction MSE (images in [-1, 1]) and LPIPS when its weights are present, seconds
 per photo; then the ratios `mse(encoder+optimize N) / mse(optimize 4N)` (<= 1: the encoder start is at least as
@@ -27,14 +32,39 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pstyle.models.checkpoint import load_network
+from pstyle.metrics.weights import file_sha256
+from pstyle.models import deltas
+from pstyle.models.checkpoint import load_network, save_network
+from pstyle.models.networks import Generator
+from pstyle.projectors import encoder as E
 from pstyle.projectors import invert as I
 from pstyle.projectors import projector as P
 from pstyle.stylize import layer_weights as lw
 from pstyle.stylize import pipeline
-from pstyle.training.train_encoder import EncoderTrainConfig, train_encoder
+from pstyle.training.train_encoder import EncoderTrainConfig, encoder_architecture, train_encoder
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+PAPER_256 = dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=256, img_channels=3, mapping_kwargs=dict(num_layers=8),
+                 synthesis_kwargs=dict(channel_base=16384, channel_max=512))
+
+
+def random_paper256(tmp):
+    """(network path, encoder path): a paper256-size generator and a pSp GradualStyleEncoder for it, random weights,
+    the encoder's record naming the generator as `pstyle train-encoder` writes it."""
+    torch.manual_seed(0)
+    G = Generator(**PAPER_256).eval().requires_grad_(False)
+    network = save_network(Path(tmp) / 'paper256-random.safetensors', G_ema=G)
+    arch, arch_kwargs, input_size = encoder_architecture(G, 'psp')
+    net = E.build_architecture(arch, arch_kwargs).eval()
+    record = dict(source=str(network), sha256=file_sha256(network), weights_sha256=deltas.weights_sha256(G),
+                  img_resolution=G.img_resolution, num_ws=G.num_ws, w_dim=G.w_dim)
+    config = dict(arch=arch, arch_kwargs=arch_kwargs, num_ws=G.num_ws, w_dim=G.w_dim, input_size=input_size,
+                  input_nc=G.img_channels, generator=record, training=dict(nimg=0, note='random weights (benchmark)'))
+    latent_avg = P.compute_w_stats(G, 1000)[0].reshape(1, G.w_dim).repeat(G.num_ws, 1)
+    encoder = E.save_trained_encoder(Path(tmp) / 'paper256-random-psp.safetensors', net, latent_avg, config)
+    return str(network), str(encoder)
 
 
 def default_network():
@@ -111,17 +141,28 @@ def machine():
 @click.option('--e2e-count', type=click.IntRange(0), default=4, show_default=True, help='Photos of the end-to-end run (0: skip it).')
 @click.option('--lpips/--no-lpips', 'use_lpips', default=True, show_default=True, help='LPIPS loss and metric (when its weights are present; else MSE).')
 @click.option('--threads', type=click.IntRange(0), default=0, help='torch CPU threads [torch default].')
+@click.option('--paper256', is_flag=True, help='End to end only, on a random paper256-size generator and pSp encoder.')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Also write the results here.')
-def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_count, use_lpips, threads, json_path):
+def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_count, use_lpips, threads, paper256, json_path):
     """encoder+optimize N vs optimize 4N (reconstruction); stylize --invert encoder vs optimize (s/photo)."""
     if threads:
         torch.set_num_threads(threads)
+    lpips_model, note = I.optional_lpips('cpu') if use_lpips else (None, 'LPIPS off (--no-lpips)')
+    cfg_kwargs = dict(lpips_weight=1.0, mse_weight=0.0) if lpips_model is not None else dict(lpips_weight=0.0, mse_weight=1.0)
+    if paper256:
+        with tempfile.TemporaryDirectory() as tmp:
+            network, encoder = random_paper256(tmp)
+            G = load_network(network)['G_ema']
+            report = dict(machine=machine(), network='random paper256 (256x256, channel_base 16384), random pSp encoder')
+            click.echo(json.dumps(report))
+            if note:
+                click.echo(f'note: {note.splitlines()[0][:160]}... optimising pixel MSE instead (cheaper than LPIPS)')
+            _end_to_end_report(report, network, encoder, held_out_targets(G, max(e2e_count, 1)), e2e_steps, cfg_kwargs, tmp)
+        return _write(json_path, report)
     network = network or default_network()
     G = load_network(network)['G_ema']
     report = dict(machine=machine(), network=network)
     click.echo(json.dumps(report))
-    lpips_model, note = I.optional_lpips('cpu') if use_lpips else (None, 'LPIPS off (--no-lpips)')
-    cfg_kwargs = dict(lpips_weight=1.0, mse_weight=0.0) if lpips_model is not None else dict(lpips_weight=0.0, mse_weight=1.0)
     if note:
         click.echo(f'note: {note.splitlines()[0][:160]}... optimising pixel MSE instead')
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,12 +184,19 @@ def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_coun
         click.echo(f'MSE(encoder+optimize {steps}) / MSE(optimize {4 * steps}) = {ratio:.3f} (<= 1: the encoder start wins)')
         if not e2e_count:
             return _write(json_path, report)
-        report['end_to_end'] = e2e = end_to_end(network, encoder, targets[:e2e_count], e2e_steps, cfg_kwargs, tmp)
-        speedup = e2e['optimize']['s_per_photo'] / e2e['encoder']['s_per_photo']
-        report['speedup'] = speedup
-        click.echo(f'stylize s/photo: --invert encoder {e2e["encoder"]["s_per_photo"]:.3f}, --invert optimize '
-                   f'({e2e_steps} steps) {e2e["optimize"]["s_per_photo"]:.3f}: x{speedup:.1f}')
+        _end_to_end_report(report, network, encoder, targets[:e2e_count], e2e_steps, cfg_kwargs, tmp)
     _write(json_path, report)
+
+
+def _end_to_end_report(report, network, encoder, targets, e2e_steps, cfg_kwargs, tmp):
+    report['end_to_end'] = e2e = end_to_end(network, encoder, targets, e2e_steps, cfg_kwargs, tmp)
+    speedup = e2e['optimize']['s_per_photo'] / e2e['encoder']['s_per_photo']
+    report['speedup'] = speedup
+    for method in ('encoder', 'optimize'):
+        stages = ', '.join(f'{k} {v:.3f}' for k, v in e2e[method]['stages'].items())
+        click.echo(f'  --invert {method}: {stages} s/photo')
+    click.echo(f'stylize s/photo: --invert encoder {e2e["encoder"]["s_per_photo"]:.3f}, --invert optimize '
+               f'({e2e_steps} steps) {e2e["optimize"]["s_per_photo"]:.3f}: x{speedup:.1f}')
 
 
 def _write(json_path, report):

@@ -94,3 +94,18 @@ def test_bench_inversion_compares_in_one_run(tmp_path, tiny_network_factory):
     assert report['mse_ratio'] == report['quality']['encoder+optimize 1']['mse'] / report['quality']['optimize 4']['mse']
     assert report['end_to_end']['encoder']['num_ok'] == report['end_to_end']['optimize']['num_ok'] == 1
     assert report['speedup'] > 0 and 'project' in report['end_to_end']['encoder']['stages']
+
+
+def test_bench_inversion_paper256_times_end_to_end_on_random_networks(tmp_path, monkeypatch):
+    B = load('bench_inversion')
+    small = dict(B.PAPER_256, img_resolution=16, mapping_kwargs=dict(num_layers=2),
+                 synthesis_kwargs=dict(channel_base=256, channel_max=16))  # w_dim stays 512: the IR-SE-50 encoder's
+    monkeypatch.setattr(B, 'PAPER_256', small)
+    out = tmp_path / 'inv.json'
+    result = CliRunner().invoke(B.main, ['--paper256', '--e2e-steps', '2', '--e2e-count', '1', '--no-lpips',
+                                         '--json', str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert 'quality' not in report and report['network'].startswith('random paper256')
+    assert report['end_to_end']['encoder']['num_ok'] == report['end_to_end']['optimize']['num_ok'] == 1
+    assert report['speedup'] > 0 and 'stylize s/photo: --invert encoder' in result.output
