@@ -7,9 +7,9 @@ import click
 from pstyle.serve import config as C
 
 
-def build_config(base, styled, config, mapping, api_key, cors_origin, **kw):
+def build_config(base, styled, config, mapping, api_key, cors_origin, encoder=None, **kw):
     """Command options -> a checked ServeConfig (ValueError with the reason)."""
-    styles = C.make_styles(base=base, styled=styled, config=config, mapping=mapping)
+    styles = C.make_styles(base=base, styled=styled, config=config, mapping=mapping, encoder=encoder)
     if C.is_default(base, config) and styled is None and kw.get('lpips_weight') is None and kw.get('mse_weight') is None:
         kw.update(C.DEMO_PROJECTION)  # The demo networks offline: no LPIPS weights to load.
     api_key = api_key or os.environ.get(C.API_KEY_ENV) or None
@@ -20,6 +20,7 @@ def build_config(base, styled, config, mapping, api_key, cors_origin, **kw):
 @click.option('--base', default=None, help='Model A: photos are projected into it (file, URL or short name) [default: the shipped demo, styled by demo-toon].')
 @click.option('--styled', default=None, help='Model B, fine-tuned from A: the style.')
 @click.option('--config', 'config', type=click.Path(exists=True, dir_okay=False), default=None, help='Several named styles: styles.json (see the README).')
+@click.option('--encoder', default=None, help='Encoder of the base (file, URL or short name; `pstyle train-encoder` makes one): photos are inverted with it by default (invert=encoder).')
 @click.option('--mapping', type=click.Choice(['from-a', 'from-b', 'blend']), default='from-a', show_default=True, help='With --base/--styled: mapping network of the blend.')
 @click.option('--host', default='127.0.0.1', show_default=True, help='Bind address; anything but loopback needs --api-key.')
 @click.option('--port', type=click.IntRange(0, 65535), default=8000, show_default=True)

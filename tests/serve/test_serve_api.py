@@ -211,7 +211,8 @@ def test_images_over_the_pixel_limit_are_413_before_decoding(client_for):
 
 
 @pytest.mark.parametrize('fields, text', [
-    (dict(invert='encoder'), "invert must be one of optimize (the encoder inversion is not available yet), got 'encoder'"),
+    (dict(invert='encoder'), "invert=encoder needs an encoder, and style 'toon' has none on this server"),
+    (dict(invert='e4e'), "invert must be one of encoder, optimize, encoder+optimize, got 'e4e'"),
     (dict(steps='6'), 'steps must be in [1, 5] on this server, got 6'),
     (dict(steps='0'), 'steps must be in [1, 5] on this server, got 0'),
     (dict(align='maybe'), "align must be true or false, got 'maybe'"),
