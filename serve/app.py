@@ -35,20 +35,25 @@ from pstyle.serve.models import ModelStore
 
 log = logging.getLogger('pstyle.serve')
 PAGE = Path(__file__).with_name('static') / 'index.html'
+REPLICA_HEADER = 'X-PStyle-Replica'
 ROUTES = ('/', '/healthz', '/metrics', '/v1/styles', '/v1/stylize', '/v1/generate')
 
 
 class State:
     """What the routes share: config, models, batcher, metrics, and the loading status."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, make_batcher=None, replica=None):
         self.cfg = cfg
         self.store = ModelStore(cfg)
         self.metrics = Metrics()
-        self.batcher = Batcher(lambda batch: jobs.run_batch(self.store, batch), cfg.max_batch,
-                               cfg.max_wait_ms / 1000, cfg.queue_size, self.metrics)
+        run_batch = lambda batch: jobs.run_batch(self.store, batch)  # noqa: E731
+        if make_batcher is None:
+            self.batcher = Batcher(run_batch, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.queue_size, self.metrics)
+        else:
+            self.batcher = make_batcher(run_batch, cfg, self.metrics)
         self.metrics.queue_length = self.batcher.queue_length
         self.status, self.reason = 'loading', None
+        self.replica = replica            # Set on Ray Serve replicas: sent as X-PStyle-Replica.
 
     def load(self):
         try:
@@ -72,14 +77,19 @@ class State:
         return self.store.styles[name]
 
 
-def create_app(cfg):
+def create_app(cfg, make_batcher=None, replica=None, load_in_background=True):
+    """The FastAPI app. `make_batcher(run_batch, cfg, metrics)` replaces the asyncio Batcher (Ray Serve's
+    batching); without `load_in_background` the models load before the app starts answering (a Ray replica
+    is routed to once started)."""
     cfg.check()
-    state = State(cfg)
+    state = State(cfg, make_batcher, replica)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         state.batcher.start()
         loading = asyncio.create_task(asyncio.to_thread(state.load))
+        if not load_in_background:
+            await loading
         yield
         await loading
         await state.batcher.stop()
@@ -106,6 +116,8 @@ def _add_middleware(app, state):
         except ApiError as e:
             response = _error(state, e)
         state.metrics.observe_request(route, response.status_code, time.perf_counter() - t0)
+        if state.replica is not None:
+            response.headers[REPLICA_HEADER] = state.replica
         return response
 
 
