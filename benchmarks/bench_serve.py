@@ -13,8 +13,10 @@ temporary folder. Both get an untrained encoder of the base's `pstyle train-enco
 as a trained one). Workloads: `generate` (one seed per request) and `encoder` (`/v1/stylize` of the demo
 sample photos with `invert=encoder`, `align=false`: one encoder pass, the reconstruction and the portrait).
 Modes: `batched` (max batch 8, every pass padded to 8: results bit-identical alone or batched),
-`batched-unpadded` (`--no-pad-batch`) and `single` (`--max-batch 1`, the baseline). Every level is bounded
-by --requests and --max-seconds; ratios are throughput against `single`.
+`batched-unpadded` (`--no-pad-batch`), `single` (`--max-batch 1`, the baseline), and on Ray Serve
+(`--ray`, batched as `batched`) `ray-1` (one replica) and `ray-2` (two, one CPU each): run those with
+`--one-at-a-time --baseline ray-1`. Every level is bounded by --requests and --max-seconds; ratios are
+throughput against the baseline.
 """
 
 import argparse
@@ -51,6 +53,9 @@ MODES = {
     'batched': ['--max-batch', '8', '--max-wait-ms', '10'],
     'batched-unpadded': ['--max-batch', '8', '--max-wait-ms', '10', '--no-pad-batch'],
     'single': ['--max-batch', '1', '--max-wait-ms', '0'],
+    # Ray Serve (extra [ray]), batched as `batched`: one replica, and two with one CPU each.
+    'ray-1': ['--ray', '--replicas', '1', '--num-cpus', '1', '--max-batch', '8', '--max-wait-ms', '10'],
+    'ray-2': ['--ray', '--replicas', '2', '--num-cpus', '1', '--max-batch', '8', '--max-wait-ms', '10'],
 }
 WORKLOADS = ('generate', 'encoder')
 
@@ -178,29 +183,40 @@ def run_level(url, send, clients, requests, max_seconds, warmup=2):
 
 
 def run(network='random', res=128, levels=(1, 4, 16), requests=32, max_seconds=60, modes=('batched', 'single'),
-        workloads=WORKLOADS, threads=None, log=print):
+        workloads=WORKLOADS, threads=None, one_at_a_time=False, baseline='single', log=print):
+    """Rows of measurements; `one_at_a_time`: one server up at a time, each measured in full (Ray modes: two
+    Ray instances at once would compete), instead of all up and measured in alternating turns."""
     threads = threads or os.cpu_count()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as tmp:
         networks, res = prepare_networks(network, res, tmp)
         photos = photos_at(res)
-        urls = {mode: stack.enter_context(server(networks, MODES[mode], threads)) for mode in modes}
-        turn = itertools.count()
-        for workload in workloads:
-            send = request_fn(workload, photos)
-            for clients in levels:
-                order = list(modes) if next(turn) % 2 == 0 else list(reversed(modes))  # Alternate who goes first.
-                for mode in order:
-                    row = dict(workload=workload, mode=mode, network=network, res=res,
-                               **run_level(urls[mode], send, clients, requests, max_seconds))
-                    rows.append(row)
-                    log(f'{workload:>8} {mode:>17} c={clients:<3} {row["throughput_rps"]:7.2f} req/s  '
-                        f'p50 {row["p50_ms"]:8.1f}  p95 {row["p95_ms"]:8.1f}  p99 {row["p99_ms"]:8.1f} ms  '
-                        f'({row["ok"]}/{row["requests"]} ok, load {row["load_before"]:.1f}->{row["load_after"]:.1f})')
-    base = {(r['workload'], r['clients']): r['throughput_rps'] for r in rows if r['mode'] == 'single'}
+        groups = [[mode] for mode in modes] if one_at_a_time else [list(modes)]
+        for group in groups:
+            with contextlib.ExitStack() as stack:
+                urls = {mode: stack.enter_context(server(networks, MODES[mode], threads)) for mode in group}
+                rows += _measure(urls, group, workloads, levels, requests, max_seconds, photos,
+                                 dict(network=network, res=res), log)
+    base = {(r['workload'], r['clients']): r['throughput_rps'] for r in rows if r['mode'] == baseline}
     for row in rows:
         single = base.get((row['workload'], row['clients']))
         row['throughput_vs_single'] = row['throughput_rps'] / single if single else None
+    return rows
+
+
+def _measure(urls, modes, workloads, levels, requests, max_seconds, photos, tags, log):
+    rows, turn = [], itertools.count()
+    for workload in workloads:
+        send = request_fn(workload, photos)
+        for clients in levels:
+            order = list(modes) if next(turn) % 2 == 0 else list(reversed(modes))  # Alternate who goes first.
+            for mode in order:
+                row = dict(workload=workload, mode=mode, **tags,
+                           **run_level(urls[mode], send, clients, requests, max_seconds))
+                rows.append(row)
+                log(f'{workload:>8} {mode:>17} c={clients:<3} {row["throughput_rps"]:7.2f} req/s  '
+                    f'p50 {row["p50_ms"]:8.1f}  p95 {row["p95_ms"]:8.1f}  p99 {row["p99_ms"]:8.1f} ms  '
+                    f'({row["ok"]}/{row["requests"]} ok, load {row["load_before"]:.1f}->{row["load_after"]:.1f})')
     return rows
 
 
@@ -214,11 +230,13 @@ def main(argv=None):
     parser.add_argument('--max-seconds', type=float, default=60, help='Time bound per level.')
     parser.add_argument('--modes', default='batched,single', help=f'Comma-separated, of {", ".join(MODES)}.')
     parser.add_argument('--threads', type=int, default=None, help='Server torch threads (default: every core).')
+    parser.add_argument('--one-at-a-time', action='store_true', help='One server up at a time (use for ray-1,ray-2).')
+    parser.add_argument('--baseline', default='single', help='The mode the ratios divide by.')
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args(argv)
     rows = run(args.network, args.res, [int(v) for v in args.levels.split(',')], args.requests, args.max_seconds,
-               args.modes.split(','), args.workloads.split(','), args.threads)
-    print('\n| workload | mode | clients | req/s | x single | p50 ms | p95 ms | p99 ms | answered | load |\n'
+               args.modes.split(','), args.workloads.split(','), args.threads, args.one_at_a_time, args.baseline)
+    print(f'\n| workload | mode | clients | req/s | x {args.baseline} | p50 ms | p95 ms | p99 ms | answered | load |\n'
           '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
     for r in rows:
         ratio = f'{r["throughput_vs_single"]:.2f}' if r['throughput_vs_single'] else '-'

@@ -76,7 +76,7 @@ def run_batch(store, jobs):
 def generate_batch(store, jobs):
     style, weights = jobs[0].style, jobs[0].weights
     G = store.generator(style, weights)
-    ws = torch.cat([store.seeds_to_ws(G, job.seeds, job.truncation) for job in jobs])
+    ws = torch.cat(store.seeds_to_ws(G, [(job.seeds, job.truncation) for job in jobs]))
     images = store.render(G, ws)
     out, start = [], 0
     for job in jobs:

@@ -5,8 +5,7 @@ Batch invariance on the CPU: oneDNN's convolutions and GEMMs round differently a
 sizes (measured: up to 4e-6 between a batch of 5 and images alone), so a pass's batch size would leak
 into the pixels. With `pad_batch` every pass renders exactly `max_batch` images (the tail padded with
 w_avg), and an image comes out bit for bit the same alone or batched. Encoder passes are padded the same
-way (with grey images). Mapping runs one seed at a time (GEMMs round by batch size too; the mapping is
-cheap next to synthesis).
+way (with grey images), and so are mapping passes (with seed 0; GEMMs round by batch size too).
 
 Why one fixed pass size and not buckets (1, 2, 4, 8): an image is bit-identical to serving its request
 alone only if its pass has the size a lone pass of that request has. A lone one-seed request would get a
@@ -196,9 +195,24 @@ class ModelStore:
             out.append(I.encode(encoder, chunk, batch_size=size)[:n])
         return torch.cat(out)
 
-    def seeds_to_ws(self, G, seeds, truncation_psi):
-        """One mapping pass per seed: batch-independent (see the module docstring)."""
-        return torch.cat([gen.seeds_to_ws(G, [seed], truncation_psi) for seed in seeds]).cpu()
+    def seeds_to_ws(self, G, requests):
+        """[(seeds, truncation_psi)] -> [W+ [len(seeds), num_ws, w_dim]]. With pad_batch, mapping passes of
+        exactly max_batch seeds (padded with seed 0) shared by the requests with the same psi; without it, one
+        pass per seed. Either way batch-independent (see the module docstring)."""
+        if not self.cfg.pad_batch:
+            return [torch.cat([gen.seeds_to_ws(G, [seed], psi) for seed in seeds]).cpu() for seeds, psi in requests]
+        size = self.cfg.max_batch
+        rows = [[None] * len(seeds) for seeds, _ in requests]
+        by_psi = collections.defaultdict(list)              # psi -> [(request, position, seed)]
+        for i, (seeds, psi) in enumerate(requests):
+            by_psi[psi] += [(i, k, seed) for k, seed in enumerate(seeds)]
+        for psi, items in by_psi.items():
+            for start in range(0, len(items), size):
+                chunk = items[start:start + size]
+                ws = gen.seeds_to_ws(G, [seed for _, _, seed in chunk] + [0] * (size - len(chunk)), psi).cpu()
+                for (i, k, _), w in zip(chunk, ws):
+                    rows[i][k] = w
+        return [torch.stack(r) for r in rows]
 
 
 def _pad(G, ws, noise, size):

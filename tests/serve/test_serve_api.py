@@ -292,10 +292,10 @@ def test_a_failing_request_gets_500_and_does_not_take_the_worker_down(client_for
     client = client_for()
     original = models.ModelStore.seeds_to_ws
 
-    def broken(self, G, seeds, psi):
-        if 13 in seeds:
+    def broken(self, G, requests):
+        if any(13 in seeds for seeds, _ in requests):
             raise RuntimeError('unlucky seed')
-        return original(self, G, seeds, psi)
+        return original(self, G, requests)
     monkeypatch.setattr(models.ModelStore, 'seeds_to_ws', broken)
     threads, results = _in_threads(lambda i: client.post('/v1/generate', json=dict(seeds=[13 if i == 1 else i])), 3)
     for t in threads:
