@@ -27,11 +27,17 @@ def test_two_ray_replicas_answer_generate_and_stylize_and_shut_down_cleanly(tmp_
                 if k % 4 == 3:
                     return c.post('/v1/stylize', files=dict(image=('p.png', photo)), data=dict(align='false'))
                 return c.post('/v1/generate', json=dict(seeds=[k]))
+        # Ray's proxy learns of the second replica a little after the first answers: rounds of 8 concurrent
+        # requests until both have served (at most 10 rounds).
+        responses, replicas = [], set()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(call, range(24)))
-        assert [r.status_code for r in responses] == [200] * 24, [r.text for r in responses if r.status_code != 200]
+            for round_ in range(10):
+                responses += pool.map(call, range(8 * round_, 8 * round_ + 8))
+                replicas = {r.headers.get(REPLICA_HEADER) for r in responses}
+                if len(replicas) == 2 and round_ >= 2:
+                    break
+        assert [r.status_code for r in responses] == [200] * len(responses), [r.text for r in responses if r.status_code != 200]
         assert {decode_png(r.content).shape for r in responses} == {(64, 64, 3)}
-        replicas = {r.headers[REPLICA_HEADER] for r in responses}
         assert len(replicas) == 2, replicas  # Both replicas served.
         same = [httpx.post(url + '/v1/generate', json=dict(seeds=[5]), timeout=60).content for _ in range(4)]
         assert same == [responses[5].content] * 4  # Every replica renders seed 5 bit for bit alike.
