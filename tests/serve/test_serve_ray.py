@@ -1,13 +1,16 @@
 """`pstyle serve --ray`: the app as a Ray Serve deployment on a local single-node Ray instance, two replicas
 on the shipped demo networks, requests through Ray's proxy, then a clean shutdown."""
 
+import asyncio
 import concurrent.futures
 import signal
+import types
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from ray import serve
 
 from pstyle.models import demo
 from pstyle.serve import config as C
@@ -66,3 +69,26 @@ def test_the_serve_run_config_file_builds_the_demo_deployment():
     assert (cfg.max_batch, cfg.steps, cfg.lpips_weight, options.replicas, options.num_cpus) == (8, 100, 0.0, 2, 1)
     with pytest.raises(ValueError, match=r"unknown serve arguments \['colour'\]"):
         ray_app.config_from_args(dict(colour=1))
+
+
+def test_ray_batches_are_split_by_job_key_and_every_call_gets_its_own_answer(monkeypatch):
+    # Outside a replica: @serve.batch only reads max_ongoing_requests from the replica context (for a warning).
+    context = types.SimpleNamespace(_deployment_config=types.SimpleNamespace(max_ongoing_requests=64))
+    monkeypatch.setattr(serve, 'get_replica_context', lambda: context)
+    calls = []
+
+    def run_batch(jobs):
+        calls.append([job.name for job in jobs])
+        return [ValueError(job.name) if job.name == 'bad' else job.name.upper() for job in jobs]
+    cfg = types.SimpleNamespace(max_batch=8, max_wait_ms=50)
+    job = lambda name, key: types.SimpleNamespace(name=name, key=key, size=1)  # noqa: E731
+
+    async def main():
+        batcher = ray_app.RayBatcher(run_batch, cfg)
+        jobs = [job('a', 1), job('b', 2), job('c', 1), job('bad', 2)]
+        results = await asyncio.gather(*[batcher.submit(j, 30) for j in jobs], return_exceptions=True)
+        await batcher.stop()
+        return results
+    results = asyncio.run(main())
+    assert results[:3] == ['A', 'B', 'C'] and isinstance(results[3], ValueError) and str(results[3]) == 'bad'
+    assert calls == [['a', 'c'], ['b', 'bad']]  # One Ray batch, one worker pass per key.
