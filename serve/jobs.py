@@ -1,8 +1,9 @@
 """The work of one batch, run on the worker thread: seeds -> images, photos -> portraits.
 
 A job is one request; jobs with the same `key` (kind, style, row weights and, for photos, the
-inversion and its optimisation steps) share one generator pass (and one encoder pass). `run_batch` returns one result or exception per job, and
-a batch that fails as a whole is rerun job by job, so one bad request fails alone.
+inversion and its optimisation steps) share one generator pass (and one encoder pass). `run_batch`
+returns one result or exception per job, and a batch that fails as a whole is rerun job by job, so one
+bad request fails alone.
 """
 
 import dataclasses
@@ -164,7 +165,8 @@ def stylize_batch(store, jobs):
             images['pasted'] = np.array(A.paste_back(job.photo, portraits[k], transform, feather=job.feather))
         entry = dict(style=style.name, spec=job.spec.as_dict(), spec_text=job.spec.describe(),
                      weights=[float(w) for w in weights], align=job.align, invert=method,
-                     projection=dict(r[2], settings=projector.cfg.as_dict() if method != 'encoder' else None), alignment=transform,
+                     projection=dict(r[2], settings=projector.cfg.as_dict() if method != 'encoder' else None),
+                     alignment=transform,
                      networks=style.describe()['networks'],
                      seconds=dict(align=t_align, project=t_project, render=t_render))
         out[i] = dict(images=images, entry=entry)

@@ -167,10 +167,6 @@ class ModelStore:
     def render(self, G, ws, noise=None):
         """W+ [N, num_ws, w_dim] (+ noise {layer: [N, 1, r, r]}) -> uint8 [N, H, W, C], in passes of
         exactly max_batch images when pad_batch (see the module docstring)."""
-        return gen.to_uint8(self.render_float(G, ws, noise))
-
-    def render_float(self, G, ws, noise=None):
-        """As `render`, float [N, C, H, W] in ~[-1, 1] on the CPU."""
         size = self.cfg.max_batch
         out = []
         for start in range(0, ws.shape[0], size):
@@ -179,8 +175,8 @@ class ModelStore:
             n = chunk.shape[0]
             if self.cfg.pad_batch and n < size:
                 chunk, sub = _pad(G, chunk, sub, size)
-            out.append(gen.render(G, chunk, sub, noise_mode='const')[:n].cpu())
-        return torch.cat(out)
+            out.append(gen.to_uint8(gen.render(G, chunk, sub, noise_mode='const'))[:n])
+        return np.concatenate(out)
 
     def encode(self, encoder, images):
         """float [N, C, H, W] in [-1, 1] -> W+ [N, num_ws, w_dim], in passes of exactly max_batch images when

@@ -92,3 +92,10 @@ def test_ray_batches_are_split_by_job_key_and_every_call_gets_its_own_answer(mon
     results = asyncio.run(main())
     assert results[:3] == ['A', 'B', 'C'] and isinstance(results[3], ValueError) and str(results[3]) == 'bad'
     assert calls == [['a', 'c'], ['b', 'bad']]  # One Ray batch, one worker pass per key.
+
+
+def test_serve_ray_refuses_bad_replica_options_before_starting_ray(nets):
+    from click.testing import CliRunner
+    from pstyle.cli import main
+    result = CliRunner().invoke(main, ['serve', '--base', nets[0], '--ray', '--replicas', '2', '--max-replicas', '1'])
+    assert result.exit_code == 1 and '--max-replicas 1 is below --replicas 2' in result.output
