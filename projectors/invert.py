@@ -88,10 +88,11 @@ def encode(encoder, images, batch_size=16):
 
 
 def invert(G, targets, inversion=None, cfg=None, lpips_model=None, identity_model=None, w_stats=None, seeds=None,
-           callback=None, progress=None):
+           callback=None, progress=None, encode_fn=None):
     """Invert uint8 [N, C, H, W] targets at G's resolution with `inversion` (default: optimize) -> ProjectionResult.
 
     Arguments as `projector.project`; with the encoder alone only cfg's metric settings (lpips_resolution) apply.
+    `encode_fn(images [N, C, H, W] in [-1, 1]) -> W+` replaces `encode` (a server's fixed-size encoder passes).
     """
     inversion = inversion or Inversion()
     cfg = (cfg or P.ProjectConfig()).check()
@@ -99,7 +100,7 @@ def invert(G, targets, inversion=None, cfg=None, lpips_model=None, identity_mode
     if inversion.method != 'optimize':
         t0 = time.perf_counter()
         images = P.targets_to_float(targets, G, 'cpu')                       # [N, C, H, W] in [-1, 1], checked.
-        init_ws = encode(inversion.encoder, images, inversion.batch_size)
+        init_ws = (encode_fn or (lambda x: encode(inversion.encoder, x, inversion.batch_size)))(images)
         encoder_s = (time.perf_counter() - t0) / len(images)
     if inversion.method == 'encoder+optimize':
         # Start where the encoder's reconstruction is: its latent with G's constant noise maps, and without the

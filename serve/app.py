@@ -35,20 +35,25 @@ from pstyle.serve.models import ModelStore
 
 log = logging.getLogger('pstyle.serve')
 PAGE = Path(__file__).with_name('static') / 'index.html'
+REPLICA_HEADER = 'X-PStyle-Replica'
 ROUTES = ('/', '/healthz', '/metrics', '/v1/styles', '/v1/stylize', '/v1/generate')
 
 
 class State:
     """What the routes share: config, models, batcher, metrics, and the loading status."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, make_batcher=None, replica=None):
         self.cfg = cfg
         self.store = ModelStore(cfg)
         self.metrics = Metrics()
-        self.batcher = Batcher(lambda batch: jobs.run_batch(self.store, batch), cfg.max_batch,
-                               cfg.max_wait_ms / 1000, cfg.queue_size, self.metrics)
+        run_batch = lambda batch: jobs.run_batch(self.store, batch)  # noqa: E731
+        if make_batcher is None:
+            self.batcher = Batcher(run_batch, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.queue_size, self.metrics)
+        else:
+            self.batcher = make_batcher(run_batch, cfg, self.metrics)
         self.metrics.queue_length = self.batcher.queue_length
         self.status, self.reason = 'loading', None
+        self.replica = replica            # Set on Ray Serve replicas: sent as X-PStyle-Replica.
 
     def load(self):
         try:
@@ -72,14 +77,19 @@ class State:
         return self.store.styles[name]
 
 
-def create_app(cfg):
+def create_app(cfg, make_batcher=None, replica=None, load_in_background=True):
+    """The FastAPI app. `make_batcher(run_batch, cfg, metrics)` replaces the asyncio Batcher (Ray Serve's
+    batching); without `load_in_background` the models load before the app starts answering (a Ray replica
+    is routed to once started)."""
     cfg.check()
-    state = State(cfg)
+    state = State(cfg, make_batcher, replica)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         state.batcher.start()
         loading = asyncio.create_task(asyncio.to_thread(state.load))
+        if not load_in_background:
+            await loading
         yield
         await loading
         await state.batcher.stop()
@@ -106,6 +116,8 @@ def _add_middleware(app, state):
         except ApiError as e:
             response = _error(state, e)
         state.metrics.observe_request(route, response.status_code, time.perf_counter() - t0)
+        if state.replica is not None:
+            response.headers[REPLICA_HEADER] = state.replica
         return response
 
 
@@ -160,8 +172,9 @@ def _add_routes(app, state):
         body = await inputs.read_body(request, int(cfg.max_upload_mb * 2**20), inputs.FORM_SLACK)
         fields = inputs.parse_multipart(body, request.headers.get('content-type'))
         job = _stylize_job(state, fields)
-        if state.store.inversion_error is not None:
-            raise ApiError(503, 'unavailable', state.store.inversion_error)
+        reason = state.store.unavailable(job.style, job.invert)
+        if reason is not None:
+            raise ApiError(503, 'unavailable', reason)
         result = await _run(state, job)
         return _stylize_response(request, result)
 
@@ -203,10 +216,8 @@ def _stylize_job(state, raw):
     if 'image' not in raw:
         raise ApiError(400, 'bad_request', 'no "image" field in the form')
     fields = {k: v.decode('utf-8', 'replace') for k, v in raw.items() if k != 'image'}
-    invert = fields.get('invert') or 'optimize'
-    if invert not in C.INVERT_MODES:
-        raise ApiError(422, 'bad_spec', f'invert must be one of {", ".join(C.INVERT_MODES)} (the encoder inversion '
-                                        f'is not available yet), got {invert!r}')
+    style = state.style(fields.get('style'))
+    invert = _invert_of(style, fields.get('invert'))
     steps = inputs.as_number(fields.get('steps'), 'steps', int)
     if steps is not None and not 1 <= steps <= cfg.max_steps:
         raise ApiError(422, 'bad_spec', f'steps must be in [1, {cfg.max_steps}] on this server, got {steps}')
@@ -214,12 +225,23 @@ def _stylize_job(state, raw):
     paste_back = inputs.as_bool(fields.get('paste_back', 'false'), 'paste_back')
     if paste_back and not align:
         raise ApiError(422, 'bad_spec', 'paste_back needs align=true (the alignment says where the face goes)')
-    style = state.style(fields.get('style'))
     spec = inputs.spec_from_fields(fields, style.default_spec)
     weights = inputs.resolve(style, spec)
     photo = inputs.decode_image(raw['image'], cfg.max_pixels)
-    return jobs.StylizeJob(style=style, spec=spec, weights=weights, photo=photo, align=align, steps=steps,
-                           paste_back=paste_back)
+    return jobs.StylizeJob(style=style, spec=spec, weights=weights, photo=photo, align=align, invert=invert,
+                           steps=None if invert == 'encoder' else steps, paste_back=paste_back)
+
+
+def _invert_of(style, value):
+    """The request's `invert` field, checked: the style's default (its encoder's, when it has one) if empty."""
+    invert = value or style.cfg.default_invert
+    if invert not in C.INVERT_MODES:
+        raise ApiError(422, 'bad_spec', f'invert must be one of {", ".join(C.INVERT_MODES)}, got {invert!r}')
+    if invert != 'optimize' and not style.cfg.encoder:
+        raise ApiError(422, 'bad_spec', f'invert={invert} needs an encoder, and style {style.name!r} has none on this '
+                                        f'server (pstyle serve --encoder ENC, or "encoder" in the styles file); '
+                                        f'use invert=optimize')
+    return invert
 
 
 def _generate_job(state, data):

@@ -10,14 +10,15 @@ from pstyle.stylize import blend, layer_weights
 from pstyle.models import checkpoint
 
 API_KEY_ENV = 'PSTYLE_API_KEY'
-# What `pstyle serve` serves when given no network. The shipped demo networks (`demo`, `demo-toon`)
-# do not exist yet; once they do, set this to {'demo': dict(base='demo', styled='demo-toon')}.
+# The encoder of the `demo` network, once models/demo.py ships one under this short name: set it to
+# 'demo-encoder' and `pstyle serve` without network options inverts with it by default.
+DEMO_ENCODER = None
 # Without --base/--config: the shipped demo networks (models/demo.py), projected with the pixel loss only
 # (no LPIPS weights offline) unless --lpips-weight/--mse-weight say otherwise.
-DEFAULT_STYLES = {'demo-toon': dict(base='demo', styled='demo-toon')}
+DEFAULT_STYLES = {'demo-toon': dict(base='demo', styled='demo-toon', encoder=DEMO_ENCODER)}
 DEMO_PROJECTION = dict(lpips_weight=0.0, mse_weight=1.0)
 NO_NETWORK_HELP = 'no network to serve: give --base NET (and --styled NET) or --config styles.json'
-INVERT_MODES = ('optimize',)  # 'encoder' comes with the encoder inversion.
+INVERT_MODES = ('encoder', 'optimize', 'encoder+optimize')  # projectors.invert.INVERSIONS, in the page's order.
 
 # Licences keyed off the short name or URL. NVIDIA's FFHQ/MetFaces/AFHQ weights are released under the
 # NVIDIA's licence for its FFHQ/MetFaces/AFHQ networks (Source Code License-NC): research and evaluation only.
@@ -44,6 +45,12 @@ class StyleConfig:
     styled:     str = None              # None: the base alone (reconstructions, plain generation).
     mapping:    str = 'from-a'          # Mapping network and w_avg of the blended generator.
     spec:       dict = dataclasses.field(default_factory=dict)  # Default per-row spec (make_spec keywords).
+    encoder:    str = None              # Encoder of the base (file, URL or short name): invert=encoder.
+
+    @property
+    def default_invert(self):
+        """A request's inversion when it names none: the encoder's when one is configured."""
+        return 'encoder' if self.encoder else 'optimize'
 
     def check(self):
         if self.mapping not in blend.MAPPING_MODES:
@@ -121,7 +128,8 @@ def is_loopback(host):
 
 def load_styles_file(path):
     """styles.json -> [StyleConfig]. Format: {"styles": {"toon": {"base": ..., "styled": ..., "mapping": ...,
-    "spec": {"preset": "fine"}}, ...}, "default": "toon"}; the default style is listed first."""
+    "spec": {"preset": "fine"}, "encoder": ...}, ...}, "default": "toon"}; the default style is listed first.
+    A style's `encoder` inverts its photos by default (`invert=encoder`)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -150,16 +158,20 @@ def is_default(base=None, config=None):
     return base is None and config is None and bool(DEFAULT_STYLES)
 
 
-def make_styles(base=None, styled=None, config=None, mapping='from-a', name='default'):
-    """Styles from --config, or one from --base/--styled, or DEFAULT_STYLES; a clear error without any."""
+def make_styles(base=None, styled=None, config=None, mapping='from-a', name='default', encoder=None):
+    """Styles from --config, or one from --base/--styled, or DEFAULT_STYLES; a clear error without any.
+    `encoder` (--encoder) is the encoder of --base, or of the default styles' base."""
     if config is not None:
         if base is not None or styled is not None:
             raise ValueError('give either --config or --base/--styled, not both')
+        if encoder is not None:
+            raise ValueError('with --config, name each style\'s encoder in the styles file ("encoder": ...), '
+                             'not with --encoder')
         return load_styles_file(config)
     if base is not None:
-        return [StyleConfig(name=name, base=base, styled=styled, mapping=mapping)]
+        return [StyleConfig(name=name, base=base, styled=styled, mapping=mapping, encoder=encoder)]
     if styled is not None:
         raise ValueError('--styled needs --base (the network it was fine-tuned from)')
     if DEFAULT_STYLES:
-        return [StyleConfig(name=k, **v) for k, v in DEFAULT_STYLES.items()]
+        return [StyleConfig(name=k, **dict(v, encoder=encoder or v.get('encoder'))) for k, v in DEFAULT_STYLES.items()]
     raise ValueError(NO_NETWORK_HELP)

@@ -1,8 +1,9 @@
 """The work of one batch, run on the worker thread: seeds -> images, photos -> portraits.
 
 A job is one request; jobs with the same `key` (kind, style, row weights and, for photos, the
-projection steps) share one generator pass. `run_batch` returns one result or exception per job, and
-a batch that fails as a whole is rerun job by job, so one bad request fails alone.
+inversion and its optimisation steps) share one generator pass (and one encoder pass). `run_batch`
+returns one result or exception per job, and a batch that fails as a whole is rerun job by job, so one
+bad request fails alone.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from pstyle.projectors import align as A
+from pstyle.projectors import invert as I
 from pstyle.projectors import projector as P
 from pstyle.stylize import pipeline
 from pstyle.stylize.layer_weights import WeightSpec
@@ -44,13 +46,14 @@ class StylizeJob:
     weights:    np.ndarray
     photo:      Image.Image         # Upright 8-bit RGB, decoded in memory.
     align:      bool = True
-    steps:      int = None          # None = the server's default.
+    invert:     str = 'optimize'    # One of config.INVERT_MODES.
+    steps:      int = None          # None = the server's default (unused by invert=encoder).
     paste_back: bool = False
     feather:    float = 0.1
 
     @property
     def key(self):
-        return ('stylize', self.style.name, self.weights.tobytes(), self.steps)
+        return ('stylize', self.style.name, self.weights.tobytes(), self.invert, self.steps)
 
     @property
     def size(self):
@@ -74,7 +77,7 @@ def run_batch(store, jobs):
 def generate_batch(store, jobs):
     style, weights = jobs[0].style, jobs[0].weights
     G = store.generator(style, weights)
-    ws = torch.cat([store.seeds_to_ws(G, job.seeds, job.truncation) for job in jobs])
+    ws = torch.cat(store.seeds_to_ws(G, [(job.seeds, job.truncation) for job in jobs]))
     images = store.render(G, ws)
     out, start = [], 0
     for job in jobs:
@@ -106,22 +109,26 @@ def prepare(job, resolution, landmarks=None):
 
 
 class _Projector:
-    """pipeline.project_robust's callable: one projection config and the store's LPIPS and w statistics."""
+    """pipeline.project_robust's callable: one inversion (projectors.invert) with the store's encoder, LPIPS
+    and w statistics; encoder passes go through the store's fixed-size `encode`."""
 
-    def __init__(self, store, G, steps):
-        self.G, self.lpips = G, store.lpips
+    def __init__(self, store, style, method, steps):
+        self.store, self.G, self.lpips = store, style.G_a, store.lpips
+        self.inversion = I.Inversion(method, style.encoder, store.cfg.max_batch)
         self.cfg = P.preset_config(store.cfg.project_preset, **store.cfg.project_overrides(steps))
-        self.w_stats = store.w_stats[id(G)]
+        self.w_stats = store.w_stats.get(id(self.G))
 
     def __call__(self, targets):
-        result = P.project(self.G, targets, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats)
+        result = I.invert(self.G, targets, self.inversion, self.cfg, lpips_model=self.lpips, w_stats=self.w_stats,
+                          encode_fn=lambda images: self.store.encode(self.inversion.encoder, images))
         return result.ws, result.noise, result.metrics
 
 
 def stylize_batch(store, jobs):
-    if store.inversion_error is not None:
-        raise ApiError(503, 'unavailable', store.inversion_error)
-    style, weights = jobs[0].style, jobs[0].weights
+    style, weights, method = jobs[0].style, jobs[0].weights, jobs[0].invert
+    reason = store.unavailable(style, method)
+    if reason is not None:
+        raise ApiError(503, 'unavailable', reason)
     out = [None] * len(jobs)
     prepared = {}
     t0 = time.perf_counter()
@@ -135,7 +142,7 @@ def stylize_batch(store, jobs):
         return out
     t_align = (time.perf_counter() - t0) / len(jobs)
     t0 = time.perf_counter()
-    projector = _Projector(store, style.G_a, jobs[0].steps)
+    projector = _Projector(store, style, method, jobs[0].steps)
     results = pipeline.project_robust(projector, [prepared[i][0] for i in live])
     t_project = (time.perf_counter() - t0) / len(live)
     ok = [(i, r) for i, r in zip(live, results) if not isinstance(r, Exception)]
@@ -157,8 +164,9 @@ def stylize_batch(store, jobs):
         if job.paste_back:
             images['pasted'] = np.array(A.paste_back(job.photo, portraits[k], transform, feather=job.feather))
         entry = dict(style=style.name, spec=job.spec.as_dict(), spec_text=job.spec.describe(),
-                     weights=[float(w) for w in weights], align=job.align, invert='optimize',
-                     projection=dict(r[2], settings=projector.cfg.as_dict()), alignment=transform,
+                     weights=[float(w) for w in weights], align=job.align, invert=method,
+                     projection=dict(r[2], settings=projector.cfg.as_dict() if method != 'encoder' else None),
+                     alignment=transform,
                      networks=style.describe()['networks'],
                      seconds=dict(align=t_align, project=t_project, render=t_render))
         out[i] = dict(images=images, entry=entry)

@@ -89,9 +89,25 @@ def tiny_discriminator(seed=1, resolution=16, **overrides):
 tiny_generator.discriminator = tiny_discriminator
 
 
+def tiny_encoder_file(path, G, seed=0, record=None):
+    """An untrained SmallEncoder file for G, as `pstyle train-encoder` saves one (random weights, latent_avg =
+    half G's w_avg, the generator record naming G's weights unless `record` says otherwise)."""
+    from pstyle.models.deltas import weights_sha256
+    from pstyle.projectors.encoder import save_trained_encoder
+    from pstyle.projectors.encoder_nets import SmallEncoder
+    torch.manual_seed(seed)
+    kwargs = dict(num_ws=G.num_ws, w_dim=G.w_dim, input_size=G.img_resolution, input_nc=G.img_channels)
+    config = dict(arch='SmallEncoder', arch_kwargs=kwargs, num_ws=G.num_ws, w_dim=G.w_dim, input_size=G.img_resolution,
+                  input_nc=G.img_channels, generator=record or dict(weights_sha256=weights_sha256(G)))
+    return save_trained_encoder(path, SmallEncoder(**kwargs), G.mapping.w_avg[None].repeat(G.num_ws, 1) * 0.5, config)
+
+
+tiny_generator.encoder_file = tiny_encoder_file
+
+
 @pytest.fixture(scope='session')
 def tiny_network_factory():
-    """`tiny_generator` above (with `.finetuned` and `.discriminator`), for the folder conftests and tests of other configurations."""
+    """`tiny_generator` above (with `.finetuned`, `.discriminator` and `.encoder_file`), for the folder conftests and tests of other configurations."""
     return tiny_generator
 
 

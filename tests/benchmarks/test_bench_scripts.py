@@ -71,14 +71,17 @@ def test_bench_metrics_times_ours_and_torch_fidelity(monkeypatch, capsys):
     assert all(v > 0 for v in report['extract_images_per_s'].values()) and 'fid_total_s' not in report
 
 
-def test_bench_serve_measures_every_mode_and_level_against_single(monkeypatch):
+def test_bench_serve_measures_every_workload_mode_and_level_against_single(monkeypatch):
     B = load('bench_serve')
     monkeypatch.setattr(B, 'network_config', lambda res: dict(TINY, img_resolution=res))
-    rows = B.run(res=16, levels=(1, 2), requests=3, max_seconds=30, threads=1, log=lambda _: None)
-    assert [(r['mode'], r['clients']) for r in rows] == [(m, c) for m in B.MODES for c in (1, 2)]
+    modes = ('batched', 'batched-unpadded', 'single')
+    rows = B.run(res=16, levels=(1, 2), requests=3, max_seconds=30, modes=modes, threads=1, log=lambda _: None)
+    assert sorted((r['workload'], r['mode'], r['clients']) for r in rows) == sorted(
+        (w, m, c) for w in B.WORKLOADS for m in modes for c in (1, 2))
+    assert [r['mode'] for r in rows[:6]] == [*modes, *reversed(modes)]  # Turns alternate.
     assert all(r['ok'] == r['requests'] == 3 and r['p50_ms'] <= r['p99_ms'] for r in rows)
     assert all(r['throughput_vs_single'] > 0 for r in rows)
-    assert [r['throughput_vs_single'] for r in rows if r['mode'] == 'single'] == [1.0, 1.0]
+    assert [r['throughput_vs_single'] for r in rows if r['mode'] == 'single'] == [1.0] * 4
 
 
 def test_bench_inversion_compares_in_one_run(tmp_path, tiny_network_factory):

@@ -27,6 +27,14 @@ def nets(tmp_path_factory, tiny_network_factory):
     return str(root / 'a.pt'), str(root / 'b.pt')
 
 
+@pytest.fixture(scope='session')
+def encoder_file(nets, tmp_path_factory, tiny_network_factory):
+    """A tiny encoder of the base in `nets`, as `pstyle train-encoder` saves one."""
+    from pstyle.models.checkpoint import load_network
+    G_a = load_network(nets[0])['G_ema']
+    return str(tiny_network_factory.encoder_file(tmp_path_factory.mktemp('enc') / 'enc.safetensors', G_a))
+
+
 @pytest.fixture(autouse=True)
 def _no_vgg(tmp_path, monkeypatch):
     """No LPIPS-VGG weights where the tests look (the machine may have them), and one torch thread."""
@@ -53,3 +61,14 @@ def client_for(nets):
     yield make
     for client in opened:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def encoded_client(client_for, nets, encoder_file):
+    """client_for(...) with the style `toon` inverted by the tiny encoder, `plain` without one."""
+    from pstyle.serve.config import StyleConfig
+
+    def make(encoder=encoder_file, plain=True, **overrides):
+        styles = [StyleConfig('toon', nets[0], nets[1], encoder=encoder)] + [StyleConfig('plain', nets[0])] * plain
+        return client_for(styles=styles, **overrides)
+    return make

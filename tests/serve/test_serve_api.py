@@ -211,7 +211,8 @@ def test_images_over_the_pixel_limit_are_413_before_decoding(client_for):
 
 
 @pytest.mark.parametrize('fields, text', [
-    (dict(invert='encoder'), "invert must be one of optimize (the encoder inversion is not available yet), got 'encoder'"),
+    (dict(invert='encoder'), "invert=encoder needs an encoder, and style 'toon' has none on this server"),
+    (dict(invert='e4e'), "invert must be one of encoder, optimize, encoder+optimize, got 'e4e'"),
     (dict(steps='6'), 'steps must be in [1, 5] on this server, got 6'),
     (dict(steps='0'), 'steps must be in [1, 5] on this server, got 0'),
     (dict(align='maybe'), "align must be true or false, got 'maybe'"),
@@ -291,10 +292,10 @@ def test_a_failing_request_gets_500_and_does_not_take_the_worker_down(client_for
     client = client_for()
     original = models.ModelStore.seeds_to_ws
 
-    def broken(self, G, seeds, psi):
-        if 13 in seeds:
+    def broken(self, G, requests):
+        if any(13 in seeds for seeds, _ in requests):
             raise RuntimeError('unlucky seed')
-        return original(self, G, seeds, psi)
+        return original(self, G, requests)
     monkeypatch.setattr(models.ModelStore, 'seeds_to_ws', broken)
     threads, results = _in_threads(lambda i: client.post('/v1/generate', json=dict(seeds=[13 if i == 1 else i])), 3)
     for t in threads:

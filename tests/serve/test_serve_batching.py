@@ -1,5 +1,5 @@
-"""Dynamic batching: concurrent requests share generator passes, and every image is bit for bit the image
-the same server gives that request alone (every pass renders max_batch images; see serve/models.py)."""
+"""Dynamic batching: concurrent requests share generator and encoder passes, and every image is bit for bit
+the image the same server gives that request alone (every pass holds max_batch images; see serve/models.py)."""
 
 import threading
 
@@ -59,3 +59,20 @@ def test_concurrent_photos_are_projected_together_and_match_projecting_alone(cli
     assert _concurrently(post(batched), photos) == alone
     passes, images = _batch_counts(batched)
     assert images == 6 and passes < 6
+
+
+def test_concurrent_encoder_inversions_share_one_encoder_pass_and_match_serving_alone(encoded_client):
+    client = encoded_client(max_batch=4, max_wait_ms=300)
+    store = client.app.state.pstyle.store
+    passes = []
+    encode = store.encode
+    store.encode = lambda encoder, images: (passes.append(len(images)), encode(encoder, images))[1]
+    photos = [photo_bytes(seed=k) for k in range(3)]
+    post = lambda p: client.post('/v1/stylize', files=dict(image=('p.png', p)), data=dict(align='false')).content
+    alone = [post(p) for p in photos]
+    assert passes == [1, 1, 1]
+    together = _concurrently(post, photos)
+    assert together == alone and len(set(alone)) == 3
+    assert len(passes) < 6 and sum(passes) == 6  # At least one encoder pass held several photos.
+    count, images = _batch_counts(client)
+    assert images == 6 and count < 6

@@ -57,13 +57,17 @@ def _wait(driver, condition, what, timeout=60):
     raise AssertionError(f'timed out waiting for {what} (status: {status!r})')
 
 
-def test_the_page_stylizes_an_upload_and_a_moved_row_slider_changes_the_result(nets, tmp_path, browser):
+def test_the_page_stylizes_an_upload_and_a_moved_row_slider_changes_the_result(nets, encoder_file, tmp_path, browser):
     photo = tmp_path / 'photo.png'
     photo.write_bytes(photo_bytes(seed=3))
-    args = ['--lpips-weight', '0', '--mse-weight', '1', '--steps', '2', '--max-steps', '4']
+    args = ['--lpips-weight', '0', '--mse-weight', '1', '--steps', '2', '--max-steps', '4', '--encoder', encoder_file]
     with running_server(nets, tmp_path, args, dict(TORCH_HOME=str(tmp_path / 'torch_home'))) as (url, _):
         browser.get(url + '/')
         _wait(browser, 'return document.querySelectorAll("#rows input").length === 8', 'the W+ row sliders')
+        inversions = browser.execute_script('return [...document.querySelectorAll("#invert option")].map(x => x.value)')
+        assert inversions == ['encoder', 'optimize', 'encoder+optimize']
+        assert browser.execute_script('return [document.getElementById("invert").value, '
+                                      'document.getElementById("steps").disabled]') == ['encoder', True]
         labels = browser.execute_script('return [...document.querySelectorAll("#rows .row span")].map(x => x.textContent)')
         assert labels[0] == '0: 4\u00d74' and labels[-1] == '7: 32\u00d732'
         browser.execute_script('document.getElementById("align").checked = false')  # A noise photo has no face.
