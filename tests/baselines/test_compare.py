@@ -204,3 +204,11 @@ def test_cli_runs_cyclegan_and_reports_missing_inputs(weights, photos, tmp_path)
     result = CliRunner().invoke(main, [str(a) for a in args + ['--methods', 'cyclegan', '--cyclegan', weights['cyclegan']]])
     assert result.exit_code == 0, result.output
     assert 'cyclegan: 2 done, 0 failed' in result.output and (tmp_path / 'cmp' / 'compare.md').is_file()
+
+
+def test_aligning_photos_without_a_face_stops_before_the_methods_naming_each_photo(weights, photos, tmp_path):
+    with pytest.raises(ValueError, match='no photo could be aligned: ') as e:
+        compare(photos, tmp_path / 'cmp', config(weights, methods=('cyclegan',), align=True, size=64), log=lambda _: None)
+    assert all(f'{p}:' in str(e.value) for p in photos.iterdir())
+    assert json.loads((tmp_path / 'cmp' / 'photos' / 'manifest.json').read_text())['num_failed'] == 2
+    assert not (tmp_path / 'cmp' / 'cyclegan').exists()
