@@ -75,7 +75,7 @@ def as_photo_size(image, photo):
     """uint8 [h, w, 3] -> the photo's size (LANCZOS), and whether it was resized."""
     if image.shape == photo.shape:
         return image, False
-    return np.asarray(Image.fromarray(image).resize((photo.shape[1], photo.shape[0]), Image.LANCZOS)), True
+    return np.array(Image.fromarray(image).resize((photo.shape[1], photo.shape[0]), Image.LANCZOS)), True
 
 
 def fit_tile(image, tile):
@@ -110,8 +110,8 @@ class Distribution:
     def __call__(self, paths):
         """{kid_mean, kid_std, kid_subset_size, kid_num_outputs, fid} (None where not computed) and notes."""
         values = dict(kid_mean=None, kid_std=None, kid_subset_size=None, kid_num_outputs=len(paths), fid=None)
-        if self.inception is None:
-            return values, [self.reason]
+        if self.inception is None:  # The reason in full is in the stamps (and above the Markdown table).
+            return values, ['KID/FID not measured (see distribution_note)' if self.cfg.style_set else 'no --style-set: no KID/FID']
         subset = self.cfg.kid_subset_size or min(KID_MAX_SUBSET, len(paths), self.num_style)
         opts = MetricOptions(protocol=self.cfg.protocol, seed=self.cfg.seed, kid_subsets=self.cfg.kid_subsets,
                              kid_subset_size=subset, device=str(self.device))
@@ -190,7 +190,8 @@ def write_report(inputs, outdir, cfg, manifests, wall, prepared, alignment):
     rows, per_photo, columns = [], {}, []
     if photos:
         values, notes = distribution([Path(p) for p in _photo_files(inputs, photo_of)])
-        rows.append(dict(method='photo', style=None, photos_ok=len(photos), photos_failed=len(unreadable), **values,
+        not_aligned = len(alignment['failures']) if alignment is not None else 0
+        rows.append(dict(method='photo', style=None, photos_ok=len(photos), photos_failed=len(unreadable) + not_aligned, **values,
                          notes='; '.join(['the input photos themselves', *notes])))
     for method, manifest in manifests.items():
         root = outdir / method
@@ -266,11 +267,22 @@ def markdown(record):
     lines = ['# pstyle compare', '',
              f'- KID/FID: to the style set `{record["config"]["style_set"]}` ({n} images), protocol '
              f'{dist.get("protocol", record["config"]["protocol"])}, extractor {dist.get("extractor", "none")} '
-             f'(sha256 {str(dist.get("extractor_sha256", ""))[:12] or "n/a"})' + (f'; {stamps["distribution_note"]}'
-                                                                                  if stamps['distribution_note'] else ''),
-             f'- LPIPS and identity to the photo: {stamps["pairwise"]["available"] or "none available"}',
+             f'(sha256 {str(dist.get("extractor_sha256", ""))[:12] or "n/a"})',
+             *([f'- distribution_note: {stamps["distribution_note"]}'] if stamps['distribution_note'] else []),
+             f'- LPIPS and identity to the photo: {_describe(stamps["pairwise"]["available"])}',
              *[f'- note: {note}' for note in stamps['pairwise']['notes']], '']
     header = record['columns']
     lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(_fmt(row[k]) for k in header) + ' |' for row in record['table']]
     return '\n'.join(lines) + '\n'
+
+
+def _describe(available):
+    """'lpips alex (backbone FILE), identity dlib_resnet_v1' from PhotoMetrics.available."""
+    parts = []
+    if 'lpips' in available:
+        lp = available['lpips']
+        parts.append(f'LPIPS {lp.get("net")} v{lp.get("lpips_version")} (backbone {lp.get("lpips_backbone")})')
+    if 'identity' in available:
+        parts.append(f'identity {available["identity"].get("identity_model")}')
+    return ', '.join(parts) or 'none available'

@@ -212,3 +212,23 @@ def test_aligning_photos_without_a_face_stops_before_the_methods_naming_each_pho
     assert all(f'{p}:' in str(e.value) for p in photos.iterdir())
     assert json.loads((tmp_path / 'cmp' / 'photos' / 'manifest.json').read_text())['num_failed'] == 2
     assert not (tmp_path / 'cmp' / 'cyclegan').exists()
+
+
+def test_identity_and_lpips_columns_aggregate_photo_metrics_and_leave_out_non_faces(weights):
+    import skimage.data
+    from pstyle.baselines.compare_report import Pairwise
+    photo = np.array(Image.fromarray(skimage.data.astronaut()).resize((256, 256)))
+    shifted = np.roll(photo, 3, axis=1)
+    noise = np.random.RandomState(0).randint(0, 256, photo.shape, dtype=np.uint8)
+    small = np.array(Image.fromarray(shifted).resize((128, 128)))    # another size: resized to the photo's first
+    pairwise = Pairwise(config(weights), 'cpu')
+    summary, per, notes = pairwise([(photo, shifted), (photo, noise), (photo, small)])
+    scorer = PhotoMetrics('cpu')
+    expected = [scorer(photo, shifted[None])[0], scorer(photo, noise[None])[0],
+                scorer(photo, np.array(Image.fromarray(small).resize((256, 256), Image.LANCZOS))[None])[0]]
+    assert per == expected and expected[1]['identity_dlib_distance'] is None and 'output' in expected[1]['identity_note']
+    distances = [expected[0]['identity_dlib_distance'], expected[2]['identity_dlib_distance']]
+    assert summary['identity_scored'] == 2 and summary['identity_dlib_distance_mean'] == pytest.approx(np.mean(distances))
+    assert summary['identity_dlib_same_person_rate'] == 1.0 and max(distances) < 0.6
+    assert summary['lpips_mean'] == pytest.approx(np.mean([e['lpips'] for e in expected]))
+    assert notes == ["1 output(s) resized to the photo's size for LPIPS/identity"]
