@@ -35,6 +35,7 @@ SUBCOMMANDS = {
     'adain':       ('pstyle.cmd_baselines', 'adain'),
     'adain-train': ('pstyle.cmd_baselines', 'adain_train'),
     'cyclegan':    ('pstyle.cmd_baselines', 'cyclegan'),
+    'compare':     ('pstyle.cmd_compare', 'compare_command'),
     'serve':       ('pstyle.cmd_serve', 'serve'),
 }
 
