@@ -3,7 +3,7 @@
 import click
 
 from pstyle.baselines.compare import METHODS, CompareConfig, compare
-from pstyle.cmd_stylize import _click_errors, _spec, _weight_options  # the one per-row control of every stylize command
+from pstyle.cmd_stylize import click_errors, spec_from_options, weight_options
 
 
 def _methods(ctx, param, value):
@@ -19,7 +19,7 @@ def _methods(ctx, param, value):
 @click.option('--landmarks', type=click.Path(dir_okay=False), default=None, help='dlib 68-point landmark model.')
 @click.option('--base', default=None, help='stylegan-swap, fewshot: model A, the photos are projected into it.')
 @click.option('--styled', default=None, help='stylegan-swap: model B, fine-tuned from A.')
-@_weight_options
+@weight_options
 @click.option('--mapping', type=click.Choice(['from-a', 'from-b', 'blend']), default='from-a', show_default=True, help='stylegan-swap: mapping network and w_avg of the blend.')
 @click.option('--fewshot-delta', type=click.Path(exists=True, dir_okay=False), default=None, help='fewshot: style.safetensors from `pstyle fewshot` (a delta of --base).')
 @click.option('--delta-alpha', type=click.FloatRange(0, 1), default=1.0, show_default=True, help='fewshot: strength of the delta.')
@@ -48,7 +48,7 @@ def _methods(ctx, param, value):
 @click.option('--seed', type=int, default=2020, show_default=True, help='KID subsets.')
 @click.option('--device', default=None, help='cpu, cuda, cuda:1 (default: cuda when available).')
 @click.option('--resume', is_flag=True, help='Keep what every method already finished in --outdir (same inputs and settings).')
-@_click_errors
+@click_errors
 def compare_command(photos, outdir, resume, **kw):
     """Every method on the same (aligned) photos: outputs in `pstyle stylize`'s layout, one figure and
     one table (KID/FID to a style set, LPIPS and identity to the photo, seconds per photo).
@@ -58,7 +58,7 @@ def compare_command(photos, outdir, resume, **kw):
       pstyle compare --photos photos/ --outdir out/cmp --methods stylegan-swap,nst,adain,cyclegan \\
         --base ffhq --styled metfaces --style starry.jpg --cyclegan style_monet --style-set metfaces/
     """
-    spec = _spec(kw)
+    spec = spec_from_options(kw)
     cfg = CompareConfig(spec=spec, styles=tuple(kw.pop('styles')), **kw)
     record = compare(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), resume=resume)
     for method, info in record['methods'].items():

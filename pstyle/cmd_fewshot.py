@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from pstyle.cmd_stylize import _click_errors, _spec, _weight_options
+from pstyle.cmd_stylize import click_errors, spec_from_options, weight_options
 from pstyle.stylize import fewshot
 from pstyle.stylize.pipeline import StylizeConfig
 from pstyle.torch_utils import progress
@@ -22,7 +22,7 @@ from pstyle.torch_utils import progress
 @click.option('--encoder', default=None, help='Encoder of --base for --invert encoder / encoder+optimize.')
 @click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Projection LPIPS weight (0 = no LPIPS, e.g. offline).')
 @click.option('--mse-weight', type=click.FloatRange(min=0), default=None, help='Projection pixel MSE weight.')
-@_weight_options
+@weight_options
 @click.option('--tune-rows', default=None, help='Tune only the tensors these W+ rows own (fine, res:64-1024, b16, 7-17); default: every layer.')
 @click.option('--steps', type=click.IntRange(min=1), default=300, show_default=True, help='Fine-tuning steps.')
 @click.option('--lr', 'learning_rate', type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True, help='Adam learning rate.')
@@ -36,14 +36,14 @@ from pstyle.torch_utils import progress
 @click.option('--resume', is_flag=True, help='Continue the tuning state in --outdir (bit for bit; --steps may grow).')
 @click.option('--device', default='auto', show_default=True)
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr.')
-@_click_errors
+@click_errors
 def fewshot_command(base, styles, outdir, align, landmarks, project_preset, project_steps, invert, encoder, lpips_weight, mse_weight, tune_rows,
                     steps, learning_rate, loss, distance, rank, samples, precision, seed, checkpoint_every, resume, device, quiet,
                     **kw):
     """Few-shot style from reference portraits (JoJoGAN): fine-tune --base so that the references' latents,
     mixed with random latents on the rows of the per-row spec (default: fine), render the references."""
     project = dict(num_steps=project_steps, lpips_weight=lpips_weight, mse_weight=mse_weight, precision=precision)
-    scfg = StylizeConfig(base=base, spec=_spec(kw), align=align, landmarks=landmarks, project_preset=project_preset,
+    scfg = StylizeConfig(base=base, spec=spec_from_options(kw), align=align, landmarks=landmarks, project_preset=project_preset,
                          project={k: v for k, v in project.items() if v is not None}, pti=False, device=device,
                          invert=invert, encoder=encoder)
     cfg = fewshot.FewshotConfig(steps=steps, learning_rate=learning_rate, loss=loss, distance=distance, tune_rows=tune_rows,

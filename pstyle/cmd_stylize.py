@@ -24,7 +24,7 @@ from pstyle.torch_utils import progress
 
 
 
-def _weight_options(f):
+def weight_options(f):
     """The one per-layer control, shared by every stylization command."""
     options = [
         click.option('--weights', default=None, help='Per W+ row weights, num_ws floats in [0, 1]: 0 = A (base/content), 1 = B (styled/style).'),
@@ -40,13 +40,13 @@ def _weight_options(f):
     return f
 
 
-def _spec(kw):
+def spec_from_options(kw):
     return lw.make_spec(weights=kw.pop('weights'), swap_res=kw.pop('swap_res'), blend_width=kw.pop('blend_width'),
                         preset=kw.pop('preset'), style_strength=kw.pop('style_strength'),
                         preserve_color=kw.pop('preserve_color'), rows=kw.pop('rows'))
 
 
-def _click_errors(f):
+def click_errors(f):
     """User errors (bad specs, missing files, offline downloads) and out of memory -> a one-line click error."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -65,13 +65,13 @@ def _device(device):
 @click.option('--network', default=None, help='Network file, URL or name (ffhq, metfaces, ...).')
 @click.option('--resolution', type=click.IntRange(min=4), default=None, help='Instead of --network: the table of a StyleGAN2 at this resolution.')
 @click.option('--architecture', type=click.Choice(['skip', 'orig', 'resnet']), default='skip', show_default=True, help='With --resolution.')
-@_weight_options
+@weight_options
 @click.option('--json', 'as_json', is_flag=True, help='Print the rows as JSON.')
-@_click_errors
+@click_errors
 def layers(network, resolution, architecture, as_json, **kw):
     """Print the W+ table (index, resolution, layers) and the resolved per-row weights."""
     G = table_generator(network, resolution, architecture)
-    weights = lw.resolve(G, _spec(kw))
+    weights = lw.resolve(G, spec_from_options(kw))
     if as_json:
         rows = [dict(index=r.index, resolution=r.resolution, layers=list(r.layers), weight=float(w))
                 for r, w in zip(wplus.layer_table(G), weights)]
@@ -83,14 +83,14 @@ def layers(network, resolution, architecture, as_json, **kw):
 @click.command()
 @click.option('--base', required=True, help='Model A (e.g. ffhq): structure, the latent space photos are projected into.')
 @click.option('--styled', required=True, help='Model B (e.g. metfaces), fine-tuned from A.')
-@_weight_options
+@weight_options
 @click.option('--mapping', type=click.Choice(['from-a', 'from-b', 'blend']), default='from-a', show_default=True, help='Where the mapping network and w_avg come from.')
 @click.option('--out', type=click.Path(dir_okay=False, path_type=Path), required=True, help='Output network (.pt, .pth or .safetensors); a .json record is written beside it.')
 @click.option('--device', default='cpu', show_default=True)
-@_click_errors
+@click_errors
 def swap(base, styled, mapping, out, device, **kw):
     """Blend two generators per W+ row (Toonify layer swapping) into a new network file."""
-    spec = _spec(kw)
+    spec = spec_from_options(kw)
     G, record = swap_networks(base, styled, spec, out, mapping=mapping, device=_device(device))
     click.echo(lw.format_weights(G, np.array(record["weights"])))
     click.echo(f'saved {out} ({record["seconds"]["blend"]:.2f} s to blend)')
@@ -103,7 +103,7 @@ _SOURCES = 'seeds:LIST, latents:FILE[:NAMES|INDICES] (names are file stems) or i
 @click.option('--network', required=True, help='Network file, URL or name.')
 @click.option('--content', required=True, help=_SOURCES + '.')
 @click.option('--style', required=True, help=_SOURCES + '.')
-@_weight_options
+@weight_options
 @click.option('--trunc', 'truncation_psi', type=FINITE_FLOAT, default=1.0, show_default=True, help='Truncation psi for seeds.')
 @click.option('--noise-mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
 @click.option('--align/--no-align', default=True, show_default=True, help='images: FFHQ-align them with dlib first; --no-align: aligned squares.')
@@ -115,7 +115,7 @@ _SOURCES = 'seeds:LIST, latents:FILE[:NAMES|INDICES] (names are file stems) or i
 @click.option('--device', default='auto', show_default=True)
 @click.option('--outdir', type=click.Path(file_okay=False, path_type=Path), required=True)
 @styled_delta_options
-@_click_errors
+@click_errors
 def mix(network, content, style, truncation_psi, noise_mode, align, project_preset, num_steps, lpips_weight, mse_weight,
         force, device, outdir, styled_delta, delta_alpha, **kw):
     """Latent mixing: W+ rows of style latents into content latents, per-row weights."""
@@ -127,7 +127,7 @@ def mix(network, content, style, truncation_psi, noise_mode, align, project_pres
     G_render = G if styled_delta is None else styled_generator(G, styled_delta, delta_alpha)  # Images project into G.
     if styled_delta is not None:
         info = dict(info, styled_delta=str(styled_delta), delta_alpha=delta_alpha)
-    manifest = mixing.mix_to_folder(G_render, content, style, _spec(kw), outdir, truncation_psi, noise_mode,
+    manifest = mixing.mix_to_folder(G_render, content, style, spec_from_options(kw), outdir, truncation_psi, noise_mode,
                                     project_fn=image_projector(G, cfg, device), network_info=info, force=force)
     click.echo(lw.format_weights(G, np.array(manifest['weights'])))
     click.echo(f'saved {len(manifest["images"])} mixes, grid.png and latents.npz to {outdir}')
@@ -177,7 +177,7 @@ def _pti_settings(num_steps, rank=None):
 
 @click.command()
 @_pipeline_options
-@_weight_options
+@weight_options
 @click.option('--mix-style', default=None, help='Latent mixing with seeds:LIST, latents:FILE.npz[:NAMES] or images:DIR|FILE.')
 @click.option('--style-trunc', type=FINITE_FLOAT, default=1.0, show_default=True, help='Truncation psi of style seeds.')
 @click.option('--paste-back', is_flag=True, help='Also paste each portrait back into the original photo.')
@@ -186,13 +186,13 @@ def _pti_settings(num_steps, rank=None):
 @click.option('--resume', is_flag=True, help='Keep the photos already finished in --outdir (same networks and settings) and do only the rest.')
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
 @styled_delta_options
-@_click_errors
+@click_errors
 def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, resume, quiet, styled_delta, delta_alpha, **kw):
     """Photos -> portraits: align, project into --base, render with the blended generator and/or
     mixed latents, optionally paste back. Writes images, latents.npz and manifest.json."""
     if styled_delta is not None and all(kw[k] is None for k in ('weights', 'swap_res', 'preset', 'rows')):
         kw['preset'] = 'all'  # A few-shot style is the whole tuned network unless rows are chosen.
-    spec = _spec(kw)
+    spec = spec_from_options(kw)
     cfg = _pipeline_config(kw, spec=spec, mix_style=mix_style, style_trunc=style_trunc, paste_back=paste_back, feather=feather,
                            styled_delta=styled_delta, delta_alpha=delta_alpha)
     manifest = stylize_photos(photos, outdir, cfg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet),
@@ -217,7 +217,7 @@ def stylize(photos, mix_style, style_trunc, paste_back, feather, outdir, resume,
 @click.option('--labels/--no-labels', default=True, show_default=True, help='Column and row labels.')
 @click.option('--out', type=click.Path(dir_okay=False, path_type=Path), required=True, help='Figure file (.png, .jpg); a .json record is written beside it.')
 @click.option('--quiet', '-q', is_flag=True, help='No progress on stderr (step, loss, rate, ETA of projection and PTI).')
-@_click_errors
+@click_errors
 def stylize_grid(photos, swap_res_list, strengths, weights, preset, blend_width, preserve_color, mix_style, style_trunc, labels, out, quiet,
                  **kw):
     """Paper figure: rows = photos, columns = swap resolutions or style strengths."""
