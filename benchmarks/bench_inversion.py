@@ -3,10 +3,11 @@ photo of `stylize --invert encoder` against `--invert optimize`, end to end, in 
 
 Targets are held-out renders of the generator (seeds from 100000 on, truncation psi 0.7: images the generator can
 reproduce, so the reconstruction error measures the inversion, not the generator's range) or `--photos DIR`.
-Without `--encoder`, one is trained first with `pstyle train-encoder`'s function for `--train-kimg`, and its
-training time is printed.
+Without `--network`, the shipped `demo` and its shipped `demo-encoder`; with another network and no `--encoder`,
+one is trained first with `pstyle train-encoder`'s function for `--train-kimg`, and its training time is printed.
 
-    python benchmarks/bench_inversion.py                                  # the demo base network, quick
+    python benchmarks/bench_inversion.py                                  # demo + demo-encoder, quick
+    python benchmarks/bench_inversion.py --photos models/demo/photos      # ... on the held-out sample photos
     python benchmarks/bench_inversion.py --network G.pt --encoder enc.safetensors --steps 50 --count 16
     python benchmarks/bench_inversion.py --paper256 --e2e-count 2      # end to end only, paper256-size G and pSp encoder
 
@@ -43,7 +44,6 @@ from pstyle.stylize import layer_weights as lw
 from pstyle.stylize import pipeline
 from pstyle.training.train_encoder import EncoderTrainConfig, encoder_architecture, train_encoder
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 PAPER_256 = dict(z_dim=512, w_dim=512, c_dim=0, img_resolution=256, img_channels=3, mapping_kwargs=dict(num_layers=8),
@@ -65,14 +65,6 @@ def random_paper256(tmp):
     latent_avg = P.compute_w_stats(G, 1000)[0].reshape(1, G.w_dim).repeat(G.num_ws, 1)
     encoder = E.save_trained_encoder(Path(tmp) / 'paper256-random-psp.safetensors', net, latent_avg, config)
     return str(network), str(encoder)
-
-
-def default_network():
-    """The newest demo base snapshot carried in demo_runs/ (a 64x64 generator trained by this project)."""
-    found = sorted(REPO.glob('demo_runs/base/*/network-snapshot-*.pt'))
-    if not found:
-        raise click.UsageError('no demo snapshot under demo_runs/base: give --network')
-    return str(found[-1])
 
 
 @torch.no_grad()
@@ -131,8 +123,8 @@ def machine():
 
 
 @click.command()
-@click.option('--network', default=None, help='Generator [the newest demo base snapshot in demo_runs/].')
-@click.option('--encoder', default=None, help='Its encoder; none = train one first for --train-kimg.')
+@click.option('--network', default='demo', show_default=True, help='Generator (file or short name).')
+@click.option('--encoder', default=None, help='Its encoder [demo-encoder for demo; else train one first for --train-kimg].')
 @click.option('--train-kimg', type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True)
 @click.option('--photos', type=click.Path(exists=True, file_okay=False), default=None, help='Real photos instead of held-out renders.')
 @click.option('--count', type=click.IntRange(1), default=8, show_default=True, help='Photos.')
@@ -159,7 +151,8 @@ def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_coun
                 click.echo(f'note: {note.splitlines()[0][:160]}... optimising pixel MSE instead (cheaper than LPIPS)')
             _end_to_end_report(report, network, encoder, held_out_targets(G, max(e2e_count, 1)), e2e_steps, cfg_kwargs, tmp)
         return _write(json_path, report)
-    network = network or default_network()
+    if encoder is None and network == 'demo':
+        encoder = 'demo-encoder'
     G = load_network(network)['G_ema']
     report = dict(machine=machine(), network=network)
     click.echo(json.dumps(report))

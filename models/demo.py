@@ -23,19 +23,38 @@ DEMO_NETWORKS = {
 }
 
 
+# The encoder of `demo` (`pstyle train-encoder`, demo_runs/train_encoder.sh; weights in fp16), as a short name of
+# `projectors.encoder.load_encoder`.
+DEMO_ENCODERS = {
+    'demo-encoder': ('demo-encoder.safetensors', 'd9565874f81c6e0df5f644da9a30a1dfa1ac535d02cb653b40890190d441813d'),
+}
+
+
 def is_demo_name(name):
     return str(name) in DEMO_NETWORKS
 
 
+def is_demo_encoder_name(name):
+    return str(name) in DEMO_ENCODERS
+
+
 def demo_network_path(name):
     """The shipped file of short name `name` (`demo` or `demo-toon`), checked against its sha256."""
-    filename, sha256 = DEMO_NETWORKS[str(name)]
+    return _shipped(name, *DEMO_NETWORKS[str(name)], 'demo network')
+
+
+def demo_encoder_path(name):
+    """The shipped encoder file of short name `name` (`demo-encoder`), checked against its sha256."""
+    return _shipped(name, *DEMO_ENCODERS[str(name)], 'demo encoder')
+
+
+def _shipped(name, filename, sha256, what):
     path = DEMO_DIR / filename
     if not path.is_file():
-        raise CheckpointError(f'the demo network {name!r} should ship at {path}, which is missing: '
+        raise CheckpointError(f'the {what} {name!r} should ship at {path}, which is missing: '
                             f'reinstall portrait-stylegan (pip install --force-reinstall) or restore the file from git')
     if sha256 is not None and sha256_file(path) != sha256:
-        raise CheckpointError(f'{path} (demo network {name!r}) does not match its recorded sha256 {sha256}: '
+        raise CheckpointError(f'{path} ({what} {name!r}) does not match its recorded sha256 {sha256}: '
                             f'the file is damaged; reinstall or restore it from git')
     return path
 

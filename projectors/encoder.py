@@ -36,6 +36,7 @@ from pstyle.models.checkpoint import (
     env_var_for,
     torch_load_checked,
 )
+from pstyle.models import demo
 from pstyle.models.deltas import tensors_sha256
 from pstyle.models.render import compute_dtype
 from pstyle.projectors import encoder_nets
@@ -123,6 +124,8 @@ def resolve_encoder(name_or_url_or_path, cache_dir=None):
     text = str(name_or_url_or_path)
     if Path(text).expanduser().is_file():
         return Path(text).expanduser()
+    if demo.is_demo_encoder_name(text):
+        return demo.demo_encoder_path(text)
     entry = PRETRAINED_ENCODERS.get(text)
     if entry is not None:
         override = os.environ.get(env_var_for(text))
@@ -137,7 +140,7 @@ def resolve_encoder(name_or_url_or_path, cache_dir=None):
         dest = cached_path(text, cache_dir)
         return dest if dest.is_file() else download(text, dest)
     raise CheckpointError(f'no such encoder file: {text} (not a URL, and not one of the short names '
-                          f'{", ".join(PRETRAINED_ENCODERS)})')
+                          f'{", ".join([*demo.DEMO_ENCODERS, *PRETRAINED_ENCODERS])})')
 
 
 def _read_checkpoint(path):
@@ -276,6 +279,20 @@ def save_trained_encoder(path, net, latent_avg, config):
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
+
+
+def save_encoder_fp16(src, dst):
+    """Copy one of our encoder files with its network weights in fp16 (half the bytes; `load_encoder` computes in
+    the precision asked for either way), `latent_avg` and the metadata unchanged. Used to ship `demo-encoder`."""
+    if _native_config(src) is None:
+        raise CheckpointError(f'{src} is not an encoder file from pstyle train-encoder')
+    with safe_open(str(src), framework='pt') as f:
+        meta = f.metadata()
+    tensors = {k: (v.half() if k.startswith('net.') and v.is_floating_point() else v).contiguous()
+               for k, v in load_file(str(src)).items()}
+    with atomic_path(Path(dst)) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(dst)
 
 
 def _native_config(path):

@@ -10,9 +10,8 @@ from pstyle.stylize import blend, layer_weights
 from pstyle.models import checkpoint
 
 API_KEY_ENV = 'PSTYLE_API_KEY'
-# The encoder of the `demo` network, once models/demo.py ships one under this short name: set it to
-# 'demo-encoder' and `pstyle serve` without network options inverts with it by default.
-DEMO_ENCODER = None
+# The encoder of the `demo` network (models/demo.py): `pstyle serve` without network options inverts with it.
+DEMO_ENCODER = 'demo-encoder'
 # Without --base/--config: the shipped demo networks (models/demo.py), projected with the pixel loss only
 # (no LPIPS weights offline) unless --lpips-weight/--mse-weight say otherwise.
 DEFAULT_STYLES = {'demo-toon': dict(base='demo', styled='demo-toon', encoder=DEMO_ENCODER)}

@@ -1,5 +1,6 @@
 """The scripts that made the shipped demo networks run end to end for a few images (docs/demo_networks.md):
-data -> base training -> toon fine-tune (FreezeD) -> fp16 shipping, and they rebuild the shipped architecture."""
+data -> base training -> toon fine-tune (FreezeD) -> the base's encoder -> fp16 shipping, and they rebuild the
+shipped architectures."""
 
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from pstyle.models import checkpoint
+from pstyle.projectors.encoder import load_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +33,14 @@ def test_the_demo_recipe_scripts_rebuild_the_shipped_networks_architecture(tmp_p
     assert "FreezeD: ['b64.fromrgb', 'b64.conv0', 'b64.conv1', 'b64.skip']" in toon.stdout + toon.stderr
     [toon_run] = (tmp_path / 'toon').iterdir()
     toon_snapshot = sorted(toon_run.glob('network-snapshot-*.pt'))[-1]
-    shipped = _run('ship.sh', base_snapshot, toon_snapshot, DEST=tmp_path / 'ship')
+    _run('train_encoder.sh', 0.016, 0.016, DATA_DIR=data, OUTDIR=tmp_path / 'encoder', NUM_PHOTOS=20)
+    assert len(list((data / 'photo_flat').glob('*.png'))) == 20
+    [encoder] = (tmp_path / 'encoder').glob('*/encoder.safetensors')
+    shipped = _run('ship.sh', base_snapshot, toon_snapshot, encoder, DEST=tmp_path / 'ship')
+    made, ours = load_encoder(tmp_path / 'ship' / 'demo-encoder.safetensors'), load_encoder('demo-encoder')
+    shapes = lambda e: {k: tuple(v.shape) for k, v in e.net.state_dict().items()}
+    assert type(made.net) is type(ours.net) and shapes(made) == shapes(ours) and made.generator == ours.generator
+    assert str(tmp_path / 'ship' / 'demo-encoder.safetensors') in shipped.stdout
     for name in ('demo', 'demo-toon'):
         made = checkpoint.load_network(tmp_path / 'ship' / f'{name}.safetensors')
         ours = checkpoint.load_network(name)
