@@ -36,6 +36,9 @@ SUBCOMMANDS = {
     'adain-train': ('pstyle.cmd_baselines', 'adain_train'),
     'cyclegan':    ('pstyle.cmd_baselines', 'cyclegan'),
     'serve':       ('pstyle.cmd_serve', 'serve'),
+    'cyclegan-train': ('pstyle.cmd_baselines', 'cyclegan_train'),
+    'distill':     ('pstyle.cmd_baselines', 'distill'),
+    'export':      ('pstyle.cmd_baselines', 'export'),
 }
 
 
