@@ -74,6 +74,8 @@ class DistillConfig:
             raise ValueError('loss weights and blocks must be >= 0')
         if self.l1_weight == self.lpips_weight == self.gan_weight == 0:
             raise ValueError('every loss weight is 0: nothing to train')
+        if self.styled is None and self.styled_delta is None:
+            raise ValueError('distill needs a teacher: give --styled (a fine-tune of --base) or --styled-delta')
         self.stylize_config().check()
         return self
 
@@ -98,8 +100,6 @@ class Teacher:
     def __init__(self, cfg, device):
         self.cfg, self.device = cfg, device
         self.models = load_models(cfg.stylize_config(device), device)
-        if self.models.G_b is None:
-            raise ValueError('distill needs a styled network: give --styled or --styled-delta')
 
     @torch.no_grad()
     def latents(self, indices, stream=()):
