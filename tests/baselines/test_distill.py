@@ -32,7 +32,7 @@ def _weights(run):
     return torch.load(run / 'net_G.pth', weights_only=True)
 
 
-TRAINED = dict(iters=120, batch_size=4, ngf=16, n_blocks=1, lr=2e-3, snapshot_every=120, log_every=20, val_samples=16)
+TRAINED = dict(iters=120, batch_size=4, ngf=8, n_blocks=1, lr=3e-3, snapshot_every=120, log_every=20, val_samples=16)
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +71,7 @@ def test_the_record_names_the_networks_their_sha256_and_the_spec(trained):
     assert record['base']['sha256'] == sha256_file(load_network('demo')['path'])
     assert record['styled']['sha256'] == sha256_file(load_network('demo-toon')['path'])
     assert record['spec']['preset'] == 'all' and record['spec_text'] == 'preset all' and record['weights'] == [1.0] * 10
-    assert record['generator'] == dict(ngf=16, n_blocks=1) and record['training']['iteration'] == 120
+    assert record['generator'] == dict(ngf=8, n_blocks=1) and record['training']['iteration'] == 120
 
 
 def test_the_teacher_is_the_blend_stylize_renders_and_the_input_is_the_base(tmp_path):
