@@ -12,6 +12,7 @@ from PIL import Image
 from pstyle.baselines import cyclegan
 from pstyle.baselines.distill import DistillConfig, DistillTrainer, Teacher, distill, held_out_errors
 from pstyle.cli import main
+from pstyle.models import deltas
 from pstyle.models import render as gen
 from pstyle.models.checkpoint import load_network
 from pstyle.stylize import layer_weights
@@ -86,6 +87,22 @@ def test_the_teacher_is_the_blend_stylize_renders_and_the_input_is_the_base(tmp_
     assert torch.equal(x, torch.from_numpy(gen.to_uint8(gen.render(G_a, ws))).permute(0, 3, 1, 2).float() / 255 * 2 - 1)
     z0 = np.random.RandomState([0, 0]).randn(1, G_a.z_dim)             # sample k's latent: RandomState([seed, k])
     assert torch.allclose(ws[:1], G_a.mapping(torch.from_numpy(z0).float(), None), atol=1e-5)   # batch rounding only
+
+
+def test_a_few_shot_delta_at_a_strength_is_the_teacher(tmp_path):
+    """--styled-delta / --delta-alpha: the teacher is the base plus alpha times the delta (stylize's B)."""
+    G_a = load_network('demo')['G_ema']
+    torch.manual_seed(0)
+    delta = {n: 0.2 * torch.randn_like(p) for n, p in G_a.named_parameters() if n.startswith('synthesis.') and n.endswith('.weight')}
+    deltas.save_delta(tmp_path / 'style.safetensors', delta, deltas.weights_sha256(G_a), kind='style')
+    cfg = _cfg(styled=None, styled_delta=str(tmp_path / 'style.safetensors'), delta_alpha=0.5).resolved().check()
+    teacher = Teacher(cfg, 'cpu')
+    ws = teacher.latents([0, 1])
+    tuned = deltas.load_tuned_generator(G_a, tmp_path / 'style.safetensors', 0.5)
+    x, y = teacher.pairs([0, 1])
+    expected = torch.from_numpy(gen.to_uint8(gen.render(tuned, ws))).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    assert float((y - expected).abs().max()) <= 2 / 255 + 1e-6          # blending at weight 1: rounding, one level
+    assert float((y - x).abs().mean()) > 0.01
 
 
 def test_resuming_after_a_crash_gives_the_same_network(tmp_path):
