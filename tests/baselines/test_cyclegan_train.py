@@ -93,7 +93,7 @@ def test_the_image_pool_fills_then_swaps_and_round_trips():
 
 def test_cycle_error_falls_on_a_toy_translation(folders, tmp_path):
     cfg = _cfg(folders, iters=60, crop_size=32, load_size=36, n_layers_d=2, snapshot_every=60, log_every=10, lr=2e-3)
-    images = torch.stack([cyclegan.translate(torch.nn.Identity(), torch.from_numpy(np.asarray(Image.open(p))).permute(2, 0, 1)[None] / 255.)[0]
+    images = torch.stack([cyclegan.translate(torch.nn.Identity(), torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)[None] / 255.)[0]
                           for p in sorted((folders / 'A').iterdir())])
     untrained = CycleganTrainer(cfg.resolved().check(), 'cpu').nets
     before = cycle_error(untrained['G_A'], untrained['G_B'], images)
