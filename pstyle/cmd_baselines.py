@@ -177,18 +177,18 @@ def _train(fn, cfg, outdir, device):
     return result
 
 
-_iters = click.option('--iters', type=click.IntRange(min=1), default=None, help='Total iterations (the same line resumes)')
+_iters = click.option('--iters', type=click.IntRange(min=1), default=None, help='Total iterations; the same line resumes [cyclegan-train 200000, distill 20000]')
 _decay = click.option('--decay-iters', type=click.IntRange(min=0), default=None, help='The last this many decay linearly to 0 [iters / 2]')
-_gen = [click.option('--ngf', type=click.IntRange(min=1), default=None, help='Generator width'),
-        click.option('--n-blocks', type=click.IntRange(min=0), default=None, help='Generator residual blocks')]
+_gen = [click.option('--ngf', type=click.IntRange(min=1), default=None, help='Generator width [cyclegan-train 64, distill 32]'),
+        click.option('--n-blocks', type=click.IntRange(min=0), default=None, help='Generator residual blocks [cyclegan-train 9, distill 6]')]
 _train_common = [
     click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Run directory; an existing one is resumed'),
-    click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=None, help='Total batch (over all torchrun ranks)'),
+    click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=None, help='Total batch, over all torchrun ranks [cyclegan-train 1, distill 4]'),
     click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None, help='Adam learning rate [2e-4]'),
     click.option('--ndf', type=click.IntRange(min=1), default=None, help='PatchGAN width [64]'),
     click.option('--n-layers-d', type=click.IntRange(min=1), default=None, help='PatchGAN stride-2 layers (3: 70x70 patches)'),
-    click.option('--snapshot-every', type=click.IntRange(min=1), default=None, help='Iterations between snapshots'),
-    click.option('--log-every', type=click.IntRange(min=1), default=None, help='Iterations between log lines'),
+    click.option('--snapshot-every', type=click.IntRange(min=1), default=None, help='Iterations between snapshots [cyclegan-train 5000, distill 2000]'),
+    click.option('--log-every', type=click.IntRange(min=1), default=None, help='Iterations between log lines [100]'),
     click.option('--seed', type=int, default=None, help='Initial weights and every random draw [0]'),
     click.option('--device', type=str, default=None, help='cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK when available)'),
 ]
