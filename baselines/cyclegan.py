@@ -9,6 +9,7 @@ so other sizes are padded reflectively up to the next multiple of 4 and the outp
 """
 
 import dataclasses
+import re
 import time
 
 import numpy as np
@@ -67,12 +68,27 @@ def generator_tensors(state):
     return {k: v for k, v in state.items() if k.rsplit('.', 1)[-1] not in _STALE_NORM_KEYS}
 
 
+def generator_config(state):
+    """ResnetGenerator arguments of a state_dict, read from its tensor shapes: ngf and input_nc from `model.1`,
+    n_blocks from the `model.<i>.conv_block` keys, output_nc from the last convolution. A state_dict without
+    `model.1.weight` gives the published configuration (the key check then lists what is missing)."""
+    first = state.get('model.1.weight')
+    if first is None or first.ndim != 4:
+        return dict(input_nc=3, output_nc=3, ngf=64, n_blocks=9)
+    n_blocks = len({k.split('.')[1] for k in state if re.fullmatch(r'model\.\d+\.conv_block\.1\.weight', k)})
+    last = state.get(f'model.{17 + n_blocks}.weight')          # pad 7x7 conv after the blocks and 2 up-samplings
+    output_nc = int(last.shape[0]) if last is not None and last.ndim == 4 else 3
+    return dict(input_nc=int(first.shape[1]), output_nc=output_nc, ngf=int(first.shape[0]), n_blocks=n_blocks)
+
+
 def load_cyclegan(checkpoint, device='cpu', cache_dir=None):
-    """(generator, provenance) for a `latest_net_G.pth`-style file, a URL or a short name (`style_monet`)."""
+    """(generator, provenance) for a `latest_net_G.pth`-style file, a URL or a short name (`style_monet`).
+    Any ngf and number of blocks (read from the tensor shapes): `pstyle cyclegan-train` and `pstyle distill` files too."""
     path = resolve_published(checkpoint, cache_dir)
-    what = 'CycleGAN ResnetGenerator (resnet_9blocks, ngf 64)'
-    state = generator_tensors(read_state_dict(path, what))
-    G = load_checked_state_dict(ResnetGenerator(), state, what, source=path)
+    state = generator_tensors(read_state_dict(path, 'CycleGAN ResnetGenerator'))
+    config = generator_config(state)
+    what = f'CycleGAN ResnetGenerator (ngf {config["ngf"]}, {config["n_blocks"]} blocks)'
+    G = load_checked_state_dict(ResnetGenerator(**config), state, what, source=path)
     return G.eval().requires_grad_(False).to(device), runs.file_info(path)
 
 

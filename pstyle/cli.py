@@ -37,6 +37,9 @@ SUBCOMMANDS = {
     'cyclegan':    ('pstyle.cmd_baselines', 'cyclegan'),
     'compare':     ('pstyle.cmd_compare', 'compare_command'),
     'serve':       ('pstyle.cmd_serve', 'serve'),
+    'cyclegan-train': ('pstyle.cmd_baselines', 'cyclegan_train'),
+    'distill':     ('pstyle.cmd_baselines', 'distill'),
+    'export':      ('pstyle.cmd_baselines', 'export'),
 }
 
 

@@ -1,4 +1,4 @@
-"""`pstyle nst`, `pstyle adain`, `pstyle adain-train`, `pstyle cyclegan`: thin click shells over `baselines/`."""
+"""`pstyle nst`, `adain`, `adain-train`, `cyclegan`, `cyclegan-train`, `distill`, `export`: thin click shells over `baselines/`."""
 
 import click
 
@@ -9,6 +9,13 @@ from pstyle.baselines.adain_train import adain_train as train_decoder
 from pstyle.baselines.cyclegan import CycleganOptions, cyclegan_folder
 from pstyle.baselines.nst import COLOR_MODES, INITS, OPTIMIZERS, NSTOptions, nst_folder
 from pstyle.baselines.published import PUBLISHED
+from pstyle.baselines.cyclegan_train import CycleganTrainConfig
+from pstyle.baselines.cyclegan_train import cyclegan_train as train_cyclegan
+from pstyle.baselines.distill import DistillConfig
+from pstyle.baselines.distill import distill as train_distilled
+from pstyle.baselines.export import export_onnx
+from pstyle.cmd_stylize import spec_from_options, weight_options  # the one per-row weight control of stylize
+from pstyle.options import styled_delta_options
 
 
 def _floats(ctx, param, value):
@@ -155,3 +162,133 @@ def adain_train(outdir, device, **kwargs):
     click.echo(f'iteration {result["iteration"]}; decoder: {result["decoder"]}')
     for path in result['skipped']:
         click.echo(f'  skipped unreadable image: {path}')
+
+
+# ----------------------------------------------------------------------------
+# Training translators and exporting them: `pstyle cyclegan-train`, `pstyle distill`, `pstyle export`.
+
+def _train(fn, cfg, outdir, device):
+    try:
+        result = fn(cfg, outdir, device=device, log=click.echo)
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    if result['networks']:                                   # rank 0 of a torchrun run, or a single process
+        click.echo(f'iteration {result["iteration"]}; networks: {", ".join(result["networks"])}')
+    return result
+
+
+_iters = click.option('--iters', type=click.IntRange(min=1), default=None, help='Total iterations; the same line resumes [cyclegan-train 200000, distill 20000]')
+_decay = click.option('--decay-iters', type=click.IntRange(min=0), default=None, help='The last this many decay linearly to 0 [iters / 2]')
+_gen = [click.option('--ngf', type=click.IntRange(min=1), default=None, help='Generator width [cyclegan-train 64, distill 32]'),
+        click.option('--n-blocks', type=click.IntRange(min=0), default=None, help='Generator residual blocks [cyclegan-train 9, distill 6]')]
+_train_common = [
+    click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Run directory; an existing one is resumed'),
+    click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=None, help='Total batch, over all torchrun ranks [cyclegan-train 1, distill 4]'),
+    click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None, help='Adam learning rate [2e-4]'),
+    click.option('--ndf', type=click.IntRange(min=1), default=None, help='PatchGAN width [64]'),
+    click.option('--n-layers-d', type=click.IntRange(min=1), default=None, help='PatchGAN stride-2 layers (3: 70x70 patches)'),
+    click.option('--snapshot-every', type=click.IntRange(min=1), default=None, help='Iterations between snapshots [cyclegan-train 5000, distill 2000]'),
+    click.option('--log-every', type=click.IntRange(min=1), default=None, help='Iterations between log lines [100]'),
+    click.option('--seed', type=int, default=None, help='Initial weights and every random draw [0]'),
+    click.option('--device', type=str, default=None, help='cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK when available)'),
+]
+
+
+def _options(options):
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+def _given(kwargs):
+    """Options left at None take the config's defaults."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@click.command('cyclegan-train', context_settings=dict(show_default=True))
+@click.option('--a', 'a_dir', required=True, type=click.Path(file_okay=False), help='Images of domain A (e.g. photos)')
+@click.option('--b', 'b_dir', required=True, type=click.Path(file_okay=False), help='Images of domain B (e.g. paintings)')
+@_iters
+@_decay
+@click.option('--size', 'crop_size', type=click.IntRange(min=4), default=None, help='Training crop size [256]')
+@click.option('--load-size', type=click.IntRange(min=4), default=None, help='Images are resized to this square first [size * 286/256]')
+@click.option('--no-flip', 'flip', flag_value=False, default=None, help='No random horizontal flips')
+@_options(_gen)
+@click.option('--lambda-cycle', type=click.FloatRange(min=0), default=None, help='Cycle loss weight [10]')
+@click.option('--lambda-identity', type=click.FloatRange(min=0), default=None, help='Identity loss weight, times lambda-cycle [0.5]')
+@click.option('--pool-size', type=click.IntRange(min=0), default=None, help='Generated images D is shown from [50]')
+@_options(_train_common)
+def cyclegan_train(outdir, device, **kwargs):
+    """Train a CycleGAN on two unpaired folders (exact resume, torchrun).
+
+    Writes latest_net_G_A.pth (A -> B) and latest_net_G_B.pth (B -> A), which `pstyle cyclegan --checkpoint` runs.
+
+    \b
+    Example:
+      pstyle cyclegan-train --a photos/ --b monet/ --outdir runs/monet --size 256 --iters 200000
+      torchrun --nproc_per_node 2 -m pstyle cyclegan-train --a photos/ --b monet/ --outdir runs/monet --batch 2
+    """
+    _train(train_cyclegan, CycleganTrainConfig(**_given(kwargs)), outdir, device)
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--base', required=True, help='Model A (file, URL or short name, e.g. demo): the input side')
+@click.option('--styled', default=None, help='Model B, fine-tuned from A (e.g. demo-toon): the teacher is their blend')
+@styled_delta_options
+@weight_options
+@click.option('--mapping', type=click.Choice(['from-a', 'from-b', 'blend']), default='from-a', help='Mapping network of the blend')
+@click.option('--trunc', 'truncation_psi', type=click.FloatRange(0, 1), default=None, help='Truncation psi of the training latents [1]')
+@_iters
+@_decay
+@_options(_gen)
+@click.option('--l1-weight', type=click.FloatRange(min=0), default=None, help='[1]')
+@click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='Used when the LPIPS weights are present [1]')
+@click.option('--gan-weight', type=click.FloatRange(min=0), default=None, help='Conditional PatchGAN term; 0 = no discriminator [0]')
+@click.option('--val-samples', type=click.IntRange(min=1), default=None, help='Held-out latents scored in the log [16]')
+@_options(_train_common)
+def distill(outdir, device, base, styled, styled_delta, delta_alpha, mapping, **kwargs):
+    """Distil a blended StyleGAN into a feed-forward network (aligned photo -> portrait in one pass).
+
+    Pairs are rendered from shared latents: input = base, target = what `pstyle stylize` renders with the same
+    --styled/--styled-delta and weight options. Writes net_G.pth (run it with `pstyle cyclegan --checkpoint`)
+    and net_G.pth.json (networks, sha256, spec).
+
+    \b
+    Example:
+      pstyle distill --base demo --styled demo-toon --preset all --outdir runs/toon --iters 20000
+    """
+    if styled_delta is not None and all(kwargs[k] is None for k in ('weights', 'swap_res', 'preset', 'rows')):
+        kwargs['preset'] = 'all'  # As `pstyle stylize`: a few-shot style is the whole tuned network unless rows are chosen.
+    try:
+        spec = spec_from_options(kwargs).as_dict()
+    except USER_ERRORS as e:
+        raise click.ClickException(str(e)) from e
+    cfg = DistillConfig(base=base, styled=styled, styled_delta=styled_delta, delta_alpha=delta_alpha, mapping=mapping,
+                        spec=spec, **_given(kwargs))
+    result = _train(train_distilled, cfg, outdir, device)
+    if result['validation']:
+        v = result['validation']
+        click.echo(f'held-out L1 to the teacher {v["val_l1"]:.4f} (identity mapping {v["val_identity_l1"]:.4f}, '
+                   f'ratio {v["val_ratio"]:.3f})')
+
+
+@click.command(context_settings=dict(show_default=True))
+@click.option('--onnx', 'out', required=True, type=click.Path(dir_okay=False), help='Output .onnx file')
+@click.option('--checkpoint', required=True, help='A translator: latest_net_G_A.pth, net_G.pth (distill), a published name')
+@click.option('--size', type=click.IntRange(min=4), default=256, help='Side of the traced example (batch and size stay dynamic)')
+@click.option('--check/--no-check', default=True, help='Compare onnxruntime with torch on a random input')
+def export(out, checkpoint, size, check):
+    """Export a translator to ONNX: input [N,3,H,W] RGB in [0,1], output in [-1,1], any batch and size.
+
+    \b
+    Example:
+      pstyle export --onnx toon.onnx --checkpoint runs/toon/net_G.pth
+    """
+    try:
+        result = export_onnx(checkpoint, out, size=size, check=check)
+    except (*USER_ERRORS, ImportError) as e:
+        raise click.ClickException(str(e)) from e
+    diff = result['max_abs_diff']
+    click.echo(f'wrote {out}' + (f' (onnxruntime vs torch: max difference {diff:.2e})' if diff is not None else ''))

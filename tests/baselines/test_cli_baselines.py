@@ -26,7 +26,7 @@ def _invoke(*args):
 def test_help_lists_the_baselines():
     result = _invoke('--help')
     assert result.exit_code == 0
-    for name in ('nst', 'adain', 'cyclegan'):
+    for name in ('nst', 'adain', 'adain-train', 'cyclegan', 'cyclegan-train', 'distill', 'export'):
         assert name in result.output
 
 

@@ -87,10 +87,23 @@ def test_a_missing_tensor_is_named(published, tmp_path):
         cyclegan.load_cyclegan(tmp_path / 'latest_net_G.pth')
 
 
-def test_a_generator_of_another_width_is_refused_with_the_tensor_named(tmp_path):
-    torch.save(ResnetGenerator(ngf=32).state_dict(), tmp_path / 'ngf32.pth')
-    with pytest.raises(ValueError, match=r'weight model.1.weight: shape \[32, 3, 7, 7\], expected \[64, 3, 7, 7\]'):
-        cyclegan.load_cyclegan(tmp_path / 'ngf32.pth')
+@pytest.mark.parametrize('ngf, n_blocks', [(32, 9), (4, 1), (8, 0)])
+def test_generators_of_other_widths_and_depths_load_from_their_shapes(tmp_path, ngf, n_blocks):
+    torch.manual_seed(0)
+    net = ResnetGenerator(ngf=ngf, n_blocks=n_blocks).eval()
+    torch.save(net.state_dict(), tmp_path / 'small.pth')
+    G = cyclegan.load_cyclegan(tmp_path / 'small.pth')[0]
+    x = torch.rand(1, 3, 12, 16)
+    assert len(G.model) == len(net.model) and torch.equal(cyclegan.translate(G, x), cyclegan.translate(net, x))
+
+
+def test_a_tensor_of_the_wrong_shape_is_named(tmp_path):
+    state = ResnetGenerator(ngf=32).state_dict()
+    state['model.4.weight'] = torch.zeros(64, 16, 3, 3)
+    torch.save(state, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match=r'bad.pth: CycleGAN ResnetGenerator \(ngf 32, 9 blocks\) weight model.4.weight: '
+                                         r'shape \[64, 16, 3, 3\], expected \[64, 32, 3, 3\]'):
+        cyclegan.load_cyclegan(tmp_path / 'bad.pth')
 
 
 def test_short_names_offline_name_the_url_the_path_and_the_override(tmp_path, monkeypatch):
