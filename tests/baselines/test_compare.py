@@ -45,7 +45,7 @@ def weights(published, vgg, tmp_path_factory):
     out['alexnet'] = root / 'random-alexnet.pth'
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), out['alexnet'])
     out['distilled'] = root / 'distilled_net_G.pth'
-    torch.save(ResnetGenerator().state_dict(), out['distilled'])      # random, saved as CycleGAN's latest_net_G.pth
+    torch.save(ResnetGenerator(ngf=8, n_blocks=1).state_dict(), out['distilled'])  # random, small, as distill saves net_G.pth
     G = load_network('demo')['G_ema']
     torch.manual_seed(1)
     delta = {'synthesis.b64.conv1.weight': 0.05 * torch.randn_like(G.synthesis.b64.conv1.weight)}

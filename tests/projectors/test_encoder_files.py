@@ -242,7 +242,7 @@ def test_offline_short_name_says_which_file_to_put_where(tmp_path, monkeypatch):
     assert f'place it at {tmp_path / "cache" / "e4e_ffhq_encode.pt"}' in message
     assert '$PSTYLE_NETWORK_E4E_FFHQ_ENCODE' in message
     with pytest.raises(CheckpointError, match=r'no such encoder file: e4e_ffhq \(not a URL, and not one of the short '
-                                              r'names e4e_ffhq_encode, psp_ffhq_encode, psp_ffhq_toonify\)'):
+                                              r'names demo-encoder, e4e_ffhq_encode, psp_ffhq_encode, psp_ffhq_toonify\)'):
         load_encoder('e4e_ffhq')
 
 

@@ -66,11 +66,14 @@ def test_a_bounded_mixed_load_gets_exactly_the_expected_status_for_every_request
 def test_serve_without_a_network_serves_the_shipped_demo_networks_offline(tmp_path):
     with running_server(None, tmp_path, ['--steps', '2'], dict(TORCH_HOME=str(tmp_path / 'torch_home'))) as (url, proc):
         health = httpx.get(url + '/healthz', timeout=10).json()
-        assert list(health['styles']) == ['demo-toon'] and set(health['styles']['demo-toon']) == {'base', 'styled'}
+        assert list(health['styles']) == ['demo-toon'] and set(health['styles']['demo-toon']) == {'base', 'styled', 'encoder'}
+        assert health['styles']['demo-toon']['encoder']['sha256'] == demo.DEMO_ENCODERS['demo-encoder'][1]
         photo = demo.sample_photos()[0].read_bytes()
-        r = httpx.post(url + '/v1/stylize', files=dict(image=('p.png', photo)), data=dict(align='false'), timeout=120)
-        assert r.status_code == 200, r.text  # Projected with the pixel loss: no LPIPS weights in this TORCH_HOME.
-        assert decode_png(r.content).shape == (64, 64, 3)
+        for invert in ('encoder', 'optimize'):  # The default is the shipped encoder; optimize uses the pixel loss
+            r = httpx.post(url + '/v1/stylize', files=dict(image=('p.png', photo)),  # (no LPIPS weights here).
+                           data=dict(align='false', invert=invert), timeout=120)
+            assert r.status_code == 200, (invert, r.text)
+            assert decode_png(r.content).shape == (64, 64, 3)
 
 
 def test_serve_refuses_a_public_bind_without_a_key(nets, monkeypatch):
