@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pstyle.baselines import adain, runs
+from pstyle.baselines.translator_train import check_resume, truncate_log, write_text
 from pstyle.projectors.image_io import list_images
 from pstyle.torch_utils.errors import InputError
-from pstyle.torch_utils.fileio import atomic_path, atomic_torch_save
+from pstyle.torch_utils.fileio import atomic_torch_save
 from pstyle.models.render import pick_device
 
 SNAPSHOT_FORMAT = 'pstyle-adain-train'
@@ -142,29 +143,6 @@ def latest_snapshot(run_dir):
     return (Path(run_dir) / f'snapshot-{found[-1]:07d}.pt') if found else None
 
 
-def _check_resume(run_dir, cfg):
-    stored = json.loads((run_dir / 'config.json').read_text())
-    ours = dataclasses.asdict(cfg)
-    changed = [k for k in ours if k != 'max_iter' and stored.get(k) != ours[k]]
-    if changed:
-        diffs = ', '.join(f'{k}: {stored.get(k)!r} -> {ours[k]!r}' for k in changed)
-        raise ValueError(f'{run_dir} was started with other options ({diffs}); '
-                         f'use a new --outdir or the same options (only --max-iter may change)')
-
-
-def _write_text(path, text):
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-def _truncate_log(run_dir, iteration):
-    """Drop log lines written after the snapshot a resume starts from (a crash between the two)."""
-    log = run_dir / 'log.jsonl'
-    if log.is_file():
-        lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)['iteration'] <= iteration]
-        _write_text(log, ''.join(ln + '\n' for ln in lines))
-
-
 def save_snapshot(run_dir, iteration, dec, optimizer):
     path = run_dir / f'snapshot-{iteration:07d}.pt'
     state = dict(format=SNAPSHOT_FORMAT, version=SNAPSHOT_VERSION, iteration=iteration,
@@ -188,14 +166,14 @@ def adain_train(cfg, outdir, device=None, log=print, fault_hook=None):
     optimizer = torch.optim.Adam(dec.parameters(), lr=cfg.lr)
     start, snapshot = 0, latest_snapshot(run_dir)
     if snapshot is not None:
-        _check_resume(run_dir, cfg)
+        check_resume(run_dir, dataclasses.asdict(cfg), resumable=('max_iter',))
         state = torch.load(snapshot, map_location=device, weights_only=True)
         dec.load_state_dict(state['decoder'])
         optimizer.load_state_dict(state['optimizer'])
         start = int(state['iteration'])
-        _truncate_log(run_dir, start)
+        truncate_log(run_dir, start)
         log(f'resuming {run_dir} from iteration {start} ({snapshot.name})')
-    _write_text(run_dir / 'config.json', json.dumps(dataclasses.asdict(cfg), indent=1) + '\n')
+    write_text(run_dir / 'config.json', json.dumps(dataclasses.asdict(cfg), indent=1) + '\n')
     t0 = time.perf_counter()
     for it in range(start, cfg.max_iter):
         for group in optimizer.param_groups:

@@ -168,14 +168,15 @@ def save_snapshot(run_dir, trainer, iteration, kind):
 # ----------------------------------------------------------------------------
 # The run directory and the loop.
 
-def check_resume(run_dir, config):
-    """Refuse a resume whose options differ from the stored ones in anything but RESUMABLE."""
+def check_resume(run_dir, config, resumable=RESUMABLE):
+    """Refuse a resume whose options (a dict) differ from the stored `config.json` in anything but `resumable`
+    (also used by `adain_train`)."""
     stored = json.loads((run_dir / 'config.json').read_text())
-    changed = [k for k in config if k not in RESUMABLE and stored.get(k) != config[k]]
+    changed = [k for k in config if k not in resumable and stored.get(k) != config[k]]
     if changed:
         diffs = ', '.join(f'{k}: {stored.get(k)!r} -> {config[k]!r}' for k in changed)
         raise ValueError(f'{run_dir} was started with other options ({diffs}); use a new --outdir or the same options '
-                         f'(only {", ".join("--" + k.replace("_", "-") for k in RESUMABLE)} may change)')
+                         f'(only {", ".join("--" + k.replace("_", "-") for k in resumable)} may change)')
 
 
 def write_text(path, text):
