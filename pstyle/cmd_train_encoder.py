@@ -20,7 +20,7 @@ from pstyle.training.train_encoder import ARCHS, EncoderTrainConfig, train_encod
 @click.option('--latent-weight', type=click.FloatRange(min=0), default=1.0, show_default=True, help='W+ term (normalised by the spread of w).')
 @click.option('--photos', type=click.Path(exists=True, file_okay=False), default=None, help='Aligned photos: a domain-adaptation phase after --kimg, half of each batch real, image loss only.')
 @click.option('--arcface', type=click.Path(exists=True, dir_okay=False), default=None, help='model_ir_se50.pth: start the IR-SE-50 trunk of --arch psp/e4e from ArcFace, as pSp/e4e do [random].')
-@click.option('--photo-kimg', type=click.FloatRange(min=0), default=None, help='Length of the photo phase [kimg / 4].')
+@click.option('--photo-kimg', type=click.FloatRange(min=0), default=None, help='Length of the photo phase [kimg / 4]; with --resume: its new total.')
 @click.option('--tick', 'tick_kimg', type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help='kimg per log line.')
 @click.option('--snap', 'snap_ticks', type=click.IntRange(min=1), default=10, show_default=True, help='Snapshot and validation grid every this many ticks.')
 @click.option('--device', default='auto', show_default=True, help='auto, cpu, cuda, ... (torchrun: one GPU per rank).')
@@ -43,7 +43,9 @@ def train_encoder_cmd(network, kimg, resume, quiet, **kw):
         raise click.UsageError('give exactly one of --network (a new run) and --resume (continue a run)')
     try:
         cfg = EncoderTrainConfig(network=network, **kw) if network is not None else None
-        path = train_encoder(cfg, resume, kimg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet))
+        photo_kimg = kw['photo_kimg'] if resume is not None else None
+        path = train_encoder(cfg, resume, kimg, log=lambda m: click.echo(m, err=True), progress=progress.reporter(not quiet),
+                             photo_kimg=photo_kimg)
     except Exception as e:  # noqa: BLE001 -- as_click_error re-raises what is not a user's error (a bug keeps its traceback)
         raise as_click_error(e) from e
     if path is not None:

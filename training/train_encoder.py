@@ -176,13 +176,13 @@ class Losses:
 # ----------------------------------------------------------------------------
 # The run.
 
-def train_encoder(cfg=None, resume=None, kimg=None, log=print, progress=None, max_steps=None):
+def train_encoder(cfg=None, resume=None, kimg=None, log=print, progress=None, max_steps=None, photo_kimg=None):
     """Train per `cfg` (EncoderTrainConfig), or continue the run directory `resume` exactly with its own options
-    (`kimg` extends it). Returns the final encoder path (rank 0) or None. progress: a
+    (`kimg`, `photo_kimg` extend it or its photo phase). Returns the final encoder path (rank 0) or None. progress: a
     `torch_utils.progress.reporter` factory or None. max_steps: stop after this many steps, with a snapshot."""
     device_name = _saved_options(resume).device if resume is not None else cfg.device if cfg is not None else 'auto'
     device = distributed.init_from_env(None if device_name == 'auto' else device_name)  # Before the run dir is chosen.
-    cfg, run_dir, state = _setup(cfg, resume, kimg)
+    cfg, run_dir, state = _setup(cfg, resume, kimg, photo_kimg)
     run, nimg, note = _build_run(cfg, run_dir, state, device)
     G, net, main, (arch, _, input_size) = run['G'], run['encoder'].net, run['main'], run['arch']
     rlog = rd.RunLog(run_dir, enabled=main, echo=False)
@@ -251,7 +251,7 @@ def _build_run(cfg, run_dir, state, device):
     return run, nimg, note
 
 
-def _setup(cfg, resume, kimg=None):
+def _setup(cfg, resume, kimg=None, photo_kimg=None):
     """(cfg, run dir, training state or None): a new run dir, or the resumed run's options and newest state."""
     if resume is None:
         if cfg is None:
@@ -268,6 +268,10 @@ def _setup(cfg, resume, kimg=None):
     saved = _saved_options(run_dir)
     if kimg is not None:
         saved.kimg = kimg                                                      # Extend (or shorten) the run.
+    if photo_kimg is not None:
+        if not saved.photos:
+            raise ValueError(f'--resume {run_dir}: --photo-kimg extends the photo phase, but this run has none (--photos)')
+        saved.photo_kimg = photo_kimg                                          # ... or its photo phase.
     states = sorted(run_dir.glob('training-state-*.pt'), key=lambda p: _state_nimg(p))
     if not states:
         raise ValueError(f'--resume {run_dir}: no snapshot yet (training-state-*.pt)')

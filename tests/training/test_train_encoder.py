@@ -112,6 +112,22 @@ def test_photo_phase_trains_on_real_photos_too(network, tmp_path):
     assert meta.num_ws == 6
 
 
+def test_resume_can_lengthen_the_photo_phase_exactly(network, tmp_path):
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for k in range(3):
+        Image.fromarray(np.random.RandomState(k).randint(0, 256, (16, 16, 3), dtype=np.uint8)).save(photos / f'{k}.png')
+    settings = dict(kimg=0.064, photos=str(photos), tick_kimg=0.064)
+    straight = T.train_encoder(config(network, tmp_path / 'a', photo_kimg=0.128, **settings), log=lambda m: None)
+    short = T.train_encoder(config(network, tmp_path / 'b', photo_kimg=0.064, **settings), log=lambda m: None)
+    longer = T.train_encoder(resume=short.parent, photo_kimg=0.128, log=lambda m: None)
+    a, b = load_file(str(straight)), load_file(str(longer))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    plain = T.train_encoder(config(network, tmp_path / 'c'), log=lambda m: None)
+    with pytest.raises(ValueError, match='--photo-kimg extends the photo phase, but this run has none'):
+        T.train_encoder(resume=plain.parent, photo_kimg=0.1, log=lambda m: None)
+
+
 def test_cli_trains_then_projects_with_the_encoder(network, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ['train-encoder', '--network', str(network), '--outdir', str(tmp_path / 'runs'),
