@@ -264,10 +264,11 @@ def markdown(record):
     """The table in Markdown, preceded by what was measured how (style-set size, protocols, embedders)."""
     stamps, n = record['stamps'], record['num_style_images']
     dist = stamps['distribution'] or {}
-    lines = ['# pstyle compare', '',
-             f'- KID/FID: to the style set `{record["config"]["style_set"]}` ({n} images), protocol '
-             f'{dist.get("protocol", record["config"]["protocol"])}, extractor {dist.get("extractor", "none")} '
-             f'(sha256 {str(dist.get("extractor_sha256", ""))[:12] or "n/a"})',
+    style_set = record['config']['style_set']
+    kid = [f'- KID/FID: to the style set `{style_set}` ({n} images), protocol '
+           f'{dist.get("protocol", record["config"]["protocol"])}, extractor {dist.get("extractor", "none")} '
+           f'(sha256 {str(dist.get("extractor_sha256", ""))[:12] or "n/a"})'] if style_set else []  # Else: the note.
+    lines = ['# pstyle compare', '', *kid,
              *([f'- distribution_note: {stamps["distribution_note"]}'] if stamps['distribution_note'] else []),
              f'- LPIPS and identity to the photo: {_describe(stamps["pairwise"]["available"])}',
              *[f'- note: {note}' for note in stamps['pairwise']['notes']], '']
