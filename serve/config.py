@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from pstyle.stylize import blend, layer_weights
-from pstyle.models import checkpoint
+from pstyle.models import checkpoint, demo
 
 API_KEY_ENV = 'PSTYLE_API_KEY'
 # The encoder of the `demo` network (models/demo.py): `pstyle serve` without network options inverts with it.
@@ -25,9 +25,15 @@ NVIDIA_NC = "NVIDIA's Source Code License-NC (non-commercial: research and evalu
 _NVIDIA_HOSTS = ('nvlabs-fi-cdn.nvidia.com', 'api.ngc.nvidia.com')
 
 
+DEMO_LICENCE = ('MIT, as this project: trained here on procedurally drawn portraits (models/demo.py); '
+                'no third-party weights or images')
+
+
 def licence_of(network):
     """A licence line for a network given as a short name, URL or file."""
     text = str(network)
+    if demo.is_demo_name(text) or demo.is_demo_encoder_name(text):
+        return DEMO_LICENCE
     if text in checkpoint.PRETRAINED or any(host in text for host in _NVIDIA_HOSTS):
         return NVIDIA_NC
     if os.path.basename(text).split('.')[0].lower() in ('ffhq', 'metfaces') or 'stylegan2-ffhq' in text \

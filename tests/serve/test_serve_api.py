@@ -48,6 +48,7 @@ def test_nvidia_networks_are_reported_non_commercial():
     for name in ('ffhq', 'metfaces', 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl'):
         assert 'non-commercial' in C.licence_of(name)
     assert 'non-commercial' not in C.licence_of('/data/my-toon.pt')
+    assert all(C.licence_of(name).startswith('MIT, as this project') for name in ('demo', 'demo-toon', 'demo-encoder'))
 
 
 def test_healthz_is_503_while_models_load(nets, monkeypatch):
