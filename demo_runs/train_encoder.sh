@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The encoder shipped as `demo-encoder` (issue #13): `pstyle train-encoder` for the shipped `demo` base on its own
-# renders (60 kimg), then a photo phase (15 kimg) on the first 5000 images of the photo set, unpacked flat.
+# renders (60 kimg), then a photo phase (45 kimg) on the first 5000 images of the photo set, unpacked flat.
 # Usage: bash demo_runs/train_encoder.sh [KIMG] [PHOTO_KIMG]   (DATA_DIR, OUTDIR, NUM_PHOTOS override;
-#        about 40 minutes on one idle thread, 75 on a loaded machine)
+#        about 45 minutes on one idle thread, 90 on a loaded machine)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$REPO/.venv/bin/python}
@@ -25,4 +25,4 @@ PYEOF
     mv "$PHOTOS.tmp" "$PHOTOS"
 fi
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pstyle train-encoder --network demo --kimg "${1:-60}" \
-    --photos "$PHOTOS" --photo-kimg "${2:-15}" --outdir "$OUTDIR" --desc demo --device cpu --tick 2 --quiet
+    --photos "$PHOTOS" --photo-kimg "${2:-45}" --outdir "$OUTDIR" --desc demo --device cpu --tick 2 --quiet

@@ -26,7 +26,7 @@ DEMO_NETWORKS = {
 # The encoder of `demo` (`pstyle train-encoder`, demo_runs/train_encoder.sh; weights in fp16), as a short name of
 # `projectors.encoder.load_encoder`.
 DEMO_ENCODERS = {
-    'demo-encoder': ('demo-encoder.safetensors', 'd9565874f81c6e0df5f644da9a30a1dfa1ac535d02cb653b40890190d441813d'),
+    'demo-encoder': ('demo-encoder.safetensors', 'ecf6c3e929cb72774be480caf7623b78a1d9e89a801aa1e12c84c25e8f638b36'),
 }
 
 
