@@ -83,7 +83,8 @@ def running_server(nets, tmp_path, args=(), env=None, timeout=120):
                         break
                 except httpx.TransportError:
                     pass
-                assert time.time() < deadline, f'the server did not become healthy in {timeout} s'
+                assert time.time() < deadline, \
+                    f'the server did not become healthy in {timeout} s; its log ends:\n{log_path.read_text()[-3000:]}'
                 time.sleep(0.2)
             yield url, proc
         finally:

@@ -22,7 +22,9 @@ from pstyle_tests_serve_helpers import decode_png, running_server
 def test_two_ray_replicas_answer_generate_and_stylize_and_shut_down_cleanly(tmp_path):
     args = ['--ray', '--replicas', '2', '--num-cpus', '0.5', '--steps', '2', '--max-batch', '4']
     env = dict(TORCH_HOME=str(tmp_path / 'torch_home'), RAY_USAGE_STATS_ENABLED='0')
-    with running_server(None, tmp_path, args, env, timeout=80) as (url, proc):
+    # Ray's start, two replicas each loading the demo networks and encoder: about 40 s on an idle machine,
+    # more than 80 s beside another test worker in CI.
+    with running_server(None, tmp_path, args, env, timeout=240) as (url, proc):
         photo = demo.sample_photos()[0].read_bytes()
 
         def call(k):
