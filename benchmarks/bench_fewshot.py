@@ -1,4 +1,4 @@
-"""Few-shot styles benchmark (issue #14): delta sizes at 1024x1024, low-rank vs full-rank tuning, CPU fp32 vs bf16.
+"""Few-shot styles benchmark (issue #14): delta sizes at 1024x1024, low-rank vs full-rank tuning (styles and PTI), CPU fp32 vs bf16.
 
     python benchmarks/bench_fewshot.py                                  # quick defaults (a couple of minutes on 2 CPUs)
     python benchmarks/bench_fewshot.py --quality-steps 300 --time-steps 300 --precisions fp32,bf16 --out bench_fewshot.json
@@ -11,6 +11,9 @@
     references rendered by a perturbed copy of G), or with `--quality-on demo` of the shipped trained `demo` network
     (references: two held-out faces drawn as toons, projected into `demo` with 100 W+ steps, pixel loss): the final D-feature loss and the pixel distance of held-out
     mixed latents to the references, each as a ratio to full rank (the issue's goal: within 5%, i.e. <= 1.05).
+(d) PTI at a rank (`--pti-ranks`, printed before (c)): on the shipped `demo`, sample photos projected (100 W+ steps,
+    pixel loss), then PTI at full rank and at each rank, tuned as factors ('tune') and as the truncated SVD of a full
+    tuning ('svd'); the reconstruction MSE of what each stored fp16 delta gives back, as a ratio to full rank.
 (c) speed: seconds per few-shot step at 256x256 (NVIDIA's paper256 G and D, two references) in fp32 and under bf16
     autocast, and the ratio; x 300 gives the issue's 300-step figure.
 Timings are medians of the timed steps after one warm-up step; nothing here is compared with another run.

@@ -1,24 +1,14 @@
 """Smoke test of benchmarks/bench_baselines.py at a tiny size: every method runs, ratios come from the same run
 (timings are never asserted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
 TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
             synthesis_kwargs=dict(channel_base=256, channel_max=32))
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(f'pstyle_tests_{name}', BENCHMARKS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_baselines_rows_and_ratios(tmp_path, monkeypatch, capsys):
-    B = load('bench_baselines')
+def test_bench_baselines_rows_and_ratios(load_benchmark, tmp_path, monkeypatch, capsys):
+    B = load_benchmark('bench_baselines')
     monkeypatch.setattr(B, 'CONFIGS', {32: TINY})
     out = tmp_path / 'bench.json'
     rows = B.main(['--sizes', '32', '--photos', '1', '--precisions', 'fp32,bf16', '--project-steps', '1', '--nst-steps', '1',
@@ -35,8 +25,8 @@ def test_bench_baselines_rows_and_ratios(tmp_path, monkeypatch, capsys):
     assert '× StyleGAN pipeline' in capsys.readouterr().out
 
 
-def test_bench_baselines_stops_starting_methods_after_max_seconds(monkeypatch):
-    B = load('bench_baselines')
+def test_bench_baselines_stops_starting_methods_after_max_seconds(load_benchmark, monkeypatch):
+    B = load_benchmark('bench_baselines')
     monkeypatch.setattr(B, 'CONFIGS', {32: TINY})
     rows = B.main(['--sizes', '32', '--photos', '1', '--precisions', 'fp32', '--project-steps', '1', '--max-seconds', '0'])
     assert all(r['note'] == 'skipped: --max-seconds 0.0 reached' for r in rows)

@@ -1,25 +1,14 @@
 """Smoke test of benchmarks/bench_encoder.py: it runs the reference and our encoder in one run and writes its rows
 (timings are never asserted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 from click.testing import CliRunner
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'benchmarks' / 'bench_encoder.py'
 
-
-def load():
-    spec = importlib.util.spec_from_file_location('pstyle_tests_bench_encoder', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_encoder_compares_ours_with_the_reference(tmp_path):
+def test_bench_encoder_compares_ours_with_the_reference(load_benchmark, tmp_path):
     out = tmp_path / 'enc.json'
-    result = CliRunner().invoke(load().main, ['--num-ws', '2', '--batch', '1', '--precision', 'fp32,fp16',
+    result = CliRunner().invoke(load_benchmark('bench_encoder').main, ['--num-ws', '2', '--batch', '1', '--precision', 'fp32,fp16',
                                               '--repeats', '1', '--warmup', '0', '--threads', '1', '--json', str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -31,6 +20,6 @@ def test_bench_encoder_compares_ours_with_the_reference(tmp_path):
     assert 'x1.00 vs reference' in result.output
 
 
-def test_bench_encoder_refuses_an_odd_row_count():
-    result = CliRunner().invoke(load().main, ['--num-ws', '3'])
+def test_bench_encoder_refuses_an_odd_row_count(load_benchmark):
+    result = CliRunner().invoke(load_benchmark('bench_encoder').main, ['--num-ws', '3'])
     assert result.exit_code != 0 and '3 is odd' in result.output

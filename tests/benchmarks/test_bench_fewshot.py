@@ -1,23 +1,13 @@
 """Smoke test of benchmarks/bench_fewshot.py on tiny configurations (its figures are never asserted)."""
 
-import importlib.util
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
 TINY_G = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
               synthesis_kwargs=dict(channel_base=256, channel_max=32))
 TINY_D = dict(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32)
 
 
-def load():
-    spec = importlib.util.spec_from_file_location('pstyle_tests_bench_fewshot', BENCHMARKS / 'bench_fewshot.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_bench_fewshot_reports_sizes_quality_pti_and_speed(capsys):
-    B = load()
+def test_bench_fewshot_reports_sizes_quality_pti_and_speed(load_benchmark, capsys):
+    B = load_benchmark('bench_fewshot')
     sizes = B.bench_sizes(config=dict(TINY_G, img_resolution=64), ranks=(1, 2))
     full, r1, r2 = (row['bytes'] for row in sizes['rows'][1:])
     assert r1 < r2 < full and sizes['rows'][0]['bytes'] == 2 * full and sizes['G_bytes'] > 0

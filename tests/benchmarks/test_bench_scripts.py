@@ -1,9 +1,7 @@
 """Smoke tests of the scripts in benchmarks/ on tiny networks: they run, compare in one run and write their
 rows (timings are never asserted)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 from click.testing import CliRunner
@@ -11,16 +9,8 @@ from click.testing import CliRunner
 from pstyle.models.checkpoint import save_network
 from pstyle.models.networks import Generator
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
 TINY = dict(z_dim=16, w_dim=16, c_dim=0, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
             synthesis_kwargs=dict(channel_base=256, channel_max=32))
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f'pstyle_tests_{name}', BENCHMARKS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_G(res, device, seed=0):
@@ -28,8 +18,8 @@ def tiny_G(res, device, seed=0):
     return Generator(**dict(TINY, img_resolution=res)).eval().requires_grad_(False).to(device)
 
 
-def test_bench_projection_rows(tmp_path, monkeypatch):
-    B = load('bench_projection')
+def test_bench_projection_rows(load_benchmark, tmp_path, monkeypatch):
+    B = load_benchmark('bench_projection')
     monkeypatch.setattr(B, 'official_G', tiny_G)
     out = tmp_path / 'proj.json'
     result = CliRunner().invoke(B.main, ['--res', '16', '--batch', '2', '--micro-batch', '0,2', '--precision', 'fp32',
@@ -42,8 +32,8 @@ def test_bench_projection_rows(tmp_path, monkeypatch):
     assert rows[-1]['lpips_steps'] == 2 and rows[-1]['lpips_diff'] >= 0
 
 
-def test_bench_stylize_blend_and_pipeline_with_pti(monkeypatch):
-    B = load('bench_stylize')
+def test_bench_stylize_blend_and_pipeline_with_pti(load_benchmark, monkeypatch):
+    B = load_benchmark('bench_stylize')
     monkeypatch.setattr(B, 'OFFICIAL_1024', dict(TINY))
     monkeypatch.setattr(B, 'PAPER_256', dict(TINY))
     blend = B.bench_blend(torch.device('cpu'), repeats=1)
@@ -54,15 +44,15 @@ def test_bench_stylize_blend_and_pipeline_with_pti(monkeypatch):
     assert {'project', 'pti', 'render'} <= set(stages)
 
 
-def test_bench_training_row():
-    row = load('bench_training').bench('tiny', 16, 4, iters=2, warmup=1, device='cpu', threads=1, aug='noaug')
+def test_bench_training_row(load_benchmark):
+    row = load_benchmark('bench_training').bench('tiny', 16, 4, iters=2, warmup=1, device='cpu', threads=1, aug='noaug')
     assert row['batch'] == 4 and row['s_per_kimg'] > 0 and row['G_params'] > 0 and row['peak_rss_gb'] > 0
 
 
-def test_bench_metrics_times_ours_and_torch_fidelity(monkeypatch, capsys):
+def test_bench_metrics_times_ours_and_torch_fidelity(load_benchmark, monkeypatch, capsys):
     """Extraction only (--skip-fid): the end-to-end FID runs take a minute even on 4 images; the metrics
     tests check FID parity with the reference libraries."""
-    B = load('bench_metrics')
+    B = load_benchmark('bench_metrics')
     monkeypatch.setattr('sys.argv', ['bench_metrics.py', '--n', '4', '--size', '32', '--batch', '2', '--reps', '1',
                                      '--device', 'cpu', '--skip-fid', '--json'])
     B.main()
@@ -71,8 +61,8 @@ def test_bench_metrics_times_ours_and_torch_fidelity(monkeypatch, capsys):
     assert all(v > 0 for v in report['extract_images_per_s'].values()) and 'fid_total_s' not in report
 
 
-def test_bench_serve_measures_every_workload_mode_and_level_against_single(monkeypatch):
-    B = load('bench_serve')
+def test_bench_serve_measures_every_workload_mode_and_level_against_single(load_benchmark, monkeypatch):
+    B = load_benchmark('bench_serve')
     monkeypatch.setattr(B, 'network_config', lambda res: dict(TINY, img_resolution=res))
     modes = ('batched', 'batched-unpadded', 'single')
     rows = B.run(res=16, levels=(1, 2), requests=3, max_seconds=30, modes=modes, threads=1, log=lambda _: None)
@@ -84,8 +74,8 @@ def test_bench_serve_measures_every_workload_mode_and_level_against_single(monke
     assert [r['throughput_vs_single'] for r in rows if r['mode'] == 'single'] == [1.0] * 4
 
 
-def test_bench_inversion_compares_in_one_run(tmp_path, tiny_network_factory):
-    B = load('bench_inversion')
+def test_bench_inversion_compares_in_one_run(load_benchmark, tmp_path, tiny_network_factory):
+    B = load_benchmark('bench_inversion')
     network = tmp_path / 'G.safetensors'
     save_network(network, G_ema=tiny_network_factory())
     out = tmp_path / 'inv.json'
@@ -99,8 +89,8 @@ def test_bench_inversion_compares_in_one_run(tmp_path, tiny_network_factory):
     assert report['speedup'] > 0 and 'project' in report['end_to_end']['encoder']['stages']
 
 
-def test_bench_inversion_paper256_times_end_to_end_on_random_networks(tmp_path, monkeypatch):
-    B = load('bench_inversion')
+def test_bench_inversion_paper256_times_end_to_end_on_random_networks(load_benchmark, tmp_path, monkeypatch):
+    B = load_benchmark('bench_inversion')
     small = dict(B.PAPER_256, img_resolution=16, mapping_kwargs=dict(num_layers=2),
                  synthesis_kwargs=dict(channel_base=256, channel_max=16))  # w_dim stays 512: the IR-SE-50 encoder's
     monkeypatch.setattr(B, 'PAPER_256', small)
