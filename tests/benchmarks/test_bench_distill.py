@@ -1,7 +1,6 @@
 """Smoke test of benchmarks/bench_distill.py on one photo and two projection steps (its figures are never asserted)."""
 
 
-
 def test_bench_distill_times_the_translator_beside_the_stylegan_pipeline(load_benchmark, capsys):
     B = load_benchmark('bench_distill')
     results = B.bench(steps=2, sizes=(64, 32), repeats=1, max_photos=1)
