@@ -95,7 +95,8 @@ def quality(G, inversion, targets, steps, lpips_model, cfg_kwargs):
         seconds = (time.perf_counter() - start) / len(targets)
         lpips = [m['lpips'] for m in result.metrics if m['lpips'] is not None]
         out[name] = dict(mse=float(np.mean([m['mse'] for m in result.metrics])),
-                         lpips=float(np.mean(lpips)) if lpips else None, s_per_photo=seconds)
+                         lpips=float(np.mean(lpips)) if lpips else None, s_per_photo=seconds,
+                         mse_per_step=np.nanmean(result.history['mse'], axis=1).tolist())  # [steps], mean over photos
     return out
 
 
@@ -113,6 +114,20 @@ def end_to_end(network, encoder, targets, steps, cfg_kwargs, tmp):
         manifest = pipeline.stylize_photos(photos, Path(tmp) / method, cfg, log=lambda m: None)
         stages = manifest['seconds']['per_photo']
         out[method] = dict(s_per_photo=float(sum(stages.values())), stages=stages, num_ok=manifest['num_ok'])
+    return out
+
+
+def parse_sets(pairs):
+    """('key=value', ...) -> {key: value}, values read as JSON when they parse (numbers, booleans), else strings."""
+    out = {}
+    for pair in pairs:
+        if '=' not in pair:
+            raise click.BadParameter(f'expected KEY=VALUE, got {pair!r}', param_hint='--set')
+        key, text = (part.strip() for part in pair.split('=', 1))
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
     return out
 
 
@@ -134,13 +149,15 @@ def machine():
 @click.option('--lpips/--no-lpips', 'use_lpips', default=True, show_default=True, help='LPIPS loss and metric (when its weights are present; else MSE).')
 @click.option('--threads', type=click.IntRange(0), default=0, help='torch CPU threads [torch default].')
 @click.option('--paper256', is_flag=True, help='End to end only, on a random paper256-size generator and pSp encoder.')
+@click.option('--set', 'sets', multiple=True, metavar='KEY=VALUE', help='A projector setting for every run, e.g. --set warm_start_learning_rate=0.1.')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Also write the results here.')
-def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_count, use_lpips, threads, paper256, json_path):
+def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_count, use_lpips, threads, paper256, sets, json_path):
     """encoder+optimize N vs optimize 4N (reconstruction); stylize --invert encoder vs optimize (s/photo)."""
     if threads:
         torch.set_num_threads(threads)
     lpips_model, note = I.optional_lpips('cpu') if use_lpips else (None, 'LPIPS off (--no-lpips)')
     cfg_kwargs = dict(lpips_weight=1.0, mse_weight=0.0) if lpips_model is not None else dict(lpips_weight=0.0, mse_weight=1.0)
+    cfg_kwargs.update(parse_sets(sets))
     if paper256:
         with tempfile.TemporaryDirectory() as tmp:
             network, encoder = random_paper256(tmp)
@@ -154,7 +171,7 @@ def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_coun
     if encoder is None and network == 'demo':
         encoder = 'demo-encoder'
     G = load_network(network)['G_ema']
-    report = dict(machine=machine(), network=network)
+    report = dict(machine=machine(), network=network, settings=cfg_kwargs)
     click.echo(json.dumps(report))
     if note:
         click.echo(f'note: {note.splitlines()[0][:160]}... optimising pixel MSE instead')
@@ -171,7 +188,10 @@ def main(network, encoder, train_kimg, photos, count, steps, e2e_steps, e2e_coun
         report['quality'] = q = quality(G, inversion, targets, steps, lpips_model, cfg_kwargs)
         for name, row in q.items():
             lp = f'  LPIPS {row["lpips"]:.4f}' if row['lpips'] is not None else ''
-            click.echo(f'{name:<22} MSE {row["mse"]:.5f}{lp}  {row["s_per_photo"]:.3f} s/photo')
+            curve = row['mse_per_step']
+            marks = ' '.join(f'{curve[k]:.4f}' for k in sorted({0, 2, len(curve) // 4, len(curve) // 2}) if k < len(curve))
+            click.echo(f'{name:<22} MSE {row["mse"]:.5f}{lp}  {row["s_per_photo"]:.3f} s/photo'
+                       + (f'  (loss MSE at steps 0, 2, N/4, N/2: {marks})' if curve else ''))
         ratio = q[f'encoder+optimize {steps}']['mse'] / q[f'optimize {4 * steps}']['mse']
         report['mse_ratio'] = ratio
         click.echo(f'MSE(encoder+optimize {steps}) / MSE(optimize {4 * steps}) = {ratio:.3f} (<= 1: the encoder start wins)')

@@ -103,10 +103,8 @@ def invert(G, targets, inversion=None, cfg=None, lpips_model=None, identity_mode
         init_ws = (encode_fn or (lambda x: encode(inversion.encoder, x, inversion.batch_size)))(images)
         encoder_s = (time.perf_counter() - t0) / len(images)
     if inversion.method == 'encoder+optimize':
-        # Start where the encoder's reconstruction is: its latent with G's constant noise maps, and without the
-        # projector's latent perturbation, whose job is to explore away from the mean w (NVIDIA's projector).
-        cfg = dataclasses.replace(cfg, initial_noise_factor=0.0)
-        result = P.project(G, targets, cfg, lpips_model, identity_model, w_stats, seeds=seeds, init_ws=init_ws,
+        # Start where the encoder's reconstruction is: its latent with G's constant noise maps.
+        result = P.project(G, targets, warm_start_config(cfg), lpips_model, identity_model, w_stats, seeds=seeds, init_ws=init_ws,
                            callback=callback, progress=progress, init_noise=const_noise(G, len(init_ws)))
     elif inversion.optimizes:
         result = P.project(G, targets, cfg, lpips_model, identity_model, w_stats, seeds=seeds, callback=callback,
@@ -117,6 +115,34 @@ def invert(G, targets, inversion=None, cfg=None, lpips_model=None, identity_mode
         m.update(inversion=inversion.method, encoder_seconds=encoder_s)
     result.notes.extend(n for n in inversion.notes if n not in result.notes)
     return result
+
+
+WARM_START_FIELDS = ('warm_start_learning_rate', 'warm_start_rampup_steps')
+
+
+def warm_start_config(cfg):
+    """The projector's settings for a start at an encoder's latent (`encoder+optimize`).
+
+    - No latent perturbation: it exists to explore away from the mean w (NVIDIA's projector).
+    - A ramp-up of at least `warm_start_rampup_steps` steps: Adam's first updates are about lr * sign(gradient) on
+      every coordinate, whatever the gradient's size, which from a good start is a jolt (demo-encoder, 25 steps, the
+      5% ramp-up: the renders' MSE rose 5x at step 2 and was regained only after ~15 steps).
+    - Its own peak lr, `warm_start_learning_rate`: a photo's optimum lies further from the encoder's latent than a
+      render's, and at 0.1 a short run does not reach it (chosen on training photos: docs/benchmarks.md).
+    """
+    rampup = max(cfg.lr_rampup_length, min(1.0, cfg.warm_start_rampup_steps / cfg.num_steps))
+    return dataclasses.replace(cfg, initial_noise_factor=0.0, initial_learning_rate=cfg.warm_start_learning_rate,
+                               lr_rampup_length=rampup)
+
+
+def settings_record(cfg, inversion):
+    """cfg.as_dict() for a run's settings, without the warm-start fields when the inversion does not read them
+    (an optimize-only run's settings, and so its resume key, stay what they were)."""
+    record = cfg.as_dict()
+    if inversion.method != 'encoder+optimize':
+        for name in WARM_START_FIELDS:
+            record.pop(name)
+    return record
 
 
 def const_noise(G, n):

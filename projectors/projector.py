@@ -55,6 +55,9 @@ class ProjectConfig:
     beta2:                      float = 0.999
     fused_modconv:              bool = False    # One code path at every batch size: batch-independent numerics.
     micro_batch:                int = 0         # Images per forward/backward pass; 0 = automatic (auto_micro_batch).
+    # Only `encoder+optimize` (projectors.invert.warm_start_config) reads these; `project` from the mean w ignores them.
+    warm_start_learning_rate:   float = 0.2     # Peak Adam learning rate from an encoder's latent.
+    warm_start_rampup_steps:    int = 5         # Its lr ramp-up lasts at least this many steps.
 
     def check(self):
         if self.space not in SPACES:
@@ -65,6 +68,10 @@ class ProjectConfig:
             raise ValueError(f'num_steps must be a positive integer, got {self.num_steps}')
         if int(self.micro_batch) != self.micro_batch or self.micro_batch < 0:
             raise ValueError(f'micro_batch must be an integer >= 0 (0 = automatic), got {self.micro_batch}')
+        if self.warm_start_learning_rate <= 0:
+            raise ValueError(f'warm_start_learning_rate must be > 0, got {self.warm_start_learning_rate}')
+        if int(self.warm_start_rampup_steps) != self.warm_start_rampup_steps or self.warm_start_rampup_steps < 0:
+            raise ValueError(f'warm_start_rampup_steps must be an integer >= 0, got {self.warm_start_rampup_steps}')
         if self.w_avg_samples < 1:
             raise ValueError(f'w_avg_samples must be >= 1, got {self.w_avg_samples}')
         weights = dict(lpips_weight=self.lpips_weight, mse_weight=self.mse_weight, id_weight=self.id_weight,

@@ -80,10 +80,13 @@ def test_bench_inversion_compares_in_one_run(load_benchmark, tmp_path, tiny_netw
     save_network(network, G_ema=tiny_network_factory())
     out = tmp_path / 'inv.json'
     result = CliRunner().invoke(B.main, ['--network', str(network), '--train-kimg', '0.032', '--count', '2', '--steps', '1',
-                                         '--e2e-steps', '2', '--e2e-count', '1', '--no-lpips', '--json', str(out)])
+                                         '--e2e-steps', '2', '--e2e-count', '1', '--no-lpips', '--json', str(out),
+                                         '--set', 'warm_start_learning_rate=0.1'])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert set(report['quality']) == {'encoder', 'encoder+optimize 1', 'optimize 1', 'optimize 4'}
+    assert report['settings']['warm_start_learning_rate'] == 0.1
+    assert len(report['quality']['optimize 4']['mse_per_step']) == 4
     assert report['mse_ratio'] == report['quality']['encoder+optimize 1']['mse'] / report['quality']['optimize 4']['mse']
     assert report['end_to_end']['encoder']['num_ok'] == report['end_to_end']['optimize']['num_ok'] == 1
     assert report['speedup'] > 0 and 'project' in report['end_to_end']['encoder']['stages']

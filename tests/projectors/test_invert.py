@@ -68,7 +68,7 @@ def test_encoder_latents_do_not_depend_on_the_batch(G, files, targets):
 
 def test_encoder_plus_optimize_starts_at_the_encoder_latent(G, files, targets):
     inversion = I.prepare_inversion('encoder+optimize', files['encoder'], G)
-    still = P.ProjectConfig(num_steps=1, initial_learning_rate=1e-12, initial_noise_factor=0, optimize_noise=False, **QUICK)
+    still = P.ProjectConfig(num_steps=1, warm_start_learning_rate=1e-12, optimize_noise=False, **QUICK)
     result = I.invert(G, targets, inversion, still)
     torch.testing.assert_close(result.ws, I.encode(inversion.encoder, targets.float() / 127.5 - 1), rtol=0, atol=1e-6)
     moving = I.invert(G, targets, inversion, P.ProjectConfig(num_steps=20, optimize_noise=False, **QUICK))
@@ -78,12 +78,48 @@ def test_encoder_plus_optimize_starts_at_the_encoder_latent(G, files, targets):
 
 def test_encoder_plus_optimize_starts_from_the_constant_noise_it_was_encoded_with(G, files, targets):
     inversion = I.prepare_inversion('encoder+optimize', files['encoder'], G)
-    still = P.ProjectConfig(num_steps=1, initial_learning_rate=1e-12, optimize_noise=True, **QUICK)
+    still = P.ProjectConfig(num_steps=1, warm_start_learning_rate=1e-12, optimize_noise=True, **QUICK)
     result = I.invert(G, targets, inversion, still)
     for name, maps in I.const_noise(G, len(targets)).items():
         expected = maps - maps.mean(dim=[1, 2, 3], keepdim=True)               # The projector renormalises each step.
         expected = expected / expected.square().mean(dim=[1, 2, 3], keepdim=True).sqrt()
         torch.testing.assert_close(result.noise[name], expected, rtol=0, atol=1e-5)
+
+
+def test_warm_start_has_its_own_peak_lr_a_ramp_up_of_steps_and_no_latent_perturbation():
+    cfg = P.ProjectConfig(num_steps=25, initial_learning_rate=0.3, initial_noise_factor=0.05)
+    warm = I.warm_start_config(cfg)
+    assert (warm.initial_learning_rate, warm.lr_rampup_length, warm.initial_noise_factor) == (0.2, 5 / 25, 0.0)
+    assert P.learning_rate(4 / 25, warm) == pytest.approx(0.2 * 4 / 5) and P.learning_rate(5 / 25, warm) == 0.2
+    assert I.warm_start_config(P.ProjectConfig(num_steps=1000)).lr_rampup_length == 0.05   # The longer ramp stays.
+    assert I.warm_start_config(P.ProjectConfig(num_steps=3)).lr_rampup_length == 1.0
+    old = I.warm_start_config(P.ProjectConfig(num_steps=25, warm_start_learning_rate=0.1, warm_start_rampup_steps=0))
+    assert (old.initial_learning_rate, old.lr_rampup_length) == (0.1, 0.05)                # The schedule before.
+
+
+def test_encoder_plus_optimize_moves_at_the_warm_start_lr_not_the_projector_lr(G, files, targets):
+    inversion = I.prepare_inversion('encoder+optimize', files['encoder'], G)
+    start = I.encode(inversion.encoder, targets.float() / 127.5 - 1)
+    cfg = P.ProjectConfig(num_steps=3, initial_learning_rate=1e-12, optimize_noise=False, **QUICK)
+    moved = I.invert(G, targets, inversion, cfg)
+    assert (moved.ws - start).abs().max() > 1e-3
+
+
+def test_warm_start_settings_do_not_change_optimize(G, targets):
+    cfg = P.ProjectConfig(num_steps=3, **QUICK)
+    a = I.invert(G, targets, None, cfg)
+    b = I.invert(G, targets, None, P.ProjectConfig(num_steps=3, warm_start_learning_rate=5.0, warm_start_rampup_steps=0, **QUICK))
+    assert torch.equal(a.ws, b.ws)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('warm_start_learning_rate', 0.0, 'warm_start_learning_rate must be > 0, got 0.0'),
+    ('warm_start_rampup_steps', -1, 'warm_start_rampup_steps must be an integer >= 0, got -1'),
+    ('warm_start_rampup_steps', 2.5, 'warm_start_rampup_steps must be an integer >= 0, got 2.5'),
+])
+def test_bad_warm_start_settings_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        P.ProjectConfig(**{field: value}).check()
 
 
 def test_optimize_is_the_default_and_unchanged(G, targets):
@@ -106,6 +142,7 @@ def test_folder_run_records_the_inversion_and_other_photos_go_on(G, files, tmp_p
     assert sorted(ok) == ['p0', 'p1', 'p2'] and [f['name'] for f in doc['failures']] == ['broken']
     assert doc['settings']['inversion']['method'] == 'encoder'
     assert doc['settings']['inversion']['encoder'] == str(files['encoder'])
+    assert 'warm_start_learning_rate' not in doc['settings']['project']   # Only encoder+optimize reads it.
     assert all(m['inversion'] == 'encoder' and m['mse'] > 0 and m['seconds'] > 0 for m in ok.values())
 
 
@@ -123,6 +160,7 @@ def test_cli_project_with_encoder_and_encoder_plus_optimize(files, tmp_path):
         [image] = doc['items']
         assert (image['name'], image['inversion'], image['steps']) == ('p', method, steps)
         assert doc['settings']['inversion']['method'] == method
+        assert ('warm_start_rampup_steps' in doc['settings']['project']) == (method == 'encoder+optimize')
         with np.load(out / 'latents.npz') as data:
             assert data['ws'].shape == (1, 6, 16)
 
