@@ -10,6 +10,7 @@ one is trained first with `pstyle train-encoder`'s function for `--train-kimg`, 
     python benchmarks/bench_inversion.py --photos models/demo/photos      # ... on the held-out sample photos
     python benchmarks/bench_inversion.py --network G.pt --encoder enc.safetensors --steps 50 --count 16
     python benchmarks/bench_inversion.py --paper256 --e2e-count 2      # end to end only, paper256-size G and pSp encoder
+    python benchmarks/bench_inversion.py --set warm_start_learning_rate=0.1 --set warm_start_rampup_steps=0   # old schedule
 
 `--paper256`: the issue's end-to-end figure needs a 256x256 generator of NVIDIA's paper256 size and an IR-SE-50
 encoder; no trained one exists here, so both are built with random weights (the speed of either path does not

@@ -126,7 +126,7 @@ def warm_start_config(cfg):
     - No latent perturbation: it exists to explore away from the mean w (NVIDIA's projector).
     - A ramp-up of at least `warm_start_rampup_steps` steps: Adam's first updates are about lr * sign(gradient) on
       every coordinate, whatever the gradient's size, which from a good start is a jolt (demo-encoder, 25 steps, the
-      5% ramp-up: the renders' MSE rose 5x at step 2 and was regained only after ~15 steps).
+      5% ramp-up: the renders' MSE rose 5.5x at step 2 and was regained only between steps 10 and 15).
     - Its own peak lr, `warm_start_learning_rate`: a photo's optimum lies further from the encoder's latent than a
       render's, and at 0.1 a short run does not reach it (chosen on training photos: docs/benchmarks.md).
     """

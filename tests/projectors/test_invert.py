@@ -154,13 +154,14 @@ def test_cli_project_with_encoder_and_encoder_plus_optimize(files, tmp_path):
     for method, steps in (('encoder', 0), ('encoder+optimize', 3)):
         out = tmp_path / method
         result = runner.invoke(main, ['project', '--network', str(files['G']), '-i', str(photos), '--outdir', str(out),
-                                      '--invert', method, '--encoder', str(files['encoder']), '--steps', '3', *CLI_QUICK])
+                                      '--invert', method, '--encoder', str(files['encoder']), '--steps', '3', *CLI_QUICK,
+                                      '--set', 'warm_start_learning_rate=0.05'])
         assert result.exit_code == 0, result.output
         doc = json.loads((out / 'metrics.json').read_text())
         [image] = doc['items']
         assert (image['name'], image['inversion'], image['steps']) == ('p', method, steps)
         assert doc['settings']['inversion']['method'] == method
-        assert ('warm_start_rampup_steps' in doc['settings']['project']) == (method == 'encoder+optimize')
+        assert doc['settings']['project'].get('warm_start_learning_rate') == (0.05 if method == 'encoder+optimize' else None)
         with np.load(out / 'latents.npz') as data:
             assert data['ws'].shape == (1, 6, 16)
 
