@@ -61,7 +61,7 @@ def _distributed(device):
 @click.option('--space', type=click.Choice(P.SPACES), default=None, help='Latent space [preset: w+].')
 @click.option('--steps', 'num_steps', type=click.IntRange(min=1), default=None, help='Optimisation steps [preset].')
 @click.option('--noise/--no-noise', 'optimize_noise', default=None, help='Optimise per-image noise maps [preset].')
-@click.option('--lr', 'initial_learning_rate', type=click.FloatRange(min=0, min_open=True), default=None, help='Peak learning rate [0.1].')
+@click.option('--lr', 'initial_learning_rate', type=click.FloatRange(min=0, min_open=True), default=None, help='Peak learning rate from the mean w [0.1]; encoder+optimize uses --set warm_start_learning_rate=LR [0.2].')
 @click.option('--lpips-weight', type=click.FloatRange(min=0), default=None, help='LPIPS-VGG weight [1].')
 @click.option('--mse-weight', type=click.FloatRange(min=0), default=None, help='Pixel MSE weight [0].')
 @click.option('--id-weight', type=click.FloatRange(min=0), default=None, help='ArcFace identity weight [0] (needs model_ir_se50.pth).')
