@@ -172,7 +172,10 @@ def table(rows, steps):
         s = f'{r["seconds_per_photo"]:.3g}' if r.get('seconds_per_photo') else r.get('note', '')
         ratios = [f'{r[k]:.3g}' if r.get(k) else '' for k in ('ratio_to_stylegan', 'ratio_to_fp32')]
         lines.append(f'| {r["size"]} | {r["method"]} | {r["precision"]} | {s} | {" | ".join(ratios)} |')
-    return '\n'.join(lines) + f'\n\n(stylegan: {steps[0]} projection steps, MSE loss, no PTI; nst: {steps[1]} L-BFGS iterations)'
+    ran = {r['method'] for r in rows}
+    notes = [f'stylegan: {steps[0]} projection steps, MSE loss, no PTI'] * ('stylegan' in ran) \
+        + [f'nst: {steps[1]} L-BFGS iterations'] * ('nst' in ran)
+    return '\n'.join(lines) + (f'\n\n({"; ".join(notes)})' if notes else '')
 
 
 def main(argv=None):
