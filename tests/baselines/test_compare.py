@@ -261,3 +261,11 @@ def test_a_precision_the_methods_cannot_run_is_refused_before_any_work(weights, 
         compare(photos, tmp_path / 'cmp', config(weights, methods=methods, precision=precision), log=lambda _: None)
     assert message in str(e.value)
     assert not (tmp_path / 'cmp').exists()
+
+
+def test_cli_precision_fp16_on_the_cpu_is_one_line_before_any_work(weights, photos, tmp_path):
+    args = ['compare', '--photos', photos, '--outdir', tmp_path / 'cmp', '--no-align', '--device', 'cpu', '--methods', 'cyclegan',
+            '--cyclegan', weights['cyclegan'], '--precision', 'fp16']
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1 and 'fp16 needs a CUDA device; on the CPU use --precision bf16' in result.output, result.output
+    assert not (tmp_path / 'cmp').exists()
