@@ -18,7 +18,7 @@ from pstyle.baselines import runs
 from pstyle.baselines.published import resolve_published
 from pstyle.baselines.vgg import read_state_dict
 from pstyle.metrics.weights import load_checked_state_dict
-from pstyle.models.render import pick_device
+from pstyle.models.render import compute_dtype, pick_device
 
 ENCODER_DEPTH = 31   # net.py: vgg[:31] ends at relu4_1
 
@@ -143,6 +143,7 @@ class AdainOptions:
     preserve_color: bool = False        # recolour each style to the content's colours first (CORAL)
     content_size: int = 512             # shorter side; 0 keeps the input size (test.py's defaults: 512)
     style_size: int = 512
+    precision: str = 'fp32'             # 'bf16' (CPU/GPU) or 'fp16' (CUDA): autocast of the encoder and decoder passes
     device: str = None
 
     def check(self, num_styles):
@@ -154,8 +155,9 @@ class AdainOptions:
         return self
 
 
-def stylize_one(encoder, dec, content_img, style_imgs, opts, device):
-    """PIL content + PIL styles -> list of uint8 [H,W,3] (one per style, or one interpolated)."""
+def stylize_one(encoder, dec, content_img, style_imgs, opts, device, dtype=None):
+    """PIL content + PIL styles -> list of uint8 [H,W,3] (one per style, or one interpolated). dtype (bf16, fp16):
+    the encoder and decoder passes run under autocast; AdaIN's statistics, the mixing and the image stay fp32."""
     content = runs.to_tensor(content_img, device)
     if min(content.shape[2:]) < 16:
         raise InputError(f'image of {content.shape[3]}x{content.shape[2]} pixels is too small (AdaIN needs >= 16)')
@@ -163,7 +165,8 @@ def stylize_one(encoder, dec, content_img, style_imgs, opts, device):
     if opts.preserve_color:
         styles = [coral(s[0], content[0])[None] for s in styles]
     with torch.no_grad():
-        out = style_transfer(encoder, dec, content, styles, opts.alpha, opts.style_weights)
+        out = style_transfer(runs.at_precision(encoder, dtype), runs.at_precision(dec, dtype), content, styles,
+                             opts.alpha, opts.style_weights)
     # ceil-mode pooling rounds odd sizes up; keep the content's size (exact for multiples of 8).
     out = out[:, :, :content.shape[2], :content.shape[3]]
     return list(runs.save_image_uint8(out))
@@ -176,6 +179,7 @@ def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_d
         raise ValueError('at least one --style image is needed')
     opts = (opts or AdainOptions()).check(len(styles))
     device = pick_device(opts.device)
+    dtype = compute_dtype(opts.precision, device)                  # fp16 off CUDA is refused before any work
     items = plan(content)
     encoder, dec, weights = load_adain(vgg, decoder_file, device)
     style_imgs = [runs.read_image(s, opts.style_size) for s in styles]   # a bad style image stops the run
@@ -186,7 +190,7 @@ def adain_folder(content, styles, outdir, vgg='adain_vgg', decoder_file='adain_d
     run = runs.start_run(items, outdir, 'adain', inputs, options, log, resume)
 
     def process(item):
-        imgs = stylize_one(encoder, dec, runs.read_image(item.source, opts.content_size), style_imgs, opts, device)
+        imgs = stylize_one(encoder, dec, runs.read_image(item.source, opts.content_size), style_imgs, opts, device, dtype)
         return [(runs.style_output_name(item.name, style_stems[i], num_outputs), img) for i, img in enumerate(imgs)]
 
     t0 = time.perf_counter()

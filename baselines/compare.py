@@ -19,7 +19,7 @@ from pstyle.baselines.cyclegan import CycleganOptions, cyclegan_folder, load_cyc
 from pstyle.baselines.nst import NSTOptions, nst_folder
 from pstyle.baselines.vgg import load_vgg19
 from pstyle.models import deltas
-from pstyle.models.render import pick_device
+from pstyle.models.render import compute_dtype, pick_device
 from pstyle.projectors.align import align_folder
 from pstyle.stylize import files, layer_weights
 from pstyle.stylize.pipeline import StylizeConfig, stylize_photos
@@ -56,6 +56,8 @@ class CompareConfig:
     project_lpips_weight: float = None      # 0 = no LPIPS/VGG16 in the projection (offline).
     project_mse_weight:   float = None
     batch_size:           int = 4
+    precision:            str = 'fp32'      # Every method's network passes: the projection's (StyleGAN methods), autocast
+                                            # (nst: VGG passes; adain, cyclegan, distilled: the networks); fp16 on CUDA only.
     # Classic methods.
     styles:               tuple = ()        # Style images of nst and adain.
     nst_steps:            int = 500
@@ -95,6 +97,9 @@ class CompareConfig:
         missing = [f'{m} needs {option}' for m in self.methods for field, option in NEEDS[m] if not getattr(self, field)]
         if missing:
             raise ValueError('missing inputs: ' + '; '.join(missing))
+        if self.precision == 'fp16' and 'nst' in self.methods:
+            raise ValueError('nst has no fp16 path (fp32 or bf16 only): use --precision bf16 or fp32, or leave nst out '
+                             'of --methods')
         return self
 
 
@@ -113,6 +118,7 @@ class Prepared:
 def prepare(cfg):
     """Load or resolve every requested method's weights (errors name the file); returns Prepared."""
     out = Prepared(pick_device(cfg.device))
+    compute_dtype(cfg.precision, out.device)  # fp16 off CUDA is refused here, before any weights are read
     methods = set(cfg.methods)
     if methods & {'stylegan-swap', 'fewshot'}:
         G, info = files.load_generator(cfg.base, out.device)
@@ -136,7 +142,8 @@ def prepare(cfg):
 
 
 def _stylize_config(cfg, prepared, **model):
-    project = dict(num_steps=cfg.project_steps, lpips_weight=cfg.project_lpips_weight, mse_weight=cfg.project_mse_weight)
+    project = dict(num_steps=cfg.project_steps, lpips_weight=cfg.project_lpips_weight, mse_weight=cfg.project_mse_weight,
+                   precision=cfg.precision)
     return StylizeConfig(base=cfg.base, mapping=cfg.mapping, align=False, project_preset=cfg.project_preset,
                          project={k: v for k, v in project.items() if v is not None}, batch_size=cfg.batch_size,
                          metrics=False, device=str(prepared.device), **model)  # compare measures every method alike
@@ -155,28 +162,31 @@ def run_fewshot(cfg, photos, outdir, prepared, log, resume):
 
 
 def run_nst(cfg, photos, outdir, prepared, log, resume):
-    opts = NSTOptions(steps=cfg.nst_steps, size=cfg.nst_size, batch_size=cfg.batch_size, device=str(prepared.device))
+    opts = NSTOptions(steps=cfg.nst_steps, size=cfg.nst_size, batch_size=cfg.batch_size, precision=cfg.precision,
+                      device=str(prepared.device))
     return nst_folder(photos, list(cfg.styles), outdir, opts, vgg=prepared.vgg19, log=log, resume=resume)
 
 
 def run_adain(cfg, photos, outdir, prepared, log, resume):
-    opts = AdainOptions(alpha=cfg.adain_alpha, content_size=0, style_size=cfg.adain_style_size, device=str(prepared.device))
+    opts = AdainOptions(alpha=cfg.adain_alpha, content_size=0, style_size=cfg.adain_style_size, precision=cfg.precision,
+                        device=str(prepared.device))
     return adain_folder(photos, list(cfg.styles), outdir, cfg.adain_vgg, cfg.adain_decoder, opts, log=log, resume=resume)
 
 
 def run_cyclegan(cfg, photos, outdir, prepared, log, resume):
-    return cyclegan_folder(cfg.cyclegan, photos, outdir, CycleganOptions(device=str(prepared.device)), log=log, resume=resume)
+    opts = CycleganOptions(precision=cfg.precision, device=str(prepared.device))
+    return cyclegan_folder(cfg.cyclegan, photos, outdir, opts, log=log, resume=resume)
 
 
 def run_distilled(cfg, photos, outdir, prepared, log, resume):
     """The distilled feed-forward network, loaded and run exactly as a CycleGAN generator (one pass per photo)."""
-    device = prepared.device
+    device, dtype = prepared.device, compute_dtype(cfg.precision, prepared.device)
     G, weights = load_cyclegan(cfg.distilled, device)
-    options = dict(size=0, device=str(device))
+    options = dict(size=0, precision=cfg.precision, device=str(device))
     run = runs.start_run(plan(photos), outdir, 'distilled', dict(input=str(photos), checkpoint=weights), options, log, resume)
     t0 = time.perf_counter()
     for item in run.pending():
-        runs.run_photo(run, item, lambda: [(f'{item.name}.png', translate_one(G, runs.read_image(item.source), device))])
+        runs.run_photo(run, item, lambda: [(f'{item.name}.png', translate_one(G, runs.read_image(item.source), device, dtype))])
     options['total_seconds'] = time.perf_counter() - t0
     return run.save()
 

@@ -271,6 +271,7 @@ def markdown(record):
     lines = ['# pstyle compare', '', *kid,
              *([f'- distribution_note: {stamps["distribution_note"]}'] if stamps['distribution_note'] else []),
              f'- LPIPS and identity to the photo: {_describe(stamps["pairwise"]["available"])}',
+             f'- precision of the network passes (and of the seconds per photo): {record["config"].get("precision", "fp32")}',
              *[f'- note: {note}' for note in stamps['pairwise']['notes']], '']
     header = record['columns']
     lines += ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]

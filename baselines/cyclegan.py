@@ -23,7 +23,7 @@ from pstyle.baselines import runs
 from pstyle.baselines.published import resolve_published
 from pstyle.baselines.vgg import read_state_dict
 from pstyle.metrics.weights import load_checked_state_dict
-from pstyle.models.render import pick_device
+from pstyle.models.render import compute_dtype, pick_device
 
 # Old checkpoints (PyTorch < 0.4 InstanceNorm) carry running statistics that the reference deletes
 # (`__patch_instance_norm_state_dict`): inference normalises each image by its own statistics.
@@ -101,11 +101,12 @@ def pad_to_multiple(x, multiple=4):
     return x, (H, W)
 
 
-def translate(G, img):
-    """float [N,3,H,W] in [0,1] -> float [N,3,H,W] in [-1,1] (the generator's output, any H and W)."""
+def translate(G, img, dtype=None):
+    """float [N,3,H,W] in [0,1] -> float32 [N,3,H,W] in [-1,1] (the generator's output, any H and W); dtype
+    (bf16, fp16): the generator pass runs under autocast, input and output stay fp32."""
     x, (H, W) = pad_to_multiple(img * 2 - 1)
     with torch.no_grad():
-        return G(x)[:, :, :H, :W]
+        return runs.at_precision(G, dtype)(x)[:, :, :H, :W]
 
 
 def tensor2im(y) -> np.ndarray:
@@ -117,6 +118,7 @@ def tensor2im(y) -> np.ndarray:
 @dataclasses.dataclass
 class CycleganOptions:
     size: int = 0            # resize the shorter side to this (bicubic, as the reference's loader); 0 keeps it
+    precision: str = 'fp32'  # 'bf16' (CPU/GPU) or 'fp16' (CUDA): autocast of the generator pass
     device: str = None
 
     def check(self):
@@ -125,17 +127,18 @@ class CycleganOptions:
         return self
 
 
-def translate_one(G, img: Image.Image, device):
+def translate_one(G, img: Image.Image, device, dtype=None):
     x = runs.to_tensor(img, device)
     if min(x.shape[2:]) < 4:
         raise InputError(f'image of {x.shape[3]}x{x.shape[2]} pixels is too small (CycleGAN needs >= 4)')
-    return tensor2im(translate(G, x))[0]
+    return tensor2im(translate(G, x, dtype))[0]
 
 
 def cyclegan_folder(checkpoint, inputs, outdir, opts=None, log=print, resume=False):
     """Translate a photo or every image in a folder; writes `<stem>.png` and manifest.json to `outdir`."""
     opts = (opts or CycleganOptions()).check()
     device = pick_device(opts.device)
+    dtype = compute_dtype(opts.precision, device)                  # fp16 off CUDA is refused before any work
     items = plan(inputs)
     G, weights = load_cyclegan(checkpoint, device)
     options = dict(dataclasses.asdict(opts), device=str(device))
@@ -143,7 +146,7 @@ def cyclegan_folder(checkpoint, inputs, outdir, opts=None, log=print, resume=Fal
 
     def process(item):
         img = runs.read_image(item.source, opts.size, Image.BICUBIC)
-        return [(f'{item.name}.png', translate_one(G, img, device))]
+        return [(f'{item.name}.png', translate_one(G, img, device, dtype))]
 
     t0 = time.perf_counter()
     for item in run.pending():

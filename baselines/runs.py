@@ -45,6 +45,19 @@ def save_image_uint8(x) -> np.ndarray:
     return x.detach().float().mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def at_precision(net, dtype):
+    """`net` run under autocast to `dtype` (bf16, fp16; from `models.render.compute_dtype`) with fp32 output, so
+    that only the network passes change precision: inputs, statistics between passes and saved images stay fp32.
+    dtype None: `net` itself (fp32)."""
+    if dtype is None:
+        return net
+
+    def forward(x):
+        with torch.autocast(x.device.type, dtype=dtype):
+            return net(x).float()
+    return forward
+
+
 def write_png(path, arr):
     """uint8 [H,W,3] -> PNG, written atomically."""
     path = Path(path)

@@ -14,6 +14,7 @@ from pstyle.baselines.cyclegan_train import cyclegan_train as train_cyclegan
 from pstyle.baselines.distill import DistillConfig
 from pstyle.baselines.distill import distill as train_distilled
 from pstyle.baselines.export import export_onnx
+from pstyle.models.render import PRECISIONS
 from pstyle.cmd_stylize import spec_from_options, weight_options  # the one per-row weight control of stylize
 from pstyle.options import styled_delta_options
 
@@ -45,6 +46,8 @@ def _run(fn, *args, **kwargs):
 _content = click.option('--content', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')
 _outdir = click.option('--outdir', required=True, type=click.Path(file_okay=False), help='Where to write images and manifest.json')
 _device = click.option('--device', type=str, default=None, help='cpu, cuda, cuda:1 (default: cuda when available)')
+_precision = click.option('--precision', type=click.Choice(PRECISIONS), default='fp32',
+                          help='Network passes under autocast: bf16 (CPUs with AVX-512 BF16/AMX, GPUs), fp16 (CUDA); images stay fp32')
 _resume = click.option('--resume', is_flag=True, help='Keep the photos already done in --outdir (same inputs, weights and options)')
 
 
@@ -99,6 +102,7 @@ def nst(content, styles, outdir, vgg_weights, resume, **kwargs):
 @click.option('--content-size', type=click.IntRange(min=0), default=512, help='Shorter side; 0 keeps the size')
 @click.option('--style-size', type=click.IntRange(min=0), default=512, help='Shorter side; 0 keeps the size')
 @_outdir
+@_precision
 @_device
 @_resume
 def adain(content, styles, outdir, vgg, decoder_file, style_weights, resume, **kwargs):
@@ -118,6 +122,7 @@ def adain(content, styles, outdir, vgg, decoder_file, style_weights, resume, **k
 @click.option('--input', 'inputs', required=True, type=click.Path(exists=True), help='A photo or a folder of photos')
 @_outdir
 @click.option('--size', type=click.IntRange(min=0), default=0, help='Resize the shorter side first (bicubic); 0 keeps the size')
+@_precision
 @_device
 @_resume
 def cyclegan(checkpoint, inputs, outdir, resume, **kwargs):

@@ -3,6 +3,7 @@
 import click
 
 from pstyle.baselines.compare import METHODS, CompareConfig, compare
+from pstyle.models.render import PRECISIONS
 from pstyle.cmd_stylize import click_errors, spec_from_options, weight_options
 
 
@@ -28,6 +29,7 @@ def _methods(ctx, param, value):
 @click.option('--project-lpips-weight', type=click.FloatRange(min=0), default=None, help='StyleGAN methods: projection LPIPS weight (0 = no VGG16, e.g. offline).')
 @click.option('--project-mse-weight', type=click.FloatRange(min=0), default=None, help='StyleGAN methods: projection pixel MSE weight.')
 @click.option('--batch', 'batch_size', type=click.IntRange(min=1), default=4, show_default=True, help='Photos projected (nst: optimised) together.')
+@click.option('--precision', type=click.Choice(PRECISIONS), default='fp32', show_default=True, help='Every method\'s network passes: projection (StyleGAN methods), autocast (nst: fp32/bf16; adain, cyclegan, distilled); fp16 on CUDA only.')
 @click.option('--style', 'styles', multiple=True, type=click.Path(exists=True, dir_okay=False), help='nst, adain: style image (repeat for several).')
 @click.option('--nst-steps', type=click.IntRange(min=1), default=500, show_default=True, help='nst: L-BFGS iterations.')
 @click.option('--nst-size', type=click.IntRange(min=0), default=0, show_default=True, help='nst: longest side; 0 = the photo\'s size.')

@@ -132,3 +132,20 @@ def test_an_image_given_as_weights_is_refused(published):
 def test_bad_options_are_refused(published, tmp_path, opts, message):
     with pytest.raises(ValueError, match=message):
         _run(published, tmp_path, **opts)
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_the_manifest_records_it(published, tmp_path):
+    images = {}
+    for precision in ('fp32', 'bf16'):
+        manifest, outdir = _run(published, tmp_path / precision, precision=precision)
+        assert manifest['num_ok'] == 1 and manifest['options']['precision'] == precision
+        images[precision] = np.asarray(Image.open(outdir / 'content.png')).astype(np.int32)
+    diff = np.abs(images['bf16'] - images['fp32'])
+    # bf16 keeps 8 bits of mantissa: a few grey levels at most, on average under one; not bit-equal (autocast ran).
+    assert images['fp32'].std() > 10 and 0 < diff.mean() < 1.5 and diff.max() <= 8, (diff.mean(), diff.max())
+
+
+def test_fp16_on_the_cpu_is_refused_before_any_work(published, tmp_path):
+    with pytest.raises(ValueError, match='fp16 needs a CUDA device; on the CPU use --precision bf16'):
+        _run(published, tmp_path, precision='fp16', device='cpu')
+    assert not (tmp_path / 'out').exists()

@@ -89,3 +89,18 @@ def test_an_unreadable_style_image_stops_the_run_with_its_name(published, tmp_pa
     result = _invoke('adain', '--content', published['content'], '--style', tmp_path / 'style.jpg',
                      '--vgg', published['vgg'], '--decoder', published['decoder'], '--outdir', tmp_path / 'out')
     assert result.exit_code == 1 and 'style.jpg: cannot read image' in result.output
+
+
+def test_precision_reaches_the_manifest_and_fp16_on_the_cpu_is_one_line(published, tmp_path):
+    adain = ['adain', '--content', published['content'], '--style', published['style'], '--vgg', published['vgg'],
+             '--decoder', published['decoder'], '--content-size', 0, '--style-size', 0, '--device', 'cpu']
+    cyclegan = ['cyclegan', '--checkpoint', published['cyclegan'], '--input', published['content'], '--device', 'cpu']
+    result = _invoke(*cyclegan, '--outdir', tmp_path / 'bf16', '--precision', 'bf16')   # adain's is the same option
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / 'bf16' / 'manifest.json').read_text())['options']['precision'] == 'bf16'
+    for args in (adain, cyclegan):
+        result = _invoke(*args, '--outdir', tmp_path / 'fp16', '--precision', 'fp16')
+        assert result.exit_code == 1 and 'Error: fp16 needs a CUDA device; on the CPU use --precision bf16' in result.output
+        result = _invoke(*args, '--outdir', tmp_path / 'int8', '--precision', 'int8')
+        assert result.exit_code == 2 and "'int8' is not one of 'fp32', 'bf16', 'fp16'" in result.output
+    assert not (tmp_path / 'fp16').exists()

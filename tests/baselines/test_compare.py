@@ -12,13 +12,14 @@ import torchvision
 from click.testing import CliRunner
 from PIL import Image
 
-from pstyle.baselines.compare import METHODS, CompareConfig, compare
+from pstyle.baselines.compare import METHODS, CompareConfig, Prepared, _stylize_config, compare
 from pstyle.baselines.cyclegan import ResnetGenerator
 from pstyle.cli import main
 from pstyle.metrics.api import compute_metrics
 from pstyle.metrics.inception import random_inception_state_dict
 from pstyle.models import deltas, demo
 from pstyle.models.checkpoint import load_network
+from pstyle.projectors.projector import preset_config
 from pstyle.stylize.photo_metrics import PhotoMetrics
 
 CLASSIC = ('nst', 'adain', 'cyclegan', 'distilled')
@@ -232,3 +233,39 @@ def test_identity_and_lpips_columns_aggregate_photo_metrics_and_leave_out_non_fa
     assert summary['identity_dlib_same_person_rate'] == 1.0 and max(distances) < 0.6
     assert summary['lpips_mean'] == pytest.approx(np.mean([e['lpips'] for e in expected]))
     assert notes == ["1 output(s) resized to the photo's size for LPIPS/identity"]
+
+
+def test_precision_reaches_every_method_and_the_table(weights, photos, tmp_path):
+    for path in sorted(photos.iterdir())[1:]:
+        path.unlink()                                   # one photo: bf16 is emulated (slow) on most test CPUs
+    out = tmp_path / 'cmp'
+    cfg = config(weights, methods=CLASSIC, precision='bf16', styles=(str(weights['style']),), inception_weights=None)
+    record = compare(photos, out, cfg, log=lambda _: None)
+    assert record['config']['precision'] == 'bf16'
+    for method in CLASSIC:
+        manifest = json.loads((out / method / 'manifest.json').read_text())
+        assert manifest['num_ok'] == 1 and manifest['options']['precision'] == 'bf16', method
+    assert '- precision of the network passes (and of the seconds per photo): bf16' in (out / 'compare.md').read_text()
+    # The StyleGAN methods: the projection's precision, as `pstyle stylize --precision` sets it.
+    scfg = _stylize_config(cfg, Prepared(torch.device('cpu')), styled=cfg.styled, spec=cfg.spec)
+    assert preset_config(scfg.project_preset, **scfg.project).precision == 'bf16'
+
+
+@pytest.mark.parametrize('methods, precision, message', [
+    (('adain', 'cyclegan'), 'fp16', 'fp16 needs a CUDA device; on the CPU use --precision bf16'),
+    (('nst', 'cyclegan'), 'fp16', 'nst has no fp16 path (fp32 or bf16 only): use --precision bf16 or fp32, or leave nst out of --methods'),
+    (('cyclegan',), 'fp64', "precision must be one of ('fp32', 'bf16', 'fp16'), got 'fp64'"),
+])
+def test_a_precision_the_methods_cannot_run_is_refused_before_any_work(weights, photos, tmp_path, methods, precision, message):
+    with pytest.raises(ValueError) as e:
+        compare(photos, tmp_path / 'cmp', config(weights, methods=methods, precision=precision), log=lambda _: None)
+    assert message in str(e.value)
+    assert not (tmp_path / 'cmp').exists()
+
+
+def test_cli_precision_fp16_on_the_cpu_is_one_line_before_any_work(weights, photos, tmp_path):
+    args = ['compare', '--photos', photos, '--outdir', tmp_path / 'cmp', '--no-align', '--device', 'cpu', '--methods', 'cyclegan',
+            '--cyclegan', weights['cyclegan'], '--precision', 'fp16']
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1 and 'fp16 needs a CUDA device; on the CPU use --precision bf16' in result.output, result.output
+    assert not (tmp_path / 'cmp').exists()
