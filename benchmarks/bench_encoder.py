@@ -4,10 +4,13 @@ Three executions of the same random weights (an 18-row FFHQ-size e4e by default,
 timed in turns within one run so that machine load affects them alike:
   reference   the modules as the original code runs them: NCHW fp32, BatchNorm unfused
               (`load_encoder(optimize=False)`, which matches the original's outputs to 1e-5);
-  ours-fp32   `load_encoder()`: BatchNorm folded into the convolutions, channels_last on the CPU;
+  ours-fp32   `load_encoder()`: BatchNorm folded into the convolutions, channels_last and, on the CPU, Winograd
+              convolutions (torch_utils/winograd.py: F(4, 3) at stride 1, F(2, 2) polyphase at stride 2);
+  ours-direct `load_encoder(winograd=False)`: the same without Winograd (oneDNN's direct convolutions);
   ours-bf16   the same under bf16 autocast (emulated, hence slow, on CPUs without AVX-512 BF16 / AMX);
               on CUDA also ours-fp16.
-Each row reports photos/s, the ratio to the reference and the largest |W+ - reference W+|.
+Each row reports photos/s, the ratio to the reference, the largest |W+ - reference W+| and (JSON) how many
+convolutions ran as Winograd convolutions.
 
     python benchmarks/bench_encoder.py --batch 1,8 --repeats 3
     python benchmarks/bench_encoder.py --precision fp32 --json bench_encoder.json
@@ -29,6 +32,7 @@ import torch
 from pstyle.projectors import encoder_nets
 from pstyle.projectors.encoder import load_encoder, save_encoder
 from pstyle.torch_utils import cpu_features
+from pstyle.torch_utils.winograd import active_count
 
 
 def random_checkpoint(path, encoder_type='Encoder4Editing', num_ws=18, seed=0):
@@ -49,6 +53,8 @@ def random_checkpoint(path, encoder_type='Encoder4Editing', num_ws=18, seed=0):
 def variants(path, device, precisions):
     """{name: (encoder, precision)}: the reference execution and ours at each precision."""
     out = {'reference': (load_encoder(path, device, optimize=False), 'fp32')}
+    if device.type == 'cpu' and 'fp32' in precisions:
+        out['ours-direct'] = (load_encoder(path, device, winograd=False), 'fp32')
     ours = load_encoder(path, device)
     for precision in precisions:
         if precision == 'fp16' and device.type != 'cuda':
@@ -82,7 +88,8 @@ def bench(path, device, batch, precisions, repeats, warmup):
     for name in runs:
         rate = batch / statistics.median(times[name])
         rows.append(dict(variant=name, batch=batch, photos_per_s=rate, s_per_photo=1 / rate, speedup=rate / ref_rate,
-                         max_abs_diff=float((outputs[name] - outputs['reference']).abs().max())))
+                         max_abs_diff=float((outputs[name] - outputs['reference']).abs().max()),
+                         winograd_convs=active_count(runs[name][0].net)))
     return rows
 
 
@@ -123,7 +130,7 @@ def main(device, encoder_type, num_ws, batch, precisions, repeats, warmup, threa
         for b in [int(v) for v in batch.split(',')]:
             for row in bench(path, device, b, precisions.split(','), repeats, warmup):
                 rows.append(row)
-                click.echo(f'{row["variant"]:<10} batch {b:<3} {row["photos_per_s"]:7.3f} photos/s  '
+                click.echo(f'{row["variant"]:<11} batch {b:<3} {row["photos_per_s"]:7.3f} photos/s  '
                            f'{row["s_per_photo"]:7.3f} s/photo  x{row["speedup"]:.2f} vs reference  '
                            f'max |dW+| {row["max_abs_diff"]:.2e}')
     if json_path:

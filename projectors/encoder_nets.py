@@ -9,7 +9,8 @@ in models/irse.py.
 Module and parameter names (`input_layer`, `body.<i>.res_layer.<k>`, `styles.<i>.convs.<k>`, `latlayer1`,
 ...) equal those the original training code saves under `encoder.*`, so a checkpoint's tensors load
 with a name and shape check each. `fuse_for_inference` then rewrites a loaded network for speed
-(BatchNorm folded into the convolutions before it, equalized-linear scales applied once); the
+(BatchNorm folded into the convolutions before it, equalized-linear scales applied once, on the CPU Winograd
+convolutions); the
 unfused network runs exactly the original's sequence of operations.
 """
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pstyle.models.irse import BottleneckIR, IRTrunk, fold_batchnorm
+from pstyle.torch_utils.winograd import use_winograd
 
 TAPS = (6, 20, 23)      # Body units whose outputs are c1 (128 ch, 1/4 size), c2 (256 ch, 1/8), c3 (512 ch, 1/16).
 COARSE, MIDDLE = 3, 7   # W+ rows [0, 3) read c3, rows [3, 7) the FPN's p2, rows [7, num_ws) p1 (pSp Section 3).
@@ -63,8 +65,12 @@ class GradualStyleBlock(nn.Module):
         return self.linear(self.convs(x).reshape(-1, self.out_channels))   # [N, C, 1, 1] -> [N, C]
 
 
-def fuse_for_inference(net):
-    """Fold every BatchNorm that follows a conv into it and pre-scale the EqualLinear weights (in place)."""
+def fuse_for_inference(net, winograd=False):
+    """Fold every BatchNorm that follows a conv into it and pre-scale the EqualLinear weights (in place).
+
+    `winograd`: also run the 3x3 convolutions with >= 128 channels as Winograd convolutions (F(4, 3) at stride 1,
+    F(2, 2) polyphase at stride 2; torch_utils/winograd.py) -- fp32 CPU inference only, same results to ~1e-5.
+    """
     for module in list(net.modules()):
         if isinstance(module, BottleneckIR):
             module.fuse()
@@ -74,6 +80,8 @@ def fuse_for_inference(net):
             module.scale = 1
     net.input_layer[0] = fold_batchnorm(net.input_layer[0], net.input_layer[1])
     net.input_layer[1] = nn.Identity()
+    if winograd:
+        use_winograd(net)
     return net
 
 

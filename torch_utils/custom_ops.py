@@ -1,6 +1,6 @@
-"""Just-in-time build of the CUDA plugins with ninja (`torch.utils.cpp_extension.load`).
+"""Just-in-time build of the CUDA (and C++ CPU) plugins with ninja (`torch.utils.cpp_extension.load`).
 
-A plugin is built the first time a CUDA tensor reaches an op that wants it -- never at import --
+A plugin is built the first time a tensor it handles (CUDA; CPU for the C++ ones) reaches an op that wants it -- never at import --
 into a cache folder named after a hash of its sources, the flags and the torch/CUDA/Python versions,
 so rebuilding happens only when something changed. When the build fails for any reason, one warning
 says why and how to fix it, and `get_plugin` returns None: the ops then run their pure-PyTorch `ref`
@@ -26,7 +26,7 @@ CUDA_FLAGS = ['-O3']
 
 
 class PluginBuildWarning(UserWarning):
-    """A CUDA plugin could not be built; the slower reference ops are used instead."""
+    """A CUDA or C++ plugin could not be built; the slower reference ops are used instead."""
 
 
 def cache_root():
@@ -50,39 +50,40 @@ def source_hash(files, extra=''):
     return digest.hexdigest()[:16]
 
 
-def build_dir_for(module_name, sources, headers=()):
+def build_dir_for(module_name, sources, headers=(), cflags=()):
     """Cache folder of one plugin version: `<cache_root>/<module_name>-<hash>`."""
     import torch  # Local: keep this module importable cheaply.
     extra = '|'.join([torch.__version__, str(torch.version.cuda), sys.version.split()[0], sys.platform,
-                      ' '.join(CXX_FLAGS), ' '.join(CUDA_FLAGS)])
+                      ' '.join(CXX_FLAGS + list(cflags)), ' '.join(CUDA_FLAGS)])
     return cache_root() / f'{module_name}-{source_hash(list(sources) + list(headers), extra)}'
 
 
-def get_plugin(module_name, sources, headers=()):
+def get_plugin(module_name, sources, headers=(), cflags=()):
     """The compiled extension `module_name`, building it on first call; None (after one warning) if that fails.
 
-    sources: .cpp/.cu paths compiled into the module; headers: files they include (hashed, not compiled).
+    sources: .cpp/.cu paths compiled into the module; headers: files they include (hashed, not compiled);
+    cflags: extra C++ flags of this plugin (hashed too).
     """
     with _lock:
         if module_name in _plugins:
             return _plugins[module_name]
         try:
-            module = _build(module_name, [str(s) for s in sources], [str(h) for h in headers])
+            module = _build(module_name, [str(s) for s in sources], [str(h) for h in headers], list(cflags))
         except Exception as error:  # noqa: BLE001 -- any failure (no nvcc, no ninja, compiler error) means fallback.
-            _warn_build_failure(module_name, error, sources, headers)
+            _warn_build_failure(module_name, error, sources, headers, cflags)
             module = None
         _plugins[module_name] = module
         return module
 
 
-def _build(module_name, sources, headers):
+def _build(module_name, sources, headers, cflags=()):
     from torch.utils import cpp_extension
     verbose = os.environ.get('PSTYLE_VERBOSE_BUILD', '') not in ('', '0')
-    build_dir = build_dir_for(module_name, sources, headers)
+    build_dir = build_dir_for(module_name, sources, headers, cflags)
     build_dir.mkdir(parents=True, exist_ok=True)
     return cpp_extension.load(
         name=module_name, sources=sources, build_directory=str(build_dir), verbose=verbose,
-        extra_cflags=CXX_FLAGS, extra_cuda_cflags=CUDA_FLAGS, extra_include_paths=[str(Path(sources[0]).parent)],
+        extra_cflags=CXX_FLAGS + list(cflags), extra_cuda_cflags=CUDA_FLAGS, extra_include_paths=[str(Path(sources[0]).parent)],
     )
 
 
@@ -100,11 +101,11 @@ def _summarize(error, limit=300):
     return f'{type(error).__name__}: {text}'
 
 
-def _warn_build_failure(module_name, error, sources, headers):
+def _warn_build_failure(module_name, error, sources, headers, cflags=()):
     reason = _summarize(error)
     log_hint = ''
     try:
-        build_dir = build_dir_for(module_name, sources, headers)
+        build_dir = build_dir_for(module_name, sources, headers, cflags)
         if build_dir.is_dir():
             (build_dir / 'build_error.log').write_text(str(error))
             log_hint = f' Full output: {build_dir / "build_error.log"}.'
@@ -114,6 +115,13 @@ def _warn_build_failure(module_name, error, sources, headers):
         return
     _warned_reasons.add(reason)
     import torch
+    if not any(str(s).endswith('.cu') for s in sources):     # A CPU plugin (C++ only).
+        warnings.warn(
+            f"portrait-stylegan: could not build the C++ plugin '{module_name}' ({reason}); using PyTorch's own "
+            f"ops instead (same results, slower). To fix: install a C++ compiler and ninja (`pip install ninja`); "
+            f"PSTYLE_VERBOSE_BUILD=1 shows the compiler output.{log_hint} Set PSTYLE_OPS_REF=1 to skip the "
+            f"plugins and this warning.", PluginBuildWarning, stacklevel=5)
+        return
     warnings.warn(
         f"portrait-stylegan: could not build the CUDA plugin '{module_name}' ({reason}); using the slower "
         f"pure-PyTorch reference ops instead (same results). To fix: install the CUDA toolkit matching "

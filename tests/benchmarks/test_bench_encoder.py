@@ -14,9 +14,10 @@ def test_bench_encoder_compares_ours_with_the_reference(load_benchmark, tmp_path
     report = json.loads(out.read_text())
     assert report['num_ws'] == 2 and report['machine']['device'] == 'cpu'
     rows = report['rows']
-    assert [r['variant'] for r in rows] == ['reference', 'ours-fp32']          # fp16 is CUDA only: left out.
+    assert [r['variant'] for r in rows] == ['reference', 'ours-direct', 'ours-fp32']  # fp16 is CUDA only: left out.
     assert rows[0]['speedup'] == 1 and rows[0]['max_abs_diff'] == 0
-    assert rows[1]['photos_per_s'] > 0 and rows[1]['max_abs_diff'] < 1e-3
+    assert all(r['photos_per_s'] > 0 and r['max_abs_diff'] < 1e-3 for r in rows[1:])
+    assert [r['winograd_convs'] for r in rows[:2]] == [0, 0] and rows[2]['winograd_convs'] > 0
     assert 'x1.00 vs reference' in result.output
 
 

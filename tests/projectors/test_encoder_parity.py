@@ -7,6 +7,7 @@ import torch
 
 from pstyle.models.deltas import tensors_sha256
 from pstyle.projectors.encoder import load_encoder
+from pstyle.torch_utils.winograd import active_count
 
 TOL = 1e-4  # W+ agreement with the original code, fp32 on the CPU.
 
@@ -23,6 +24,8 @@ def test_wplus_matches_the_original_code(enc256, kind, optimize):
     torch.testing.assert_close(ws, torch.from_numpy(ref[f'{kind}_ws']), atol=TOL, rtol=0)
     # The encoder's own output, before latent_avg: the codes of the original.
     torch.testing.assert_close(ws - encoder.latent_avg, torch.from_numpy(ref[f'{kind}_codes']), atol=TOL, rtol=0)
+    # The fused network runs its wide 3x3 convolutions as Winograd convolutions (the C++ plugin builds here).
+    assert (active_count(encoder.net) > 0) == optimize
 
 
 @pytest.mark.slow

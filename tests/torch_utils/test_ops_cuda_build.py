@@ -251,6 +251,6 @@ def test_real_compiler_error_warns_once(fresh_custom_ops, tmp_path, monkeypatch)
         assert custom_ops.get_plugin('pstyle_broken_plugin', [src]) is None  # Cached failure: no rebuild.
     found = _build_warnings(record)
     assert len(found) == 1
-    assert "could not build the CUDA plugin 'pstyle_broken_plugin'" in str(found[0].message)
+    assert "could not build the C++ plugin 'pstyle_broken_plugin'" in str(found[0].message)  # .cpp only: a CPU plugin
     assert 'error' in str(found[0].message).lower()
     assert list((tmp_path / 'torch_extensions').glob('pstyle_broken_plugin-*/build_error.log'))

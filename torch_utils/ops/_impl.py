@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from pstyle.torch_utils import cpu_features
+
 _OPS_DIR = Path(__file__).resolve().parent
 _IMPLS = (None, 'ref', 'cuda')
 
@@ -10,7 +12,14 @@ _IMPLS = (None, 'ref', 'cuda')
 PLUGIN_SOURCES = {
     'bias_act': dict(sources=['bias_act.cpp', 'bias_act.cu'], headers=['bias_act.h']),
     'upfirdn2d': dict(sources=['upfirdn2d.cpp', 'upfirdn2d.cu'], headers=['upfirdn2d.h']),
+    'winograd': dict(sources=['winograd.cpp'], headers=[], cflags=lambda: _simd_flags()),  # CPU (torch_utils/winograd.py)
 }
+
+
+def _simd_flags():
+    """-mavx2 -mfma where this CPU has them (x86-64's baseline is SSE2): the C++ plugins are built per machine."""
+    flags = cpu_features.cpu_flags()
+    return ['-fopenmp'] + (['-mavx2', '-mfma'] if {'avx2', 'fma'} <= flags else [])
 
 
 def ref_forced():
@@ -36,4 +45,5 @@ def get_plugin(name):
         module_name=f'pstyle_{name}_plugin',
         sources=[str(_OPS_DIR / s) for s in spec['sources']],
         headers=[str(_OPS_DIR / h) for h in spec['headers']],
+        cflags=spec['cflags']() if 'cflags' in spec else (),
     )
