@@ -187,8 +187,8 @@ class WinogradConv2d(nn.Module):
             filters.append(transform_filters(kernel, phase.g_y, phase.g_x))
             phases.append(phase)
             start += phase.positions
+        self.phases = phases                        # Before `filters`: a concurrent call tests `filters` alone.
         self.filters = torch.cat(filters).to(weight.dtype)
-        self.phases = phases
 
     def _winograd_ok(self, x, th, tw):
         return (th * tw >= self.min_tiles and x.device.type == 'cpu' and x.dtype == torch.float32
