@@ -104,8 +104,9 @@ def invert(G, targets, inversion=None, cfg=None, lpips_model=None, identity_mode
         encoder_s = (time.perf_counter() - t0) / len(images)
     if inversion.method == 'encoder+optimize':
         # Start where the encoder's reconstruction is: its latent with G's constant noise maps.
-        result = P.project(G, targets, warm_start_config(cfg), lpips_model, identity_model, w_stats, seeds=seeds, init_ws=init_ws,
-                           callback=callback, progress=progress, init_noise=const_noise(G, len(init_ws)))
+        result = P.project(G, targets, warm_start_config(cfg), lpips_model, identity_model, w_stats, seeds=seeds,
+                           init_ws=init_ws, callback=callback, progress=progress,
+                           init_noise=const_noise(G, len(init_ws)))
     elif inversion.optimizes:
         result = P.project(G, targets, cfg, lpips_model, identity_model, w_stats, seeds=seeds, callback=callback,
                            progress=progress)

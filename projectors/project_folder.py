@@ -112,8 +112,9 @@ def project_folder(G, inputs, outdir, *, cfg=None, pti_cfg=None, batch_size=4, l
     cfg = (cfg or P.ProjectConfig()).check()
     outdir = Path(outdir)
     items = plan(inputs)
-    settings = dict(project=invert.settings_record(cfg, inversion), pti=pti_cfg.as_dict() if pti_cfg else None, align=bool(align), crop=crop,
-                    batch_size=batch_size, lpips=getattr(lpips_model, 'pstyle_info', None) if lpips_model else None)
+    settings = dict(project=invert.settings_record(cfg, inversion), pti=pti_cfg.as_dict() if pti_cfg else None,
+                    align=bool(align), crop=crop, batch_size=batch_size,
+                    lpips=getattr(lpips_model, 'pstyle_info', None) if lpips_model else None)
     if inversion.method != 'optimize':  # Optimize-only runs keep their settings (and resume across versions).
         settings['inversion'] = inversion.describe()
     meta = dict(network_sha256=network_sha256, weights_sha256=deltas.weights_sha256(G), settings=settings)

@@ -216,9 +216,10 @@ class WinogradConv2d(nn.Module):
             prod = _scratch('prod', positions * tiles * self.conv.out_channels).view(positions, tiles, -1)
             torch.bmm(v, self.filters, out=prod)
             y = x.new_empty(n, ho, wo, self.conv.out_channels)
-            for i, ph in enumerate(self.phases):
+            none = x.new_empty(0)
+            for i, ph in enumerate(self.phases):                    # The bias once; later phases accumulate.
                 at_y, at_x = ph.matrices[2:]
-                plugin.output_transform(prod[ph.rows], at_y, at_x, bias if bias is not None and i == 0 else x.new_empty(0),
+                plugin.output_transform(prod[ph.rows], at_y, at_x, bias if bias is not None and i == 0 else none,
                                         y, i > 0, th, tw)
         else:
             v = torch.cat([input_transform_ref(xh, *ph.matrices[:2], self.m, self.stride, ph.off_y, ph.off_x, th, tw)
